@@ -1,0 +1,27 @@
+"""gradmem: which tensors backprop needs, and when they are allocated and freed.
+
+``gradmem.capture()`` records a block of PyTorch code; ``gradmem.analyze(trace)`` turns a
+trace into tables. Analysis and rendering never import torch, so a saved trace can be
+re-rendered anywhere.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .trace import Trace, read_trace, write_trace  # noqa: E402
+
+
+def __getattr__(name: str):
+    if name in ("capture", "Capture"):   # imported on first use: it needs torch
+        from . import capture as _capture_module
+        return getattr(_capture_module, name)
+    raise AttributeError(f"module 'gradmem' has no attribute {name!r}")
+
+
+def analyze(trace: Trace):
+    """Tables and summary for a trace (pandas; no torch needed)."""
+    from .analysis import analyze as _analyze
+    return _analyze(trace)
+
+
+__all__ = ["Capture", "capture", "Trace", "read_trace", "write_trace", "analyze", "__version__"]

@@ -1,0 +1,60 @@
+"""Analysis: events become DataFrames, then pure passes. Imports no torch.
+
+``analyze(trace)`` is the recipe: frames by kind, node names, the per-storage table with
+roles, steps with live bytes by role, the per-node table, the summary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..trace import Trace
+from .frames import by_kind, events_table
+from .naming import node_names, storage_names
+from .nodes import annotate_steps, nodes_table
+from .story import story
+from .storages import tensors_table
+from .summary import summarize
+from .timeline import deltas, live_by_step, steps_frame
+
+
+@dataclass
+class Analysis:
+    trace: Trace
+    tensors: pd.DataFrame
+    steps: pd.DataFrame
+    nodes: pd.DataFrame
+    summary: dict
+    frames: dict = field(repr=False)
+    node_names: dict = field(repr=False)
+    timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
+
+    @property
+    def events(self) -> pd.DataFrame:
+        return events_table(self.trace)
+
+    def story(self) -> list[str]:
+        return story(self.trace, self.tensors, self.steps, self.frames, self.node_names)
+
+
+def analyze(trace: Trace) -> Analysis:
+    frames = by_kind(trace)
+    names0 = node_names(frames["node"])
+    steps = steps_frame(frames, names0)
+    phase = steps.set_index("step")["phase"]
+    op = dict(zip(steps["step"], steps["op"]))
+    tensors = tensors_table(frames, phase, op, names0)
+    nnames = node_names(frames["node"], dict(zip(tensors["id"], tensors["name"])))
+    if nnames != names0:   # AccumulateGrad(w): rebuild the labels that name nodes
+        steps = steps_frame(frames, nnames)
+        op = dict(zip(steps["step"], steps["op"]))
+        tensors = tensors_table(frames, phase, op, nnames)
+    d = deltas(tensors)
+    steps = annotate_steps(live_by_step(steps, d), frames, tensors)
+    nodes = nodes_table(steps, frames, tensors)
+    summary = summarize(trace, tensors, steps, d)
+    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
+
+
+__all__ = ["Analysis", "analyze", "storage_names"]

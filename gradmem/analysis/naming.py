@@ -1,0 +1,77 @@
+"""Names a user recognises, for backward nodes and for storages.
+
+A storage is named, in order of preference, by a program variable (``error``), a module
+parameter (``model.0.weight``), a ``.grad`` (``w.grad``), the tensor its gradient is for
+(``grad(error)``), or else the op that made it (``relu#3``).
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+
+def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None) -> dict[int, str]:
+    """{node id: display name}; repeated names get '#k', AccumulateGrad names its leaf."""
+    names: dict[int, str] = {}
+    counts = nodes["name"].value_counts()
+    seen: dict[str, int] = {}
+    for nid, name, leaf in zip(nodes["node"], nodes["name"], nodes["leaf"]):
+        if name == "AccumulateGrad" and storage_names is not None and pd.notna(leaf):
+            names[int(nid)] = f"AccumulateGrad({storage_names.get(int(leaf), f'S{int(leaf)}')})"
+            continue
+        seen[name] = seen.get(name, 0) + 1
+        names[int(nid)] = f"{name}#{seen[name]}" if counts[name] > 1 else name
+    return names
+
+
+def variable_names(name_events: pd.DataFrame) -> dict[int, str]:
+    """The first name each storage was given by the program."""
+    first = name_events.sort_values("seq").drop_duplicates("storage")
+    return dict(zip(first["storage"].astype(int), first["name"]))
+
+
+def node_outputs(tensor_events: pd.DataFrame) -> dict[tuple[int, int], int]:
+    """{(node id, output_nr): storage} for every forward output with a grad_fn."""
+    out = tensor_events.dropna(subset=["node"])
+    return {(int(n), int(o)): int(s) for n, o, s in zip(out["node"], out["output_nr"], out["storage"])}
+
+
+def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
+    """{gradient storage: storage of the tensor it is the gradient of}."""
+    targets: dict[int, int] = {}
+    outputs = node_outputs(frames["tensor"])
+    nodes = frames["node"]
+    next_of = dict(zip(nodes["node"].astype(int), nodes["next"])) if len(nodes) else {}
+    leaf_of = {int(n): int(l) for n, l in zip(nodes["node"], nodes["leaf"]) if pd.notna(l)}
+    for nid, grads_out in zip(frames["node_end"]["node"], frames["node_end"]["grads_out"]):
+        for (target_node, nr), grad in zip(next_of.get(int(nid), []), grads_out or []):
+            if grad is None or target_node is None:
+                continue
+            target = leaf_of.get(target_node, outputs.get((target_node, nr)))
+            if target is not None:
+                targets.setdefault(int(grad), target)
+    for frame in (frames["grad"], frames["leaf_grad"], frames["retained"]):
+        for target, grad in zip(frame["target"], frame["grad"]):
+            if pd.notna(grad) and pd.notna(target):
+                targets.setdefault(int(grad), int(target))
+    return targets
+
+
+def storage_names(frames: dict[str, pd.DataFrame]) -> dict[int, str]:
+    names = variable_names(frames["name"])
+    targets = gradient_targets(frames)
+    alloc = frames["alloc"]
+    counters: dict[str, int] = {}
+    result: dict[int, str] = {}
+    for sid, op in zip(alloc["storage"].astype(int), alloc["op"]):
+        counters[op or "tensor"] = counters.get(op or "tensor", 0) + 1
+        if sid in names:
+            result[sid] = names[sid]
+        elif sid in targets and targets[sid] != sid:
+            result[sid] = None   # filled below, once the target's name is known
+        else:
+            result[sid] = f"{op or 'tensor'}#{counters[op or 'tensor']}"
+    for sid, name in result.items():
+        if name is None:
+            target = targets[sid]
+            result[sid] = f"grad({result.get(target) or f'S{target}'})"
+    return result

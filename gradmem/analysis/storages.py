@@ -1,0 +1,125 @@
+"""One row per storage: what it is, who made it, who saved and used it, when it was freed,
+and its role. Roles are set by named passes, in order, like torch's memory profiler.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..roles import Role
+from .frames import text
+from .naming import storage_names
+
+TENSOR_COLUMNS = [
+    "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
+    "free_step", "freed_after", "saved_by", "unpacked_by", "released_step", "value",
+    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase",
+]
+
+
+def _join(values) -> str:
+    out = []
+    for v in values:
+        if v and v not in out:
+            out.append(v)
+    return ";".join(out)
+
+
+def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: dict) -> pd.DataFrame:
+    alloc = frames["alloc"].drop_duplicates("storage")
+    t = pd.DataFrame({
+        "id": alloc["storage"].astype(int).values,
+        "device": alloc["device"].values,
+        "dtype": alloc["dtype"].values,
+        "shape": ["(" + ", ".join(str(d) for d in s) + ("," if len(s) == 1 else "") + ")" for s in alloc["shape"]],
+        "nbytes": alloc["nbytes"].astype("int64").values,
+        "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"], alloc["preexisting"])],
+        "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"], alloc["preexisting"])],
+        "alloc_seq": [-1 if p else int(q) for q, p in zip(alloc["seq"], alloc["preexisting"])],
+        "preexisting": alloc["preexisting"].astype(bool).values,
+        "factory": alloc["factory"].astype(bool).values,
+        "value": alloc["value"].values,
+    })
+    free = frames["free"].drop_duplicates("storage").set_index("storage")
+    t["free_step"] = t["id"].map(free["step"]).astype("Int64")
+    t["free_seq"] = t["id"].map(free["seq"]).astype("Int64")
+    t["freed_after"] = t["free_step"].map(lambda s: step_op.get(int(s), "") if pd.notna(s) else "")
+    t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
+    return t
+
+
+def add_saved(t: pd.DataFrame, frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
+    saved, slot = frames["saved"], frames["slot"].drop_duplicates("pack")
+    owner = dict(zip(slot["pack"], [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(slot["node"], slot["field"])]))
+    saved = saved.assign(owner=saved["pack"].map(owner).fillna("(unknown node)"))
+    t["saved_by"] = text(t["id"].map(saved.groupby("storage")["owner"].agg(_join)))
+    storage_of = dict(zip(saved["pack"], saved["storage"]))
+    unp = frames["unpacked"].assign(storage=lambda d: d["pack"].map(storage_of))
+    unp = unp.assign(by=[node_name.get(int(n), "") if pd.notna(n) else "(outside backward)" for n in unp["node"]])
+    t["unpacked_by"] = text(t["id"].map(unp.groupby("storage")["by"].agg(_join)))
+    rel = frames["released"].assign(storage=lambda d: d["pack"].map(storage_of))
+    t["released_step"] = t["id"].map(rel.groupby("storage")["step"].max()).astype("Int64")
+    hidden = frames["hidden_slot"].dropna(subset=["storage"])
+    if len(hidden):   # saved without our hooks (before the capture): still saved for backward
+        extra = hidden.assign(owner=[f"{node_name.get(int(n), n)}.{f}" for n, f in zip(hidden["node"], hidden["field"])])
+        more = text(t["id"].map(extra.groupby("storage")["owner"].agg(_join)))
+        t["saved_by"] = [_join([a, b]) for a, b in zip(t["saved_by"], more)]
+    return t
+
+
+def add_tensor_facts(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    facts = frames["tensor"]
+    leaves = set(facts.loc[facts["leaf"] == True, "storage"].astype(int))  # noqa: E712
+    grads = set(facts["storage"].astype(int))
+    t["requires_grad"] = t["id"].isin(grads)
+    t["is_leaf"] = ~t["id"].isin(grads - leaves)
+    grad_of = {}
+    for frame in (frames["leaf_grad"], frames["retained"]):
+        grad_of.update({int(g): int(tg) for tg, g in zip(frame["target"], frame["grad"]) if pd.notna(g)})
+    t["grad_of"] = t["id"].map(grad_of).astype("Int64")
+    t["_leaf_param"] = t["id"].isin(leaves)
+    t["_param_grad"] = t["id"].isin(set(frames["leaf_grad"]["grad"].dropna().astype(int)))
+    t["_retained"] = t["id"].isin(set(frames["retained"]["grad"].dropna().astype(int)))
+    return t
+
+
+def _handed_on(frames: dict) -> set[int]:
+    """Gradients that left the node that made them (or reached a tensor hook)."""
+    ids = {int(g) for gs in frames["node_end"]["grads_out"] for g in (gs or []) if g is not None}
+    ids |= set(frames["grad"]["grad"].dropna().astype(int))
+    return ids
+
+
+# -- the role passes ------------------------------------------------------------------------
+def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    role = pd.Series(Role.INTERMEDIATE.value, index=t.index)
+    backward = t["phase"] == "backward"
+    same_step = t["free_step"].notna() & (t["free_step"] == t["alloc_step"])
+    saved = t["saved_by"] != ""
+    handed = t["id"].isin(_handed_on(frames))
+    # gradients and temporaries: everything backward creates
+    role[backward] = Role.GRADIENT.value
+    role[backward & same_step & ~handed] = Role.TEMPORARY.value
+    # forward scratch that died in the op that made it
+    role[~backward & same_step & ~saved] = Role.TEMPORARY.value
+    # inputs: no grad, made before the forward pass or by a factory op
+    inputs = ~backward & ~t["requires_grad"] & (t["preexisting"] | (t["phase"] == "setup") | t["factory"])
+    role[inputs] = Role.INPUT.value
+    # parameters: leaves that require grad
+    role[t["_leaf_param"]] = Role.PARAMETER.value
+    # activations: made in forward and saved for backward (a saved input stays an input)
+    role[~backward & saved & ~inputs & ~t["_leaf_param"]] = Role.ACTIVATION.value
+    # .grad of leaves and retained grads of non-leaves
+    role[t["_param_grad"]] = Role.PARAM_GRAD.value
+    role[t["_retained"]] = Role.RETAINED_GRAD.value
+    t["role"] = role
+    return t
+
+
+def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict) -> pd.DataFrame:
+    t = base_table(frames, step_phase, step_op)
+    t = add_saved(t, frames, node_name)
+    t = add_tensor_facts(t, frames)
+    t = set_roles(t, frames)
+    names = storage_names(frames)
+    t["name"] = t["id"].map(names)
+    return t[TENSOR_COLUMNS].reset_index(drop=True)

@@ -1,0 +1,68 @@
+"""The trace as compact text, one line per event that matters to the question:
+
+    STEP 10 backward PowBackward0
+    UNPACK S5 error in PowBackward0
+    FREE S10 grad(error_squared) after PowBackward0
+
+Used by golden tests and by anyone who wants to read a run top to bottom.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from ..trace import Trace
+
+
+class _Labels:
+    def __init__(self, tensors: pd.DataFrame, steps: pd.DataFrame, node_name: dict, owner: dict, storage_of: dict):
+        self.tensors = tensors.set_index("id")
+        self.step_op = dict(zip(steps["step"], steps["op"]))
+        self.node_name = node_name
+        self.owner = owner
+        self.storage_of = storage_of
+
+    def s(self, sid) -> str:
+        if sid is None or pd.isna(sid):
+            return "-"
+        sid = int(sid)
+        return f"S{sid} {self.tensors.at[sid, 'name']}" if sid in self.tensors.index else f"S{sid}"
+
+    def full(self, sid) -> str:
+        r = self.tensors.loc[int(sid)].to_dict()
+        value = f" = {r['value']}" if isinstance(r["value"], str) else ""
+        return f"{self.s(sid)} {r['shape']} {r['dtype']} {r['nbytes']} B [{r['role']}]{value}"
+
+
+def _line(ev, lab: _Labels) -> str | None:
+    d, k = ev.data, str(ev.kind)
+    if k == "step":
+        return f"STEP {ev.step} {d['phase']} {lab.node_name.get(d['node'], d['op']) if d.get('node') else d['op']}"
+    if k == "alloc":
+        return f"ALLOC {lab.full(d['storage'])}" + (" (before capture)" if d.get("preexisting") else "")
+    if k == "saved":
+        return f"SAVED {lab.s(d['storage'])} by {lab.owner.get(d['pack'], '(unknown node)')}"
+    if k == "unpacked":
+        return f"UNPACK {lab.s(lab.storage_of.get(d['pack']))} in {lab.node_name.get(d.get('node'), '(outside backward)')}"
+    if k == "released":
+        return f"RELEASE {lab.s(lab.storage_of.get(d['pack']))} slot {lab.owner.get(d['pack'], '?')}"
+    if k == "free":
+        return f"FREE {lab.s(d['storage'])} after {lab.step_op.get(ev.step, ev.step)}"
+    if k == "node_end":
+        ins = ", ".join(lab.s(g) for g in d["grads_in"] if g is not None) or "-"
+        outs = ", ".join(lab.s(g) for g in d["grads_out"] if g is not None) or "-"
+        return f"NODE {lab.node_name.get(d['node'])}: {ins} -> {outs}"
+    if k in ("leaf_grad", "retained"):
+        return f"{'GRAD' if k == 'leaf_grad' else 'RETAIN'} {lab.s(d['grad'])} for {lab.s(d['target'])}"
+    if k in ("backward_begin", "backward_end"):
+        return f"BACKWARD {k.split('_')[1]} {d.get('index')}"
+    if k == "error":
+        return f"ERROR {d.get('type')}: {d.get('message')}"
+    return None
+
+
+def story(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, node_name: dict) -> list[str]:
+    slot = frames["slot"]
+    owner = {int(p): f"{node_name.get(int(n), n)}.{f}" for p, n, f in zip(slot["pack"], slot["node"], slot["field"])}
+    storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
+    lab = _Labels(tensors, steps, node_name, owner, storage_of)
+    return [line for line in (_line(ev, lab) for ev in trace.events) if line]

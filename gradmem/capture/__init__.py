@@ -1,0 +1,256 @@
+"""Capture: run code under hooks that record when each tensor's memory comes and goes.
+
+Example::
+
+    import torch, gradmem
+    x = torch.tensor([[10., 15.], [30., 40.]]); y = torch.tensor([20., 25.])
+    w = torch.tensor([5., 6.], requires_grad=True)
+    with gradmem.capture() as cap:
+        error = y - x @ w
+        loss = (error ** 2).mean()
+        loss.backward()
+    cap.tensors      # one row per storage: name, role, bytes, when allocated and freed
+    cap.summary      # peak, when, what was live by role
+    cap.save("reports/mine")
+
+Known limitations:
+    - Buffers that kernels allocate internally (convolution workspaces) are not seen by
+      the hooks; compare with the allocator for those.
+    - Tensors saved under someone else's saved-tensor hooks entered *inside* the capture
+      (``torch.utils.checkpoint``, ``save_on_cpu``) are reported as hidden slots.
+    - ``torch.compile`` collapses the graph into one node with no saved fields.
+"""
+from __future__ import annotations
+
+import datetime
+import platform
+import sys
+import traceback
+
+import torch
+
+from ..trace import EventKind, Meta, Trace
+from .calls import CallWatcher
+from .graph import Graph
+from .grads import GradWatcher
+from .names import SKIP_DIRS, Namer
+from .ops import OpWatcher
+from .recorder import Recorder
+from .saved import SavedTensorWatcher
+from .storages import Storages
+
+
+LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
+
+
+class Capture:
+    """Context manager that records one run; afterwards exposes the trace and tables."""
+
+    def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written"):
+        self.scenario = scenario
+        self.params = dict(params or {})
+        self.retain_grad = retain_grad
+        self.trace: Trace | None = None
+        self._analysis = None
+        self.rec = Recorder()
+        self.storages = Storages(self.rec)
+        self.graph = Graph(self.rec, self.storages)
+        self.grads = GradWatcher(self.rec, self.storages)
+        self.namer = Namer(self.rec, self.storages)
+        self.saved = SavedTensorWatcher(self.rec, self.storages, self._current_node)
+        self._modes = []
+        self._started = ""
+        self._leaves_seen: set[int] = set()
+        self._error: dict | None = None
+
+    # -- entering and leaving -------------------------------------------------------------
+    def __enter__(self) -> "Capture":
+        self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        self.namer.entry = sys._getframe(1)
+        self._modes = [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
+        entered = []
+        try:
+            for mode in self._modes:
+                mode.__enter__()
+                entered.append(mode)
+        except BaseException:
+            for mode in reversed(entered):
+                mode.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        try:
+            self.namer.scan_stack(sys._getframe(1))
+        finally:
+            for mode in reversed(self._modes):
+                mode.__exit__(None, None, None)
+            self.namer.entry = None
+        if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+            self.record_error(exc)
+        self.finish()
+        return False
+
+    def record_error(self, exc: BaseException) -> None:
+        file, line = _failing_line(exc)
+        self.rec.emit(EventKind.ERROR, type=type(exc).__name__, message=str(exc), file=file, line=line)
+        self._error = {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
+
+    def finish(self) -> Trace:
+        if self.trace is None:
+            self.rec.active = False
+            self.storages.close()
+            error = self._error
+            meta = Meta(
+                scenario=self.scenario, params=self.params, device=_device(self.params),
+                torch_version=torch.__version__, gradmem_version=_version(),
+                python_version=platform.python_version(), started_at=self._started,
+                status="partial" if error else "complete", error=error,
+                notes=self._notes(),
+            )
+            self.trace = Trace(meta, self.rec.sorted_events())
+        return self.trace
+
+    def _notes(self) -> tuple:
+        hidden = sum(1 for e in self.rec.events if e.kind == EventKind.HIDDEN_SLOT)
+        if not hidden:
+            return ()
+        return (f"{hidden} saved tensors were packed by other saved-tensor hooks "
+                "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed",)
+
+    # -- called by the watchers -----------------------------------------------------------
+    def _current_node(self) -> int | None:
+        node = torch._C._current_autograd_node()
+        return self.graph.node_id(node) if node is not None else None
+
+    def begin_op(self, name: str, inputs) -> bool:
+        rec = self.rec
+        self.saved.fresh_call = False
+        if rec.in_backward:
+            nid = self._current_node()
+            if nid is None or nid != rec.node:
+                rec.begin_step("backward", name, node=nid) if nid is None else self._node_step(nid)
+        else:
+            rec.begin_step("forward", name)
+        if name in LIFT_OPS:   # torch.tensor(data): the input is the new tensor itself
+            return False
+        has_inputs = False
+        for t in inputs:
+            has_inputs = True
+            self.storages.see(t)
+        return has_inputs
+
+    def _node_step(self, nid: int) -> None:
+        self.rec.begin_step("backward", self.graph.name_of(nid), node=nid)
+
+    def op_outputs(self, name: str, out, factory: bool) -> None:
+        see = self.storages.see
+        if isinstance(out, torch.Tensor):
+            see(out, name, preexisting=False, factory=factory)
+        elif isinstance(out, (list, tuple)):
+            for t in out:
+                if isinstance(t, torch.Tensor):
+                    see(t, name, preexisting=False, factory=factory)
+
+    def leaf(self, t: torch.Tensor) -> None:
+        sid = self.storages.see(t)
+        if sid is not None and sid not in self._leaves_seen:
+            self._leaves_seen.add(sid)
+            self.rec.emit(EventKind.TENSOR, storage=sid, requires_grad=True, leaf=True)
+
+    def forward_output(self, t: torch.Tensor, grad_fn) -> None:
+        nid = self.graph.node_id(grad_fn)
+        sid = self.storages.see(t)
+        self.rec.emit(EventKind.TENSOR, storage=sid, requires_grad=True, leaf=False, node=nid, output_nr=t.output_nr)
+        self.grads.forward_output(t)
+
+    def run_backward(self, kind: str, func, args, kwargs, caller):
+        rec = self.rec
+        roots = _roots_of(args, kwargs)
+        grad_fns = [t.grad_fn for t in roots]
+        self.graph.discover(grad_fns)
+        self.namer.scan_stack(caller)
+        leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
+        for leaf in leaves:
+            self.leaf(leaf)
+        handles = self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
+        del leaves, grad_fns
+        rec.backward_index += 1
+        rec.emit(EventKind.BACKWARD_BEGIN, index=rec.backward_index, call=kind,
+                 roots=[self.storages.see(t) for t in roots],
+                 retain_graph=bool(kwargs.get("retain_graph")), create_graph=bool(kwargs.get("create_graph")))
+        del roots
+        rec.in_backward += 1
+        try:
+            return func(*args, **kwargs)
+        finally:
+            rec.in_backward -= 1
+            for h in handles:
+                h.remove()
+            rec.node = None
+            rec.emit(EventKind.BACKWARD_END, index=rec.backward_index)
+            self.grads.record_retained()
+            self.namer.scan_stack(caller)
+
+    # -- results ----------------------------------------------------------------------------
+    @property
+    def analysis(self):
+        if self.trace is None:
+            raise RuntimeError("the capture is still running: read results after the with block")
+        if self._analysis is None:
+            from ..analysis import analyze
+            self._analysis = analyze(self.trace)
+        return self._analysis
+
+    @property
+    def tensors(self):
+        return self.analysis.tensors
+
+    @property
+    def steps(self):
+        return self.analysis.steps
+
+    @property
+    def events(self):
+        return self.analysis.events
+
+    @property
+    def nodes(self):
+        return self.analysis.nodes
+
+    @property
+    def summary(self) -> dict:
+        return self.analysis.summary
+
+    def save(self, out_dir, formats=("csv", "json", "trace")):
+        from ..render import write_reports
+        return write_reports(self.analysis, out_dir, formats)
+
+
+def _roots_of(args, kwargs) -> list:
+    first = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+    items = first if isinstance(first, (list, tuple)) else [first]
+    return [t for t in items if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+
+
+def _failing_line(exc: BaseException) -> tuple[str | None, int | None]:
+    """The innermost traceback frame in the profiled program (not in torch or gradmem)."""
+    found = (None, None)
+    for fs in traceback.extract_tb(exc.__traceback__):
+        if not fs.filename.startswith(SKIP_DIRS):
+            found = (fs.filename, fs.lineno)
+    return found
+
+
+def _device(params: dict) -> str:
+    return str(params.get("device", "cpu"))
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__
+
+
+def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written") -> Capture:
+    """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``."""
+    return Capture(scenario, params, retain_grad)

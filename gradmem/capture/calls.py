@@ -1,0 +1,67 @@
+"""Torch-level calls: backward calls, the graph each forward call builds, retain_grad.
+
+A ``TorchFunctionMode`` sits above autograd, so after each call the outputs carry their
+``grad_fn``: that is when new backward nodes are discovered and their saved slots read.
+It also sees ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autograd.grad``
+(all overridable), which is where node and gradient hooks are put on for one backward.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+BACKWARD_FUNCS = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward",
+                  torch.autograd.grad: "grad"}
+RETAIN_GRAD = torch.Tensor.retain_grad
+
+
+
+class CallWatcher(TorchFunctionMode):
+    def __init__(self, cap, retain_grad: str = "as-written"):
+        super().__init__()
+        self.cap = cap
+        self.retain_grad = retain_grad   # as-written | off | on
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        kind = BACKWARD_FUNCS.get(func) if not isinstance(func, type) else None
+        if kind is not None:
+            return self.cap.run_backward(kind, func, args, kwargs, sys._getframe(1))
+        if func is RETAIN_GRAD:
+            return self._retain(func, args, kwargs)
+        self.cap.saved.fresh_call = True
+        try:
+            out = func(*args, **kwargs)
+        finally:
+            self.cap.saved.fresh_call = False
+        self._outputs(out)
+        return out
+
+    def _retain(self, func, args, kwargs):
+        if self.retain_grad == "off":
+            return None
+        out = func(*args, **kwargs)
+        self.cap.grads.retaining(args[0])
+        return out
+
+    def _outputs(self, out) -> None:
+        if isinstance(out, torch.Tensor):
+            self._output(out)
+        elif isinstance(out, (list, tuple)):
+            for t in out:
+                if isinstance(t, torch.Tensor):
+                    self._output(t)
+
+    def _output(self, t: torch.Tensor) -> None:
+        if not t.requires_grad:
+            return
+        grad_fn = t.grad_fn
+        if grad_fn is None:
+            self.cap.leaf(t)
+            return
+        self.cap.forward_output(t, grad_fn)
+        if self.retain_grad == "on" and not t.retains_grad:
+            t.retain_grad()
+            self.cap.grads.retaining(t)

@@ -1,0 +1,56 @@
+"""Gradient hooks: each gradient as it arrives for a tensor, each leaf's ``.grad`` as it
+lands, and the copies ``retain_grad()`` keeps.
+
+Tensors are only weakly referenced here; hooks are registered for one backward call and
+removed when it ends.
+"""
+from __future__ import annotations
+
+import weakref
+from functools import partial
+
+import torch
+
+from ..trace import EventKind
+
+
+class GradWatcher:
+    def __init__(self, rec, storages):
+        self.rec = rec
+        self.storages = storages
+        self._outputs: list[weakref.ref] = []   # forward outputs that require grad
+        self._retaining: list[weakref.ref] = []  # tensors retain_grad() was called on
+
+    def forward_output(self, t: torch.Tensor) -> None:
+        self._outputs.append(weakref.ref(t))
+
+    def retaining(self, t: torch.Tensor) -> None:
+        self._retaining.append(weakref.ref(t))
+
+    def _alive(self, refs: list) -> list:
+        alive = [r for r in refs if r() is not None]
+        refs[:] = alive
+        return [r() for r in alive]
+
+    def hook_tensors(self) -> list:
+        handles = []
+        for t in self._alive(self._outputs):
+            if t.grad_fn is not None:
+                handles.append(t.register_hook(partial(self._grad, self.storages.see(t))))
+        return handles
+
+    def hook_leaves(self, leaves) -> list:
+        return [leaf.register_post_accumulate_grad_hook(self._leaf) for leaf in leaves]
+
+    def _grad(self, target: int, grad) -> None:
+        if grad is not None:
+            self.rec.emit(EventKind.GRAD, target=target, grad=self.storages.see(grad))
+
+    def _leaf(self, leaf: torch.Tensor) -> None:
+        if leaf.grad is not None:
+            self.rec.emit(EventKind.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad))
+
+    def record_retained(self) -> None:
+        for t in self._alive(self._retaining):
+            if t.grad is not None:
+                self.rec.emit(EventKind.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad))

@@ -1,0 +1,145 @@
+"""Backward nodes: gradmem ids for them, what each saved, and hooks that time them.
+
+Node Python objects cannot be weak-referenced and must never be held (a node holds its
+saved tensors), so a node is known by a key: its name and autograd sequence number, or,
+for ``AccumulateGrad``, the storage of the leaf it accumulates into.
+
+Which node and field own a saved slot is read from ``node._raw_saved_<field>.data``: that
+returns the object our pack hook made without unpacking it. A slot whose unpack hook is
+not ours (checkpoint, save_on_cpu, the user's own hooks) is reported as hidden.
+"""
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Iterable
+
+from ..trace import EventKind
+from .recorder import Recorder
+from .saved import Packed
+from .storages import Storages
+
+ACCUMULATE = "torch::autograd::AccumulateGrad"
+RAW = "_raw_saved_"
+
+
+def short_name(name: str) -> str:
+    return name.rsplit("::", 1)[-1]
+
+
+class Graph:
+    def __init__(self, rec: Recorder, storages: Storages):
+        self.rec = rec
+        self.storages = storages
+        self._ids: dict[tuple, int] = {}
+        self._next = itertools.count(1)
+        self._fields: dict[type, tuple[str, ...]] = {}
+        self._names: dict[int, str] = {}
+
+    def name_of(self, nid: int) -> str:
+        return self._names.get(nid, "?")
+
+    def key(self, node) -> tuple:
+        name = node.name()
+        if name == ACCUMULATE:
+            return (name, self.storages.see(node.variable))
+        return (name, node._sequence_nr())
+
+    def node_id(self, node) -> int:
+        nid = self._ids.get(self.key(node))
+        if nid is None:
+            self.discover([node])
+            nid = self._ids[self.key(node)]
+        return nid
+
+    def discover(self, roots: Iterable) -> None:
+        """Give ids to the nodes not seen yet, then record them and their saved slots."""
+        new, stack = [], [r for r in roots if r is not None]
+        while stack:
+            node = stack.pop()
+            key = self.key(node)
+            if key in self._ids:
+                continue
+            self._ids[key] = nid = next(self._next)
+            new.append((nid, node))
+            stack.extend(n for n, _ in node.next_functions if n is not None)
+        for nid, node in reversed(new):
+            self._record(nid, node)
+
+    def _record(self, nid: int, node) -> None:
+        name = node.name()
+        self._names[nid] = short_name(name)
+        data = {"node": nid, "name": short_name(name), "next": [
+            [self._ids.get(self.key(n)) if n is not None else None, nr] for n, nr in node.next_functions
+        ]}
+        if name == ACCUMULATE:
+            data["leaf"] = self.storages.see(node.variable)
+        self.rec.emit(EventKind.NODE, **data)
+        for field in self._slot_fields(node):
+            self._record_slots(nid, node, field)
+
+    def _slot_fields(self, node) -> tuple[str, ...]:
+        fields = self._fields.get(type(node))
+        if fields is None:
+            fields = tuple(a[len(RAW):] for a in dir(node) if a.startswith(RAW))
+            self._fields[type(node)] = fields
+        return fields
+
+    def _record_slots(self, nid: int, node, field: str) -> None:
+        try:
+            raw = getattr(node, RAW + field)
+        except RuntimeError:  # already released
+            return
+        items = raw if isinstance(raw, (list, tuple)) else [raw]
+        for i, saved in enumerate(items):
+            label = field if len(items) == 1 and not isinstance(raw, (list, tuple)) else f"{field}[{i}]"
+            if saved is not None:
+                self._record_slot(nid, label, saved)
+
+    def _record_slot(self, nid: int, field: str, saved) -> None:
+        try:
+            data = saved.data
+        except RuntimeError:
+            return
+        if isinstance(data, Packed):
+            self.rec.emit(EventKind.SLOT, pack=data.pid, node=nid, field=field)
+            return
+        hook = saved.unpack_hook
+        storage = self.storages.see(data) if hook is None and hasattr(data, "untyped_storage") else None
+        if hook is None and storage is None:   # an empty slot (that gradient is not needed)
+            return
+        hook_name = getattr(hook, "__qualname__", repr(hook)) if hook is not None else None
+        self.rec.emit(EventKind.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
+
+    def reachable(self, roots: Iterable) -> list:
+        seen, out, stack = set(), [], [r for r in roots if r is not None]
+        while stack:
+            node = stack.pop()
+            key = self.key(node)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(node)
+            stack.extend(n for n, _ in node.next_functions if n is not None)
+        return out
+
+    def hook_nodes(self, roots: Iterable) -> list:
+        """Pre- and post-hooks on every node reachable from ``roots``; returns the handles."""
+        handles = []
+        for node in self.reachable(roots):
+            nid = self.node_id(node)
+            handles.append(node.register_prehook(partial(self._pre, nid, node.name())))
+            handles.append(node.register_hook(partial(self._post, nid)))
+        return handles
+
+    def _pre(self, nid: int, name: str, grad_outputs) -> None:
+        if self.rec.node != nid:
+            self.rec.begin_step("backward", short_name(name), node=nid)
+
+    def _post(self, nid: int, grad_inputs, grad_outputs) -> None:
+        see = self.storages.see
+        self.rec.emit(
+            EventKind.NODE_END, node=nid,
+            grads_in=[see(g) if g is not None else None for g in grad_outputs],
+            grads_out=[see(g) if g is not None else None for g in grad_inputs],
+        )

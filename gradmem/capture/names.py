@@ -1,0 +1,75 @@
+"""Names a user recognises: the program's own variables, module parameters, ``.grad``.
+
+Read from the frames of the profiled program at a few moments (each backward call's start
+and end, and the end of the capture). On Python < 3.13, reading ``frame.f_locals`` of a
+function frame leaves a snapshot dict in the frame that holds every local alive; we clear
+that snapshot straight after reading so the profiler never keeps a tensor alive.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from typing import Iterable, Mapping
+
+import torch
+
+from ..trace import EventKind
+
+SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+_SNAPSHOT_LOCALS = sys.version_info < (3, 13)
+
+
+def _user_frame(frame) -> bool:
+    return not frame.f_code.co_filename.startswith(SKIP_DIRS)
+
+
+def _read_locals(frame) -> list[tuple[str, object]]:
+    f_locals = frame.f_locals
+    items = list(f_locals.items())
+    if _SNAPSHOT_LOCALS and frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+        f_locals.clear()
+    return items
+
+
+class Namer:
+    def __init__(self, rec, storages):
+        self.rec = rec
+        self.storages = storages
+        self.entry = None   # the frame that entered the capture: the outermost one we read
+
+    def scan_stack(self, start) -> None:
+        frame = start
+        while frame is not None:
+            if _user_frame(frame):
+                self.scan(_read_locals(frame))
+            if frame is self.entry:
+                break
+            frame = frame.f_back
+
+    def scan(self, items: Iterable[tuple[str, object]] | Mapping) -> None:
+        if isinstance(items, Mapping):
+            items = list(items.items())
+        for name, value in items:
+            if name.startswith("_"):
+                continue
+            if isinstance(value, torch.Tensor):
+                self._tensor(name, value)
+            elif isinstance(value, torch.nn.Module):
+                self._module(name, value)
+
+    def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
+        sid = self.storages.lookup(t)
+        if sid is not None:
+            self.rec.emit(EventKind.NAME, storage=sid, name=name, source=kind)
+        grad = t.grad if t.is_leaf or t.retains_grad else None
+        if grad is not None:
+            gid = self.storages.lookup(grad)
+            if gid is not None:
+                self.rec.emit(EventKind.NAME, storage=gid, name=f"{name}.grad", source="grad")
+
+    def _module(self, name: str, module: torch.nn.Module) -> None:
+        for pname, p in module.named_parameters(prefix=name):
+            self._tensor(pname, p, "parameter")
+        for bname, b in module.named_buffers(prefix=name):
+            self._tensor(bname, b, "buffer")

@@ -1,0 +1,48 @@
+"""Every aten op, forward and backward: the steps, and the storages each op creates.
+
+A ``TorchDispatchMode`` sees each op below autograd, on whichever thread runs it (the
+engine carries the mode to its device threads). In backward, ops belong to the node
+that is running (``torch._C._current_autograd_node()``); each other op is a step.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+_op_names: dict = {}
+
+
+def op_name(func) -> str:
+    name = _op_names.get(func)
+    if name is None:
+        name = getattr(func, "_opname", None) or str(func)
+        _op_names[func] = name
+    return name
+
+
+def _tensors(args, kwargs):
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            for b in a:
+                if isinstance(b, torch.Tensor):
+                    yield b
+    if kwargs:
+        for a in kwargs.values():
+            if isinstance(a, torch.Tensor):
+                yield a
+
+
+class OpWatcher(TorchDispatchMode):
+    def __init__(self, cap):
+        super().__init__()
+        self.cap = cap
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        cap = self.cap
+        name = op_name(func)
+        has_inputs = cap.begin_op(name, _tensors(args, kwargs))
+        out = func(*args, **(kwargs or {}))
+        cap.op_outputs(name, out, factory=not has_inputs)
+        return out

@@ -1,0 +1,48 @@
+"""The short summary printed after every run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .units import human_bytes
+
+TOP = 5
+
+
+def _roles(by_role: dict) -> str:
+    parts = sorted(((b, r) for r, b in by_role.items() if b), reverse=True)
+    return ", ".join(f"{r} {human_bytes(b)}" for b, r in parts) or "nothing"
+
+
+def _saved_lines(tensors) -> list[str]:
+    saved = tensors[tensors["saved_by"] != ""].sort_values("nbytes", ascending=False)
+    lines = []
+    for r in saved.head(TOP).itertuples():
+        extra = " (an input: saving it costs no new bytes)" if r.role == "input" else ""
+        extra = " (a parameter: no new bytes)" if r.role == "parameter" else extra
+        lines.append(f"    {r.name} {r.shape} {human_bytes(r.nbytes)} by {r.saved_by}{extra}")
+    if len(saved) > TOP:
+        lines.append(f"    ... and {len(saved) - TOP} more (tensors.csv, column saved_by)")
+    return lines
+
+
+def summary_text(analysis, files: list[Path] | None = None) -> str:
+    s = analysis.summary
+    status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
+    lines = [
+        f"gradmem: {s['scenario'] or 'capture'} on {s['device']} (torch {s['torch_version']}){status}",
+        f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
+        f"  live at the peak: {_roles(s['peak_by_role'])}",
+        f"  backward: {s['backward_nodes']} nodes; its peak {human_bytes(s['backward_peak_bytes'])} at step {s['backward_peak_step']}",
+        "  saved for backward:",
+        *(_saved_lines(analysis.tensors) or ["    nothing"]),
+        "  largest tensors:",
+        *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s["largest"][:TOP]],
+        f"  alive at the end: {_roles(s['bytes_by_role_at_end'])}",
+    ]
+    lines += [f"  note: {n}" for n in s["notes"]]
+    if s.get("error"):
+        e = s["error"]
+        lines.append(f"  stopped by {e['type']} at {e.get('file')}:{e.get('line')}: {e['message']}")
+    if files:
+        lines.append(f"  wrote {files[0].parent}/: " + " ".join(f.name for f in files))
+    return "\n".join(lines)

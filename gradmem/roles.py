@@ -1,0 +1,46 @@
+"""The vocabulary of memory roles, with the tables that go with it (see design.md)."""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Role(str, Enum):
+    PARAMETER = "parameter"
+    INPUT = "input"
+    ACTIVATION = "activation"
+    INTERMEDIATE = "intermediate"
+    GRADIENT = "gradient"
+    PARAM_GRAD = "param_grad"
+    RETAINED_GRAD = "retained_grad"
+    TEMPORARY = "temporary"
+    UNATTRIBUTED = "unattributed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ROLE_ORDER = [r.value for r in Role]
+
+ROLE_COLORS = {
+    "parameter": "#4e79a7",
+    "input": "#a0cbe8",
+    "activation": "#f28e2b",
+    "intermediate": "#ffbe7d",
+    "gradient": "#59a14f",
+    "param_grad": "#8cd17d",
+    "retained_grad": "#e15759",
+    "temporary": "#bab0ac",
+    "unattributed": "#79706e",
+}
+
+ROLE_MEANINGS = {
+    "parameter": "leaf tensor that requires grad (a weight)",
+    "input": "data that requires no grad, alive before the forward pass",
+    "activation": "created in forward and saved by autograd for backward",
+    "intermediate": "created in forward, not saved: alive only while the program holds it",
+    "gradient": "created in backward and handed between backward nodes",
+    "param_grad": "a leaf's .grad",
+    "retained_grad": "the .grad copy kept for a non-leaf by retain_grad()",
+    "temporary": "scratch created and freed inside one op or one backward node",
+    "unattributed": "allocator bytes that no tracked storage explains",
+}

@@ -1,0 +1,162 @@
+"""Scenarios: plain Python scripts, run under a capture.
+
+A scenario is any script (the learner's notebook code pasted works unchanged). If it
+defines ``main(...)``, gradmem calls it after the module body, with ``-p name=value``
+overrides converted by the parameter's annotation (or its default's type). Parameters are
+checked against the source before anything runs, so a bad ``-p`` costs nothing.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import CodeType
+
+from .errors import ScenarioError, UsageError, where
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+@dataclass
+class MainSignature:
+    params: dict[str, str] = field(default_factory=dict)   # name -> type name ("int", "float", ...)
+    lineno: int = 0
+    var_kw: bool = False
+
+
+@dataclass
+class Scenario:
+    path: Path
+    code: CodeType
+    main: MainSignature | None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such scenario file. Give the path of a Python script, e.g. scenarios/seed_two_rows.py.")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder, not a scenario script.")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not a Python script (not UTF-8 text: {exc.reason}).") from exc
+    try:
+        tree = ast.parse(source, filename=str(path))
+        code = compile(tree, str(path), "exec")
+    except SyntaxError as exc:
+        raise ScenarioError(f"{where(str(path), exc.lineno)}: syntax error: {exc.msg}. Fix the script and run again.") from exc
+    return Scenario(path, code, _main_signature(tree))
+
+
+def _annotation(arg: ast.arg, default: ast.expr | None) -> str:
+    if isinstance(arg.annotation, ast.Name):
+        return arg.annotation.id
+    if isinstance(arg.annotation, ast.Constant) and isinstance(arg.annotation.value, str):
+        return arg.annotation.value
+    if default is not None:
+        try:
+            return type(ast.literal_eval(default)).__name__
+        except ValueError:
+            pass
+    return "str"
+
+
+def _main_signature(tree: ast.Module) -> MainSignature | None:
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "main":
+            args = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+            defaults = [None] * (len(node.args.posonlyargs + node.args.args) - len(node.args.defaults))
+            defaults += list(node.args.defaults) + list(node.args.kw_defaults)
+            params = {a.arg: _annotation(a, d) for a, d in zip(args, defaults)}
+            return MainSignature(params, node.lineno, node.args.kwarg is not None)
+    return None
+
+
+def _convert(name: str, text: str, kind: str, scenario: Scenario):
+    try:
+        if kind == "int":
+            return int(text.replace("_", ""))
+        if kind == "float":
+            return float(text)
+        if kind == "bool":
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise ValueError(text)
+    except ValueError:
+        loc = where(str(scenario.path), scenario.main.lineno if scenario.main else None)
+        raise UsageError(f"-p {name}={text}: {name} expects {kind} (main() at {loc}).") from None
+    return text
+
+
+def parse_params(pairs: list[str] | tuple[str, ...], scenario: Scenario) -> dict:
+    """Check and convert ``name=value`` pairs against the scenario's ``main``."""
+    raw = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"-p {pair!r}: expected NAME=VALUE, e.g. -p n=1000.")
+        raw[name.strip()] = value
+    if not raw:
+        return {}
+    main = scenario.main
+    if main is None:
+        raise UsageError(f"{scenario.path}: defines no main(), so it takes no -p parameters ({', '.join(raw)}).")
+    unknown = [n for n in raw if n not in main.params and not main.var_kw]
+    if unknown:
+        known = ", ".join(main.params) or "none"
+        raise UsageError(f"-p {unknown[0]}: main() at {where(str(scenario.path), main.lineno)} has no such parameter (it takes: {known}).")
+    return {n: _convert(n, v, main.params.get(n, "str"), scenario) for n, v in raw.items()}
+
+
+@contextlib.contextmanager
+def default_device(device: str | None):
+    if not device:
+        yield
+        return
+    import torch
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
+    with torch.device(device):
+        yield
+
+
+def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
+                 on_progress=None):
+    """Run the scenario under a capture. Returns the capture, also when the scenario raised
+    (then ``capture.trace.meta.status == 'partial'``) together with the exception."""
+    from .capture import Capture
+
+    call = dict(params)
+    if device and scenario.main and "device" in scenario.main.params and "device" not in call:
+        call["device"] = device
+    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad)
+    cap.rec.on_progress = on_progress
+    namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
+    failure = None
+    with default_device(device):
+        try:
+            with cap:
+                exec(scenario.code, namespace)
+                if callable(namespace.get("main")) and scenario.main is not None:
+                    namespace["main"](**call)
+                cap.namer.scan(namespace)
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                failure = exc
+        except Exception as exc:   # the scenario's own error: reported, with what was recorded
+            failure = exc
+    return cap, failure
+
+
+def describe_failure(scenario: Scenario, cap, exc: BaseException) -> str:
+    err = cap.trace.meta.error or {}
+    loc = where(err.get("file") or str(scenario.path), err.get("line"))
+    if isinstance(exc, SystemExit):
+        return f"{loc}: the scenario called sys.exit({exc.code!r})."
+    return f"{loc}: the scenario raised {type(exc).__name__}: {exc}"

@@ -1,0 +1,61 @@
+"""The profiler never keeps a tensor alive, and the user's own hooks keep working."""
+import gc
+
+import torch
+
+from gradmem.analysis import analyze
+from gradmem.capture import Capture
+
+
+def step_that_drops_a_big_local():
+    big = torch.randn(1_000_000, requires_grad=True)
+    loss = (big * 3).sum()
+    loss.backward()           # gradmem reads this frame's locals here
+    del big, loss             # ... and must not keep them alive afterwards
+    return torch.ones(1)      # an op after the del, so the free has a step to land on
+
+
+def test_locals_read_for_names_are_not_kept_alive():
+    with Capture() as cap:
+        step_that_drops_a_big_local()
+    t = analyze(cap.trace).tensors.set_index("name")
+    assert t.loc["big", "nbytes"] == 4_000_000
+    assert t.loc["big", "free_step"] < t["alloc_step"].max() + 1   # freed inside the capture
+
+
+def test_storage_freed_when_program_drops_it():
+    with Capture() as cap:
+        a = torch.randn(1000)
+        b = a * 2
+        del b
+        gc.collect()
+        c = a + 1  # noqa: F841
+    t = analyze(cap.trace).tensors
+    mul = t[t["created_by"] == "mul"].iloc[0]
+    assert mul["free_step"] == mul["alloc_step"]   # freed by `del b`, before the next op
+
+
+def test_outer_user_hooks_still_run_and_are_reported():
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with Capture() as cap:
+            x = torch.randn(5, requires_grad=True)
+            (x.sin() * x).sum().backward()
+    assert packed, "the user's pack hook must still run under gradmem"
+    t = analyze(cap.trace).tensors
+    assert (t["saved_by"] != "").any()
+
+
+def test_nested_captures_both_record():
+    with Capture() as outer:
+        with Capture() as inner:
+            x = torch.randn(4, requires_grad=True)
+            (x.exp()).sum().backward()
+    for cap in (outer, inner):
+        t = analyze(cap.trace).tensors
+        assert "ExpBackward0.result" in set(t["saved_by"])

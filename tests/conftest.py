@@ -8,6 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS = ROOT / "scenarios"
+sys.path.insert(0, str(ROOT))   # this checkout's gradmem, whatever is pip-installed
 
 
 def run_cli(*args, cwd=None, check=False, timeout=300):

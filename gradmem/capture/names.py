@@ -39,15 +39,23 @@ class Namer:
         self.entry = None   # the frame that entered the capture: the outermost one we read
 
     def scan_stack(self, start) -> None:
+        with torch._C.DisableTorchFunction():   # reading attributes is not the program's work
+            self._scan_stack(start)
+
+    def _scan_stack(self, start) -> None:
         frame = start
         while frame is not None:
             if _user_frame(frame):
-                self.scan(_read_locals(frame))
+                self._scan(_read_locals(frame))
             if frame is self.entry:
                 break
             frame = frame.f_back
 
     def scan(self, items: Iterable[tuple[str, object]] | Mapping) -> None:
+        with torch._C.DisableTorchFunction():
+            self._scan(items)
+
+    def _scan(self, items) -> None:
         if isinstance(items, Mapping):
             items = list(items.items())
         for name, value in items:

@@ -42,7 +42,7 @@ class OpWatcher(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         cap = self.cap
         name = op_name(func)
-        has_inputs = cap.begin_op(name, _tensors(args, kwargs))
+        has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
         out = func(*args, **(kwargs or {}))
-        cap.op_outputs(name, out, factory=not has_inputs)
+        cap.op_outputs(name, out, not has_inputs, grad_args)
         return out

@@ -120,6 +120,11 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     # .grad of leaves and retained grads of non-leaves
     role[t["_param_grad"]] = Role.PARAM_GRAD.value
     role[t["_retained"]] = Role.RETAINED_GRAD.value
+    # what modules and optimizers hold, by the names the program gives them
+    sources = frames["name"].groupby("storage")["source"].agg(set) if len(frames["name"]) else pd.Series(dtype=object)
+    held = t["id"].map(sources)
+    role[held.map(lambda s: isinstance(s, set) and "buffer" in s).astype(bool)] = Role.BUFFER.value
+    role[held.map(lambda s: isinstance(s, set) and "optimizer_state" in s).astype(bool)] = Role.OPTIMIZER_STATE.value
     t["role"] = role
     return t
 

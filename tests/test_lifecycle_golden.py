@@ -70,6 +70,7 @@ RETAIN S17 output.grad for S4 output
 RETAIN S15 error.grad for S5 error
 RETAIN S11 error_squared.grad for S6 error_squared
 RETAIN S9 loss.grad for S7 loss
+STEP 14 forward (after backward)
 """
 
 

@@ -41,6 +41,7 @@ from .storages import Storages
 
 
 LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
+AFTER_BACKWARD = "(after backward)"
 
 
 class Capture:
@@ -204,6 +205,8 @@ class Capture:
             rec.emit(EventKind.BACKWARD_END, index=rec.backward_index)
             self.grads.record_retained()
             self.namer.scan_stack(caller)
+            if not rec.in_backward:   # frees from here on are the program's, not the engine's
+                rec.begin_step("forward", AFTER_BACKWARD)
 
     # -- results ----------------------------------------------------------------------------
     @property

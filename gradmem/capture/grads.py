@@ -40,7 +40,13 @@ class GradWatcher:
         return handles
 
     def hook_leaves(self, leaves) -> list:
-        return [leaf.register_post_accumulate_grad_hook(self._leaf) for leaf in leaves]
+        """The gradient as it arrives (also for autograd.grad, which accumulates nothing),
+        and the .grad as it lands."""
+        handles = []
+        for leaf in leaves:
+            handles.append(leaf.register_hook(partial(self._grad, self.storages.see(leaf))))
+            handles.append(leaf.register_post_accumulate_grad_hook(self._leaf))
+        return handles
 
     def _grad(self, target: int, grad) -> None:
         if grad is not None:

@@ -1,0 +1,230 @@
+"""Autograd features that change what is saved or freed, each on real torch, with the
+peak checked against the CPU allocator's own record."""
+import pytest
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from gradmem.analysis import analyze
+from gradmem.capture import Capture
+from oracles import allocator_peak, allocator_record
+
+N = 4096
+
+
+def block(h, w1, w2):
+    return torch.relu(h @ w1) @ w2
+
+
+def weights():
+    torch.manual_seed(0)
+    return torch.randn(N, 64), torch.randn(64, 128, requires_grad=True), torch.randn(128, 64, requires_grad=True)
+
+
+def plain():
+    x, w1, w2 = weights()
+    block(x, w1, w2).pow(2).mean().backward()
+
+
+def checkpointed(reentrant):
+    def run():
+        x, w1, w2 = weights()
+        checkpoint(block, x, w1, w2, use_reentrant=reentrant).pow(2).mean().backward()
+    return run
+
+
+def on_cpu_saved():
+    x, w1, w2 = weights()
+    with torch.autograd.graph.save_on_cpu():
+        out = block(x, w1, w2)
+    out.pow(2).mean().backward()
+
+
+def retain_graph_twice():
+    w = torch.randn(N, requires_grad=True)
+    loss = (w.sin() ** 2).sum()
+    loss.backward(retain_graph=True)
+    loss.backward()
+    return w
+
+
+def double_backward():
+    w = torch.randn(N, requires_grad=True)
+    g, = torch.autograd.grad(w.exp().sum(), [w], create_graph=True)
+    g.sum().backward()
+
+
+def autograd_grad():
+    w = torch.randn(N, requires_grad=True)
+    return torch.autograd.grad((w * w).sum(), [w])
+
+
+def accumulate(set_to_none):
+    def run():
+        model = nn.Linear(64, 32)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(2):
+            for _ in range(2):   # two micro-batches, gradients accumulate in .grad
+                nn.functional.mse_loss(model(torch.randn(256, 64)), torch.randn(256, 32)).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=set_to_none)
+    return run
+
+
+class Square(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+def custom_function():
+    w = torch.randn(N, requires_grad=True)
+    Square.apply(w * 3).sum().backward()
+
+
+def inplace_and_views():
+    w = torch.randn(N, requires_grad=True)
+    h = w * 2
+    h.relu_()                         # in place: same storage, version bumped
+    v = h.view(64, -1)[:, :8]         # a view: counted with its base
+    d = h.detach()                    # shares storage too
+    (v.sum() + (h * d).sum()).backward()
+
+
+def no_grad_and_inference():
+    w = torch.randn(N, requires_grad=True)
+    with torch.no_grad():
+        scale = w.abs().mean()
+    with torch.inference_mode():
+        _ = torch.randn(N) * 2
+    (w * scale).sum().backward()
+
+
+def mixed_and_autocast():
+    w = torch.randn(64, 64, requires_grad=True)
+    x = torch.randn(N, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = x @ w
+    out.float().pow(2).mean().backward()
+
+
+NAMES = ["plain", "checkpoint_nonreentrant", "checkpoint_reentrant", "save_on_cpu", "retain_graph_twice",
+         "double_backward", "autograd_grad", "accumulate_set_to_none", "accumulate_zero_in_place",
+         "custom_function", "inplace_and_views", "no_grad_and_inference", "mixed_and_autocast"]
+RUNS = dict(zip(NAMES, [plain, checkpointed(False), checkpointed(True), on_cpu_saved, retain_graph_twice,
+                        double_backward, autograd_grad, accumulate(True), accumulate(False), custom_function,
+                        inplace_and_views, no_grad_and_inference, mixed_and_autocast]))
+
+
+def profile(fn):
+    with Capture() as cap:
+        fn()
+    return analyze(cap.trace)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_peak_agrees_with_allocator(name):
+    analysis, allocs = allocator_record(lambda: profile(RUNS[name]))
+    ours, theirs = analysis.summary["peak_bytes"], allocator_peak(allocs)
+    assert abs(ours - theirs) <= 0.02 * theirs, (ours, theirs)
+
+
+def tensors(name):
+    return profile(RUNS[name]).tensors
+
+
+def test_checkpoint_keeps_no_activation_of_the_block():
+    plain_t, ck = tensors("plain"), tensors("checkpoint_nonreentrant")
+    relu_plain = plain_t[plain_t["created_by"] == "relu"].iloc[0]
+    assert relu_plain["role"] == "activation"
+    forward_relu = ck[(ck["created_by"] == "relu") & ~ck["recomputed"]].iloc[0]
+    assert forward_relu["role"] == "intermediate" and forward_relu["saved_by"] == ""
+    again = ck[ck["recomputed"] & (ck["created_by"] == "relu")].iloc[0]
+    assert again["role"] == "activation" and again["phase"] == "backward"
+
+
+def test_checkpoint_peaks_lower_and_notes_hidden_slots():
+    a_plain, a_ck = profile(RUNS["plain"]), profile(RUNS["checkpoint_nonreentrant"])
+    assert a_ck.summary["peak_bytes"] < a_plain.summary["peak_bytes"]
+    assert any("packed by other saved-tensor hooks" in n for n in a_ck.summary["notes"])
+
+
+def test_reentrant_checkpoint_recomputes_in_backward():
+    t = tensors("checkpoint_reentrant")
+    assert t["recomputed"].sum() >= 2
+    assert set(t.loc[t["recomputed"], "role"]) <= {"activation", "temporary"}
+    assert "CheckpointFunctionBackward.tensors[0]" in ";".join(t["saved_by"])
+
+
+def test_retain_graph_keeps_slots_until_the_last_backward():
+    a = profile(RUNS["retain_graph_twice"])
+    sin = a.tensors[a.tensors["created_by"] == "sin"].iloc[0]
+    second = a.steps[a.steps["backward"] == 2]["step"]
+    assert sin["released_step"] in set(second) and sin["free_step"] in set(second)
+    assert sin["unpacked_by"] == "PowBackward0"
+    assert a.summary["backward_calls"] == 2
+    # the second gradient is added into w.grad in place, then freed
+    grads = a.tensors[a.tensors["name"] == "grad(w)"]
+    assert len(grads) == 1 and grads.iloc[0]["free_step"] in set(second)
+
+
+def test_autograd_grad_returns_a_gradient_that_outlives_backward():
+    a = profile(RUNS["autograd_grad"])
+    g = a.tensors[a.tensors["name"] == "grad(w)"].sort_values("id")
+    # w * w sends w two partial gradients; the engine adds them into a third storage and
+    # returns it: the partials die inside backward, the sum lives until the caller drops it
+    assert len(g) == 3 and set(g["role"]) == {"gradient"} and (g["nbytes"] == N * 4).all()
+    backward = set(a.steps.loc[a.steps["phase"] == "backward", "step"])
+    after = a.steps.loc[a.steps["op"] == "(after backward)", "step"].iloc[0]
+    assert sorted(s in backward for s in g["free_step"]) == [False, True, True]
+    assert g["free_step"].max() == after
+
+
+def test_double_backward_saves_gradients():
+    t = tensors("double_backward")
+    assert t.loc[t["name"] == "g", "role"].iloc[0] == "gradient"
+    assert (t["saved_by"].str.contains("MulBackward0")).any()
+
+
+def test_zero_grad_modes():
+    none_t, zero_t = tensors("accumulate_set_to_none"), tensors("accumulate_zero_in_place")
+    grads_none = none_t[none_t["role"] == "param_grad"]
+    grads_zero = zero_t[zero_t["role"] == "param_grad"]
+    last = max(none_t["free_step"].max(), zero_t["free_step"].max())
+    # set_to_none=True: each zero_grad frees the grads, so each step makes new ones
+    assert len(grads_none) == 4 and (grads_none["free_step"] < none_t["free_step"].max()).all()
+    # set_to_none=False: the same two storages are zeroed and reused until the model dies
+    assert len(grads_zero) == 2 and (grads_zero["free_step"] == zero_t["free_step"].max()).all()
+    assert last > 0
+    assert (none_t["role"] == "optimizer_state").sum() == 2                      # momentum buffers
+
+
+def test_custom_function_saved_tensors():
+    t = tensors("custom_function")
+    saved = t[t["saved_by"].str.contains("SquareBackward.tensors")]
+    assert len(saved) == 1 and saved.iloc[0]["role"] == "activation" and saved.iloc[0]["nbytes"] == N * 4
+
+
+def test_inplace_and_views_share_one_storage():
+    t = tensors("inplace_and_views")
+    h = t[t["created_by"] == "mul"].iloc[0]
+    assert h["nbytes"] == N * 4 and (t["created_by"] == "relu_").sum() == 0
+    assert "ReluBackward0.result" in h["saved_by"]
+
+
+def test_no_grad_regions_make_no_activations():
+    t = tensors("no_grad_and_inference")
+    assert not t["saved_by"].str.contains("AbsBackward").any()
+
+
+def test_autocast_sizes():
+    t = tensors("mixed_and_autocast")
+    assert (t["dtype"] == "bfloat16").any()
+    casted = t[(t["dtype"] == "bfloat16") & (t["created_by"] == "_to_copy")]
+    assert (casted["nbytes"] == casted["shape"].map(lambda s: eval(s)).map(lambda s: 2 * __import__("math").prod(s))).all()

@@ -42,3 +42,18 @@ def test_export_adds_files_beside_the_trace(profiled, tmp_path):
     assert proc.stdout.strip() == str(folder / "trace.chrome.json")
     assert names(folder) == set(before) | {"trace.chrome.json"}
     assert all((folder / n).read_bytes() == data for n, data in before.items())
+
+
+def test_exports_render_without_torch(profiled, tmp_path):
+    """The new writers are render code: a saved trace exports where torch is missing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from gradmem.cli import main\n"
+            f"main(['export', r'{profiled / 'trace.jsonl'}', '--format', 'chrome,memory_viz', '-o', r'{tmp_path}'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for name in ("trace.chrome.json", "memory_viz.json", "memory_viz.pickle"):
+        assert (tmp_path / name).read_bytes() == (profiled / name).read_bytes()

@@ -25,4 +25,10 @@ def analyze(trace: Trace):
     return _analyze(trace)
 
 
+def load_ipython_extension(shell) -> None:
+    """``%load_ext gradmem``: adds the ``%%gradmem`` cell magic (see gradmem.notebook)."""
+    from .notebook import load_ipython_extension as load
+    load(shell)
+
+
 __all__ = ["Capture", "capture", "Trace", "read_trace", "write_trace", "analyze", "__version__"]

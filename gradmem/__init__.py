@@ -13,8 +13,9 @@ from .trace import Trace, read_trace, write_trace  # noqa: E402
 
 def __getattr__(name: str):
     if name in ("capture", "Capture"):   # imported on first use: it needs torch
-        from . import capture as _capture_module
-        return getattr(_capture_module, name)
+        import importlib   # not `from . import capture`: that asks this __getattr__ again
+        module = importlib.import_module(".capture", __name__)
+        return module if name == "capture" else module.Capture   # the module is callable
     raise AttributeError(f"module 'gradmem' has no attribute {name!r}")
 
 
@@ -22,6 +23,12 @@ def analyze(trace: Trace):
     """Tables and summary for a trace (pandas; no torch needed)."""
     from .analysis import analyze as _analyze
     return _analyze(trace)
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext gradmem``: adds the ``%%gradmem`` cell magic (see gradmem.notebook)."""
+    from .notebook import load_ipython_extension as load
+    load(shell)
 
 
 __all__ = ["Capture", "capture", "Trace", "read_trace", "write_trace", "analyze", "__version__"]

@@ -38,6 +38,17 @@ class Progress:
             click.echo(f"gradmem: {now - self.start:.0f} s, step {rec.step:,} ({where}), {len(rec.events):,} events", err=True)
 
 
+FORMAT_HELP = "Comma-separated report formats, e.g. csv,chrome,memory_viz [default: the standard reports, see docs/reports.md]. trace.jsonl is always written."
+
+
+def _formats(text: str | None) -> dict:
+    """--format csv,chrome -> write_reports' keyword (none when not given: its defaults)."""
+    if not text:
+        return {}
+    names = [f.strip() for f in text.split(",") if f.strip()]
+    return {"formats": tuple(dict.fromkeys(names + ["trace"]))}
+
+
 def _fail(exc: GradmemError) -> None:
     click.echo(f"gradmem: error: {exc}", err=True)
     sys.exit(exc.exit_code)
@@ -57,8 +68,9 @@ def main() -> None:
 @click.option("--retain-grad", type=click.Choice(["as-written", "off", "on"]), default="as-written", show_default=True,
               help="off: retain_grad() does nothing; on: every non-leaf that requires grad retains its grad.")
 @click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
+@click.option("--format", "formats", metavar="LIST", help=FORMAT_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
-def profile(scenario, out_dir, params, device, retain_grad, force, quiet):
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from .analysis import analyze
     from .render import write_reports
@@ -71,7 +83,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, quiet):
         out_dir = out_dir or Path("reports") / sc.name
         cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress())
         analysis = analyze(cap.trace)
-        files = write_reports(analysis, out_dir, force=force)
+        files = write_reports(analysis, out_dir, force=force, **_formats(formats))
         if not quiet:
             click.echo(summary_text(analysis, files))
         if failure is not None:
@@ -85,8 +97,9 @@ def profile(scenario, out_dir, params, device, retain_grad, force, quiet):
 @main.command()
 @click.argument("trace_file", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Report folder [default: the trace's folder].")
+@click.option("--format", "formats", metavar="LIST", help=FORMAT_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
-def render(trace_file, out_dir, quiet):
+def render(trace_file, out_dir, formats, quiet):
     """Redraw every report from a saved TRACE_FILE without re-running the scenario."""
     from .analysis import analyze
     from .render import write_reports
@@ -95,9 +108,28 @@ def render(trace_file, out_dir, quiet):
 
     try:
         analysis = analyze(read_trace(trace_file))
-        files = write_reports(analysis, out_dir or trace_file.parent)
+        files = write_reports(analysis, out_dir or trace_file.parent, **_formats(formats))
         if not quiet:
             click.echo(summary_text(analysis, files))
+    except GradmemError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("trace_file", type=click.Path(path_type=Path))
+@click.option("--format", "formats", metavar="LIST", default="chrome", show_default=True,
+              help="Comma-separated formats to write, e.g. chrome,memory_viz.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: the trace's folder].")
+def export(trace_file, formats, out_dir):
+    """Add files of other formats beside a saved TRACE_FILE; the folder's other files stay."""
+    from .analysis import analyze
+    from .render import write_files
+    from .trace import read_trace
+
+    try:
+        names = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "trace"]
+        for path in write_files(analyze(read_trace(trace_file)), out_dir or trace_file.parent, names):
+            click.echo(str(path))
     except GradmemError as exc:
         _fail(exc)
 

@@ -26,6 +26,7 @@ import datetime
 import platform
 import sys
 import traceback
+import types
 
 import torch
 
@@ -238,6 +239,22 @@ class Capture:
     def summary(self) -> dict:
         return self.analysis.summary
 
+    # -- display: the text summary in consoles, the report in Jupyter --------------------------
+    def __repr__(self) -> str:
+        if self.trace is None:
+            return f"<gradmem capture of {self.scenario or 'a block'}: still running>"
+        from ..render.terminal import summary_text
+        return summary_text(self.analysis)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        if self.trace is None:
+            return {"text/plain": repr(self)}
+        from ..render.notebook import mimebundle
+        return mimebundle(self.analysis)
+
+    def _repr_html_(self) -> str | None:
+        return self._repr_mimebundle_().get("text/html")
+
     def save(self, out_dir, formats=("csv", "json", "trace")):
         from ..render import write_reports
         return write_reports(self.analysis, out_dir, formats)
@@ -270,3 +287,14 @@ def _version() -> str:
 def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written") -> Capture:
     """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``."""
     return Capture(scenario, params, retain_grad)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this package makes ``gradmem.capture`` this module, not the function
+    above, so the module itself answers ``gradmem.capture(...)``."""
+
+    def __call__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written") -> Capture:
+        return capture(scenario, params, retain_grad)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -13,10 +13,14 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..trace import write_trace
+from .chrome import ChromeTraceWriter
+from .memory_viz import MemoryVizJsonWriter, MemoryVizPickleWriter
 from .tables import CSV_WRITERS, SummaryJsonWriter
 
 MARKER = ".gradmem-report"
 FORMATS = {"csv": CSV_WRITERS, "json": [SummaryJsonWriter()]}
+FORMATS["chrome"] = [ChromeTraceWriter()]
+FORMATS["memory_viz"] = [MemoryVizPickleWriter(), MemoryVizJsonWriter()]
 
 
 def writers_for(formats) -> list:
@@ -51,7 +55,7 @@ def write_reports(analysis, out_dir, formats=("csv", "json", "trace"), force: bo
     try:
         names = []
         for writer in writers:
-            (staging / writer.filename).write_text(writer.render(analysis), encoding="utf-8")
+            _write(staging / writer.filename, writer.render(analysis))
             names.append(writer.filename)
         if "trace" in formats:
             write_trace(analysis.trace, staging / "trace.jsonl")
@@ -62,6 +66,29 @@ def write_reports(analysis, out_dir, formats=("csv", "json", "trace"), force: bo
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return [out_dir / n for n in names]
+
+
+def write_files(analysis, out_dir, formats) -> list[Path]:
+    """Write the files of ``formats`` into ``out_dir``, each atomically, leaving the
+    folder's other files alone (``gradmem export``)."""
+    out_dir = Path(out_dir)
+    writers = writers_for(formats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for writer in writers:
+        path = out_dir / writer.filename
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        _write(tmp, writer.render(analysis))
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    if isinstance(data, bytes):      # pickle (memory_viz)
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")
 
 
 def _swap(staging: Path, out_dir: Path) -> None:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..trace import write_trace
+from .html import HtmlWriter
 from .tables import CSV_WRITERS, SummaryJsonWriter
 
 MARKER = ".gradmem-report"
-FORMATS = {"csv": CSV_WRITERS, "json": [SummaryJsonWriter()]}
+FORMATS = {"csv": CSV_WRITERS, "json": [SummaryJsonWriter()], "html": [HtmlWriter()]}
 
 
 def writers_for(formats) -> list:
@@ -42,7 +43,7 @@ def _check_target(out_dir: Path, force: bool) -> None:
         )
 
 
-def write_reports(analysis, out_dir, formats=("csv", "json", "trace"), force: bool = False) -> list[Path]:
+def write_reports(analysis, out_dir, formats=("csv", "json", "html", "trace"), force: bool = False) -> list[Path]:
     out_dir = Path(out_dir)
     writers = writers_for(formats)
     _check_target(out_dir, force)

@@ -130,18 +130,20 @@ def lifetime_ids(shown: pd.DataFrame, limit: int = LIFETIME_ROWS) -> list[int]:
     return [int(i) for i in top.sort_values("alloc_seq", kind="stable")["id"]]
 
 
-def _steps_by_storage(frames: dict, kind: str) -> dict[int, list[int]]:
+def _steps_by_storage(frames: dict, kind: str, ids: set) -> dict[int, list[int]]:
     storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
-    ev = frames[kind].assign(storage=frames[kind]["pack"].map(storage_of)).dropna(subset=["storage"])
-    return {int(s): sorted(set(int(x) for x in g["step"])) for s, g in ev.groupby("storage")}
+    ev = frames[kind].assign(storage=frames[kind]["pack"].map(storage_of))
+    ev = ev[ev["storage"].isin(ids)]
+    out: dict[int, set] = {}
+    for s, step in zip(ev["storage"].astype(int), ev["step"].astype(int)):
+        out.setdefault(s, set()).add(step)
+    return {s: sorted(v) for s, v in out.items()}
 
 
 def storage_rows(shown: pd.DataFrame, frames: dict) -> dict:
     """Columnar rows for the page: a/f are the alloc and free steps (f = -1: alive at the end)."""
-    saved = _steps_by_storage(frames, "saved")
-    unpacked = _steps_by_storage(frames, "unpacked")
-    released = _steps_by_storage(frames, "released")
     ids = [int(i) for i in shown["id"]]
+    saved, unpacked, released = (_steps_by_storage(frames, k, set(ids)) for k in ("saved", "unpacked", "released"))
     return {
         "id": ids, "name": [str(n) for n in shown["name"]], "role": list(shown["role"]),
         "bytes": [int(b) for b in shown["nbytes"]], "shape": list(shown["shape"]),
@@ -153,17 +155,24 @@ def storage_rows(shown: pd.DataFrame, frames: dict) -> dict:
     }
 
 
-def node_storages(analysis, step: int, node: int, known: set) -> dict:
-    """Ids of the storages a node unpacked, produced (allocated) and freed, among `known`."""
-    t = analysis.tensors
-    produced = t.loc[t["alloc_step"] == step, "id"]
-    freed = t.loc[t["free_step"] == step, "id"]
+def _group(keys, values) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for k, v in zip(keys, values):
+        if k is not None and not pd.isna(k):
+            out.setdefault(int(k), []).append(int(v))
+    return out
+
+
+def node_storages(analysis, known: set) -> dict[str, dict[int, list[int]]]:
+    """{step: ids} the storages each step allocated and freed, and {node: ids} each node
+    unpacked, among the storages the page knows."""
+    t = analysis.tensors[analysis.tensors["id"].isin(known)]
     f = analysis.frames
     storage_of = dict(zip(f["saved"]["pack"], f["saved"]["storage"]))
-    packs = f["unpacked"].loc[f["unpacked"]["node"] == node, "pack"]
-    unpacked = [storage_of.get(p) for p in packs]
-    pick = lambda xs: sorted({int(x) for x in xs if x is not None and int(x) in known})  # noqa: E731
-    return {"unpacked_ids": pick(unpacked), "produced_ids": pick(produced), "freed_ids": pick(freed)}
+    unp = f["unpacked"].assign(storage=f["unpacked"]["pack"].map(storage_of))
+    unp = unp[unp["storage"].isin(known)]
+    return {"produced": _group(t["alloc_step"], t["id"]), "freed": _group(t["free_step"], t["id"]),
+            "unpacked": _group(unp["node"], unp["storage"])}
 
 
 NODE_FIELDS = ["step", "name", "unpacked", "unpacked_bytes", "unpacked_made_by", "grads_in", "grads_out",
@@ -175,11 +184,14 @@ def node_rows(analysis, known: set, limit: int = NODE_ROWS) -> list[dict]:
     nodes = analysis.nodes
     if len(nodes) > limit:
         nodes = nodes.sort_values(["peak_bytes", "step"], ascending=[False, True]).head(limit).sort_values("step")
-    rows, times = [], step_times(analysis.steps)
+    rows, times, ids = [], step_times(analysis.steps), node_storages(analysis, known)
     for r in nodes.to_dict("records"):
+        step, node = int(r["step"]), int(r["node"])
         row = {k: _cell(r[k]) for k in NODE_FIELDS}
-        row["t"] = times.get(int(r["step"]), 0.0)
-        row.update(node_storages(analysis, int(r["step"]), int(r["node"]), known))
+        row["t"] = times.get(step, 0.0)
+        row["unpacked_ids"] = sorted(set(ids["unpacked"].get(node, [])))
+        row["produced_ids"] = sorted(ids["produced"].get(step, []))
+        row["freed_ids"] = sorted(ids["freed"].get(step, []))
         rows.append(row)
     return rows
 

@@ -338,10 +338,9 @@
       if (cx < lo || cx > hi) return;
       if (kind === "saved") g.appendChild(svg("path", { class: "mark saved", d: "M" + (cx - 4) + " " + (y) + "h8l-4 6z", fill: "#222" }));
       if (kind === "unpacked") g.appendChild(svg("circle", { class: "mark unpacked", cx: cx, cy: y + 6, r: 3, fill: "#fff", stroke: "#222" }));
-      if (kind === "released") g.appendChild(svg("rect", { class: "mark released", x: cx - 1, y: y - 1, width: 2, height: rowHeight(), fill: "#222" }));
+      if (kind === "released") g.appendChild(svg("rect", { class: "mark released", x: cx - 1, y: y - 1, width: 2, height: 13, fill: "#222" }));
     });
   }
-  function rowHeight() { return 13; }
   function lifetimesNote() {
     const left = D.storages_total - D.lifetime_ids.length;
     document.getElementById("lifetimes-note").textContent = "One bar per storage, from the step that allocated it to the step that freed it, "

@@ -255,9 +255,10 @@ class Capture:
     def _repr_html_(self) -> str | None:
         return self._repr_mimebundle_().get("text/html")
 
-    def save(self, out_dir, formats=("csv", "json", "trace")):
-        from ..render import write_reports
-        return write_reports(self.analysis, out_dir, formats)
+    def save(self, out_dir, formats=None, force: bool = False):
+        """Write the reports (CSV, JSON, HTML and the trace by default) into ``out_dir``."""
+        from ..render import DEFAULT_FORMATS, write_reports
+        return write_reports(self.analysis, out_dir, formats or DEFAULT_FORMATS, force=force)
 
 
 def _roots_of(args, kwargs) -> list:

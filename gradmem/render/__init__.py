@@ -14,13 +14,18 @@ from pathlib import Path
 from ..errors import UsageError
 from ..trace import write_trace
 from .chrome import ChromeTraceWriter
+from .html import HtmlWriter
 from .memory_viz import MemoryVizJsonWriter, MemoryVizPickleWriter
 from .tables import CSV_WRITERS, SummaryJsonWriter
 
 MARKER = ".gradmem-report"
-FORMATS = {"csv": CSV_WRITERS, "json": [SummaryJsonWriter()]}
-FORMATS["chrome"] = [ChromeTraceWriter()]
-FORMATS["memory_viz"] = [MemoryVizPickleWriter(), MemoryVizJsonWriter()]
+FORMATS = {
+    "csv": CSV_WRITERS,
+    "json": [SummaryJsonWriter()],
+    "html": [HtmlWriter()],
+    "chrome": [ChromeTraceWriter()],
+    "memory_viz": [MemoryVizPickleWriter(), MemoryVizJsonWriter()],
+}
 
 
 def writers_for(formats) -> list:
@@ -46,7 +51,10 @@ def _check_target(out_dir: Path, force: bool) -> None:
         )
 
 
-def write_reports(analysis, out_dir, formats=("csv", "json", "trace"), force: bool = False) -> list[Path]:
+DEFAULT_FORMATS = ("csv", "json", "html", "trace")
+
+
+def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False) -> list[Path]:
     out_dir = Path(out_dir)
     writers = writers_for(formats)
     _check_target(out_dir, force)

@@ -1,0 +1,411 @@
+/* report.html: hand-written, no library. Reads the JSON island, draws the memory chart
+   (canvas), the lifetimes (SVG) and the two tables. Every name goes in as text
+   (textContent / createTextNode), never as markup. */
+(function () {
+  "use strict";
+  const D = JSON.parse(document.getElementById("gradmem-data").textContent);
+  const M = D.memory, S = D.storages, ROLES = D.roles.map(r => r.role);
+  const COLOR = {};
+  D.roles.forEach(r => { COLOR[r.role] = r.color; });
+  const PHASE_FILL = { setup: "rgba(0,0,0,0.035)", forward: "rgba(78,121,167,0.09)", backward: "rgba(242,142,43,0.11)" };
+  const state = { mode: "step", view: null, selected: -1, drag: null, hover: null };
+  const byId = new Map(S.id.map((id, i) => [id, i]));
+  const lastStep = M.x1.length ? M.x1[M.x1.length - 1] : 0;
+
+  // -- helpers -----------------------------------------------------------------------------
+  function bytes(n) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    n = Number(n);
+    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return i === 0 ? Math.round(n) + " B" : n.toFixed(1) + " " + units[i];
+  }
+  function withCode(parent, text) { // `name` shown as code; every piece goes in as text
+    String(text).split("`").forEach((part, k) => {
+      if (part) parent.appendChild(k % 2 ? el("code", {}, part) : document.createTextNode(part));
+    });
+    return parent;
+  }
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => e.setAttribute(k, v));
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => e.setAttribute(k, v));
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function upper(arr, x) { // index of the last element <= x
+    let lo = 0, hi = arr.length - 1, ans = 0;
+    while (lo <= hi) { const mid = (lo + hi) >> 1; if (arr[mid] <= x) { ans = mid; lo = mid + 1; } else hi = mid - 1; }
+    return ans;
+  }
+  function liveAt(step, role) { // storages (known to the page) alive after `step` in `role`
+    const out = [];
+    for (let i = 0; i < S.id.length; i++) {
+      if (S.role[i] === role && S.a[i] <= step && (S.f[i] === -1 || S.f[i] > step)) out.push(i);
+    }
+    return out.sort((a, b) => S.bytes[b] - S.bytes[a]);
+  }
+
+  // -- x coordinates: steps, or milliseconds since the first step ---------------------------
+  const timeEnd = M.t_end > 0 ? M.t_end * 1.01 : 1;
+  function left(i) { return state.mode === "step" ? M.x0[i] : M.t[i]; }
+  function right(i) {
+    if (state.mode === "step") return M.x1[i] + 1;
+    return i + 1 < M.t.length ? M.t[i + 1] : timeEnd;
+  }
+  function fullDomain() { return state.mode === "step" ? [0, lastStep + 1] : [0, timeEnd]; }
+  function domain() { return state.view || fullDomain(); }
+  function stepX(step) { // a step's start in the current mode
+    if (state.mode === "step") return step;
+    return left(upper(M.x0, step));
+  }
+  function stepAt(x) { // the step under a coordinate of the current mode
+    if (state.mode === "step") return Math.floor(x);
+    return M.x0[upper(M.t, x)];
+  }
+
+  // -- the memory chart ---------------------------------------------------------------------
+  const canvas = document.getElementById("chart");
+  const tip = document.getElementById("tooltip");
+  const PAD = { l: 64, r: 70, t: 92, b: 30 };
+
+  function layout() {
+    const w = canvas.clientWidth, h = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(w * dpr)) { canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr); }
+    const [d0, d1] = domain();
+    const vis = visibleBuckets(d0, d1);
+    let ymax = 1;
+    for (let i = vis[0]; i <= vis[1]; i++) ymax = Math.max(ymax, M.hi[i]);
+    ymax *= 1.1;
+    return {
+      w, h, dpr, d0, d1, ymax, vis,
+      x: v => PAD.l + (v - d0) / (d1 - d0) * (w - PAD.l - PAD.r),
+      y: v => h - PAD.b - v / ymax * (h - PAD.t - PAD.b),
+      inv: px => d0 + (px - PAD.l) / (w - PAD.l - PAD.r) * (d1 - d0),
+    };
+  }
+  function visibleBuckets(d0, d1) {
+    const lefts = state.mode === "step" ? M.x0 : M.t;
+    if (!lefts.length) return [0, -1];
+    return [upper(lefts, d0), upper(lefts, d1)];
+  }
+  function niceTicks(max, n) {
+    const raw = max / n, mag = Math.pow(10, Math.floor(Math.log10(raw || 1)));
+    const step = [1, 2, 5, 10].map(m => m * mag).find(s => raw <= s) || mag * 10;
+    const out = [];
+    for (let v = 0; v <= max; v += step) out.push(v);
+    return out;
+  }
+  function niceBytesTicks(max) {
+    const k = max >= 1024 ** 3 ? 1024 ** 3 : max >= 1024 ** 2 ? 1024 ** 2 : max >= 1024 ? 1024 : 1;
+    return niceTicks(max / k, 4).map(v => v * k);
+  }
+
+  function drawPhases(ctx, L) {
+    D.phases.forEach(p => {
+      const a = state.mode === "step" ? p.x0 : p.t0, b = state.mode === "step" ? p.x1 + 1 : p.t1;
+      const x0 = Math.max(PAD.l, L.x(a)), x1 = Math.min(L.w - PAD.r, L.x(b));
+      if (x1 <= x0) return;
+      ctx.fillStyle = PHASE_FILL[p.phase] || PHASE_FILL.setup;
+      ctx.fillRect(x0, PAD.t, x1 - x0, L.h - PAD.t - PAD.b);
+    });
+  }
+  function phaseLabels(ctx, L) {
+    ctx.fillStyle = "#555"; ctx.font = "11px sans-serif"; ctx.textAlign = "left";
+    D.phases.forEach(p => {
+      const a = state.mode === "step" ? p.x0 : p.t0, b = state.mode === "step" ? p.x1 + 1 : p.t1;
+      const x0 = Math.max(PAD.l, L.x(a)), x1 = Math.min(L.w - PAD.r, L.x(b));
+      if (x1 - x0 > 60) ctx.fillText(p.phase, x0 + 4, PAD.t + 12);
+    });
+  }
+  function drawStacks(ctx, L) {
+    for (let i = L.vis[0]; i <= L.vis[1]; i++) {
+      const x0 = Math.max(PAD.l, L.x(left(i))), x1 = Math.min(L.w - PAD.r, L.x(right(i)));
+      const w = Math.max(x1 - x0, 0.6);
+      let base = 0;
+      ROLES.forEach(r => {
+        const v = M.by_role[r][i];
+        if (!v) return;
+        ctx.fillStyle = COLOR[r];
+        const yTop = L.y(base + v), yBot = L.y(base);
+        ctx.fillRect(x0, yTop, w, yBot - yTop);
+        base += v;
+      });
+    }
+  }
+  function drawEnvelope(ctx, L) { // the exact highest (and, when bucketed, lowest) live bytes
+    const line = (arr, style, dash) => {
+      ctx.beginPath(); ctx.strokeStyle = style; ctx.lineWidth = 1.3; ctx.setLineDash(dash);
+      for (let i = L.vis[0]; i <= L.vis[1]; i++) {
+        const x0 = Math.max(PAD.l, L.x(left(i))), x1 = Math.min(L.w - PAD.r, L.x(right(i))), y = L.y(arr[i]);
+        if (i === L.vis[0]) ctx.moveTo(x0, y); else ctx.lineTo(x0, y);
+        ctx.lineTo(x1, y);
+      }
+      ctx.stroke(); ctx.setLineDash([]);
+    };
+    line(M.hi, "#222", []);
+    if (M.bucket_steps > 1) line(M.lo, "#777", [3, 3]);
+  }
+  function nodeX(n) { return state.mode === "step" ? n.step + 0.5 : n.t; }
+  function drawNodes(ctx, L) {
+    ctx.font = "10px sans-serif"; ctx.textAlign = "left";
+    let lastLabel = -1e9;
+    D.nodes.forEach((n, k) => {
+      const x = L.x(nodeX(n));
+      if (x < PAD.l || x > L.w - PAD.r) return;
+      const sel = k === state.selected;
+      ctx.strokeStyle = sel ? "#1f4fd1" : "rgba(120,60,0,0.35)"; ctx.lineWidth = sel ? 2 : 1;
+      ctx.beginPath(); ctx.moveTo(x, PAD.t - 4); ctx.lineTo(x, sel ? L.h - PAD.b : PAD.t + 6); ctx.stroke();
+      if (x - lastLabel > 12 || sel) {
+        ctx.save(); ctx.translate(x + 2, PAD.t - 7); ctx.rotate(-Math.PI / 4);
+        ctx.fillStyle = sel ? "#1f4fd1" : "#7a4a12";
+        ctx.fillText(n.name.length > 22 ? n.name.slice(0, 21) + "\u2026" : n.name, 0, 0);
+        ctx.restore(); lastLabel = x;
+      }
+    });
+  }
+  function drawPeak(ctx, L) {
+    const p = D.peak, x = L.x(state.mode === "step" ? p.step + 0.5 : p.t), y = L.y(p.bytes);
+    if (x < PAD.l || x > L.w - PAD.r) return;
+    ctx.fillStyle = "#d62728"; ctx.beginPath(); ctx.arc(x, y, 4.5, 0, 2 * Math.PI); ctx.fill();
+    const label = "peak " + bytes(p.bytes) + " (step " + p.step + ")";
+    ctx.font = "bold 11px sans-serif"; ctx.textAlign = x > L.w - 160 ? "right" : "left";
+    ctx.fillText(label, x + (ctx.textAlign === "right" ? -8 : 8), Math.max(y - 4, PAD.t + 10));
+  }
+  function drawAxes(ctx, L) {
+    ctx.strokeStyle = "#999"; ctx.lineWidth = 1; ctx.fillStyle = "#444"; ctx.font = "11px sans-serif";
+    ctx.beginPath(); ctx.moveTo(PAD.l, PAD.t); ctx.lineTo(PAD.l, L.h - PAD.b); ctx.lineTo(L.w - PAD.r, L.h - PAD.b); ctx.stroke();
+    ctx.textAlign = "right";
+    niceBytesTicks(L.ymax).forEach(v => {
+      const y = L.y(v); if (y < PAD.t) return;
+      ctx.fillText(bytes(v), PAD.l - 5, y + 3);
+      ctx.strokeStyle = "rgba(0,0,0,0.06)"; ctx.beginPath(); ctx.moveTo(PAD.l, y); ctx.lineTo(L.w - PAD.r, y); ctx.stroke();
+    });
+    ctx.textAlign = "center";
+    const span = L.d1 - L.d0;
+    let every = niceTicks(span, 8)[1] || span;
+    if (state.mode === "step") every = Math.max(1, Math.round(every));
+    for (let v = Math.ceil(L.d0 / every) * every; v <= L.d1; v += every) {
+      const lab = state.mode === "step" ? String(Math.round(v)) : (v.toFixed(span < 5 ? 2 : 0) + " ms");
+      ctx.fillText(lab, L.x(v), L.h - PAD.b + 14);
+    }
+    ctx.fillText(state.mode === "step" ? "step (op index)" : "time since the first step", (PAD.l + L.w - PAD.r) / 2, L.h - 3);
+  }
+  function drawChart() {
+    const L = layout(), ctx = canvas.getContext("2d");
+    ctx.setTransform(L.dpr, 0, 0, L.dpr, 0, 0);
+    ctx.clearRect(0, 0, L.w, L.h);
+    drawPhases(ctx, L); drawStacks(ctx, L); phaseLabels(ctx, L); drawEnvelope(ctx, L); drawNodes(ctx, L); drawPeak(ctx, L); drawAxes(ctx, L);
+    if (state.drag && state.drag.x1 !== undefined) {
+      ctx.fillStyle = "rgba(31,79,209,0.15)";
+      ctx.fillRect(Math.min(state.drag.x0, state.drag.x1), PAD.t, Math.abs(state.drag.x1 - state.drag.x0), L.h - PAD.t - PAD.b);
+    }
+    return L;
+  }
+
+  // -- hover, zoom, click on the chart ------------------------------------------------------
+  function bucketAt(L, px) {
+    const v = L.inv(px), lefts = state.mode === "step" ? M.x0 : M.t;
+    return lefts.length ? upper(lefts, v) : -1;
+  }
+  function roleAt(L, i, py) {
+    let base = 0;
+    for (const r of ROLES) {
+      const v = M.by_role[r][i];
+      if (v && py <= L.y(base) && py >= L.y(base + v)) return r;
+      base += v;
+    }
+    return null;
+  }
+  function showTip(L, px, py) {
+    const i = bucketAt(L, px);
+    if (i < 0 || px < PAD.l || px > L.w - PAD.r) { tip.hidden = true; return; }
+    const one = M.x0[i] === M.x1[i];
+    const head = one ? "step " + M.x0[i] + (M.op.length ? " \u00b7 " + M.op[i] + " (" + M.phase[i] + ")" : "")
+      : "steps " + M.x0[i] + "\u2013" + M.x1[i];
+    const total = ROLES.reduce((s, r) => s + M.by_role[r][i], 0);
+    tip.textContent = "";
+    tip.appendChild(el("div", { class: "head" }, head));
+    tip.appendChild(el("div", {}, "live after: " + bytes(total) + "; highest inside: " + bytes(M.hi[i])));
+    const role = roleAt(L, i, py);
+    if (role) {
+      const live = liveAt(M.x1[i], role);
+      tip.appendChild(el("div", {}, role + ": " + bytes(M.by_role[role][i]) + " in " + live.length + " storage(s) named on this page"));
+      const ul = el("ul");
+      live.slice(0, 8).forEach(k => ul.appendChild(el("li", {}, S.name[k] + " " + S.shape[k] + " " + bytes(S.bytes[k]))));
+      if (live.length > 8) ul.appendChild(el("li", {}, "\u2026 and " + (live.length - 8) + " more"));
+      tip.appendChild(ul);
+    }
+    tip.hidden = false;
+    const box = canvas.getBoundingClientRect();
+    tip.style.left = Math.min(px + 14, box.width - 300) + "px";
+    tip.style.top = Math.max(py - 10, 0) + "px";
+  }
+  function nearestNode(L, px) {
+    let best = -1, dist = 6;
+    D.nodes.forEach((n, k) => { const d = Math.abs(L.x(nodeX(n)) - px); if (d < dist) { dist = d; best = k; } });
+    return best;
+  }
+  function pos(ev) { const b = canvas.getBoundingClientRect(); return [ev.clientX - b.left, ev.clientY - b.top]; }
+  canvas.addEventListener("mousedown", ev => { state.drag = { x0: pos(ev)[0] }; });
+  canvas.addEventListener("mousemove", ev => {
+    const [px, py] = pos(ev);
+    if (state.drag) { state.drag.x1 = px; }
+    const L = drawChart();
+    showTip(L, px, py);
+  });
+  canvas.addEventListener("mouseleave", () => { tip.hidden = true; state.drag = null; drawChart(); });
+  canvas.addEventListener("mouseup", ev => {
+    const [px] = pos(ev), drag = state.drag, L = layout();
+    state.drag = null;
+    if (drag && Math.abs(px - drag.x0) > 4) {
+      const a = L.inv(Math.min(px, drag.x0)), b = L.inv(Math.max(px, drag.x0));
+      state.view = [Math.max(a, fullDomain()[0]), Math.min(b, fullDomain()[1])];
+      redraw();
+    } else {
+      const k = nearestNode(L, px);
+      if (k >= 0) selectNode(k === state.selected ? -1 : k); else drawChart();
+    }
+  });
+  canvas.addEventListener("dblclick", () => { state.view = null; redraw(); });
+  document.querySelectorAll("input[name=xmode]").forEach(r => r.addEventListener("change", () => {
+    state.mode = r.value; state.view = null; redraw();
+  }));
+  window.addEventListener("resize", () => redraw());
+
+  function legend() {
+    const box = document.getElementById("legend");
+    D.roles.forEach(r => {
+      const item = el("span", { title: r.meaning });
+      const sw = el("span", { class: "swatch" }); sw.style.background = r.color;
+      item.appendChild(sw); item.appendChild(document.createTextNode(r.role)); box.appendChild(item);
+    });
+    const hi = el("span"); hi.appendChild(el("span", { class: "line-key" })); hi.appendChild(document.createTextNode("highest live bytes within a step"));
+    box.appendChild(hi);
+    const note = document.getElementById("memory-note");
+    note.textContent = "Live bytes after each step, stacked by role; shaded: forward (blue) and backward (orange); "
+      + "ticks on top: backward nodes. " + (M.bucket_steps > 1
+        ? "This run has " + (lastStep + 1).toLocaleString() + " steps, drawn in buckets of " + M.bucket_steps
+          + " steps: the solid and dashed lines are the exact highest and lowest live bytes within each bucket."
+        : "");
+  }
+
+  // -- lifetimes ----------------------------------------------------------------------------
+  function stepDomain() {
+    if (state.mode === "step") return domain();
+    const [a, b] = domain();
+    return [stepAt(a), stepAt(b) + 1];
+  }
+  function drawLifetimes() {
+    const box = document.getElementById("lifetimes-box");
+    box.textContent = "";
+    const ids = D.lifetime_ids, rowH = 15, labelW = 190, w = Math.max(box.clientWidth, 400), h = ids.length * rowH + 24;
+    const [d0, d1] = stepDomain(), x = v => labelW + (v - d0) / (d1 - d0) * (w - labelW - 10);
+    const root = svg("svg", { width: w, height: h, viewBox: "0 0 " + w + " " + h });
+    const sel = state.selected >= 0 ? D.nodes[state.selected] : null;
+    if (sel) root.appendChild(svg("line", { x1: x(sel.step + 0.5), x2: x(sel.step + 0.5), y1: 0, y2: h - 20, stroke: "#1f4fd1", "stroke-dasharray": "3 3" }));
+    ids.forEach((id, r) => {
+      const i = byId.get(id), y = r * rowH + 2;
+      const cls = sel ? (sel.unpacked_ids.includes(id) ? "hl-unpacked" : sel.produced_ids.includes(id) ? "hl-produced"
+        : sel.freed_ids.includes(id) ? "hl-freed" : "dim") : "";
+      const g = svg("g", { class: "row " + cls, "data-id": id });
+      g.appendChild(svg("text", { x: 2, y: y + 10, fill: "#333" }, S.name[i].length > 28 ? S.name[i].slice(0, 27) + "\u2026" : S.name[i]));
+      const end = S.f[i] === -1 ? lastStep + 1 : S.f[i] + 1;
+      const a = Math.max(x(S.a[i]), labelW), b = Math.min(x(end), w - 10);
+      if (b > labelW && a < w - 10) {
+        const bar = svg("rect", { class: "bar", x: a, y: y + 1, width: Math.max(b - a, 1.5), height: rowH - 4, fill: COLOR[S.role[i]] || "#999" });
+        bar.appendChild(svg("title", {}, S.name[i] + " " + S.shape[i] + " " + bytes(S.bytes[i]) + " [" + S.role[i] + "]: step "
+          + S.a[i] + " to " + (S.f[i] === -1 ? "the end" : S.f[i]) + (S.saved_by[i] ? "; saved by " + S.saved_by[i] : "")));
+        g.appendChild(bar);
+      }
+      marks(g, S.saved[i], x, y, "saved", labelW, w);
+      marks(g, S.unpacked[i], x, y, "unpacked", labelW, w);
+      marks(g, S.released[i], x, y, "released", labelW, w);
+      root.appendChild(g);
+    });
+    root.appendChild(svg("text", { x: labelW, y: h - 6, fill: "#555" },
+      "step " + Math.round(d0) + " \u2192 " + Math.round(d1) + "   \u25bc saved   \u25cf unpacked   | slot released"));
+    box.appendChild(root);
+  }
+  function marks(g, steps, x, y, kind, lo, hi) {
+    steps.forEach(s => {
+      const cx = x(s + 0.5);
+      if (cx < lo || cx > hi) return;
+      if (kind === "saved") g.appendChild(svg("path", { class: "mark saved", d: "M" + (cx - 4) + " " + (y) + "h8l-4 6z", fill: "#222" }));
+      if (kind === "unpacked") g.appendChild(svg("circle", { class: "mark unpacked", cx: cx, cy: y + 6, r: 3, fill: "#fff", stroke: "#222" }));
+      if (kind === "released") g.appendChild(svg("rect", { class: "mark released", x: cx - 1, y: y - 1, width: 2, height: 13, fill: "#222" }));
+    });
+  }
+  function lifetimesNote() {
+    const left = D.storages_total - D.lifetime_ids.length;
+    document.getElementById("lifetimes-note").textContent = "One bar per storage, from the step that allocated it to the step that freed it, "
+      + "in allocation order. Click a backward node (table below, or a tick on the chart) to outline what it "
+      + "unpacked (blue), produced (green) and freed (red)."
+      + (left > 0 ? " Showing the " + D.lifetime_ids.length + " largest of " + D.storages_total.toLocaleString()
+        + " storages; " + left.toLocaleString() + " left out (tensors.csv has them all)." : "");
+  }
+
+  // -- tables -------------------------------------------------------------------------------
+  const NODE_COLS = [["step", "step", 1], ["name", "node"], ["unpacked", "unpacked (saved tensors used)"],
+    ["unpacked_bytes", "bytes", 1], ["unpacked_made_by", "made by"], ["grads_in", "gradients in"],
+    ["grads_out", "gradients out"], ["freed", "freed right after"], ["released", "slots released"],
+    ["live", "live before \u2192 after", 1], ["peak_bytes", "peak inside", 1]];
+  const BYTE_COLS = new Set(["unpacked_bytes", "live_before", "live_after", "peak_bytes"]);
+  function cellText(key, v) {
+    if (key === "live") return bytes(v[0]) + " \u2192 " + bytes(v[1]);
+    if (BYTE_COLS.has(key)) return bytes(v);
+    return typeof v === "string" ? v.split(";").join(", ") : String(v);
+  }
+  function nodesTable() {
+    const t = document.getElementById("nodes-table"), head = el("tr");
+    NODE_COLS.forEach(([, label, num]) => head.appendChild(el("th", num ? { class: "num" } : {}, label)));
+    t.appendChild(el("thead")).appendChild(head);
+    const body = t.appendChild(el("tbody"));
+    D.nodes.forEach((n, k) => {
+      const tr = el("tr", { "data-k": k, "data-step": n.step });
+      NODE_COLS.forEach(([key, , num]) => tr.appendChild(el("td", num ? { class: "num" } : {},
+        cellText(key, key === "live" ? [n.live_before, n.live_after] : n[key]))));
+      tr.addEventListener("click", () => selectNode(k === state.selected ? -1 : k));
+      body.appendChild(tr);
+    });
+    const left = D.nodes_total - D.nodes.length;
+    document.getElementById("nodes-note").textContent = "One row per backward node, in execution order. "
+      + (left > 0 ? "Showing the " + D.nodes.length + " nodes with the highest peak of " + D.nodes_total.toLocaleString()
+        + "; " + left.toLocaleString() + " left out (nodes.csv has them all)." : "");
+  }
+  function peakTable() {
+    const P = D.at_peak, t = document.getElementById("peak-table"), head = el("tr");
+    [["name"], ["role"], ["bytes", 1], ["shape"], ["why alive"]].forEach(([l, num]) => head.appendChild(el("th", num ? { class: "num" } : {}, l)));
+    t.appendChild(el("thead")).appendChild(head);
+    const body = t.appendChild(el("tbody"));
+    P.rows.forEach(r => {
+      const tr = el("tr");
+      tr.appendChild(el("td", {}, r.name));
+      const role = el("td"), sw = el("span", { class: "swatch" }); sw.style.background = COLOR[r.role] || "#999";
+      role.appendChild(sw); role.appendChild(document.createTextNode(r.role)); tr.appendChild(role);
+      tr.appendChild(el("td", { class: "num" }, bytes(r.bytes)));
+      tr.appendChild(el("td", {}, r.shape));
+      tr.appendChild(withCode(el("td"), r.why));
+      body.appendChild(tr);
+    });
+    const left = P.total - P.rows.length;
+    document.getElementById("peak-note").textContent = "Every storage live at the peak (" + bytes(D.peak.bytes) + ", step "
+      + D.peak.step + ", " + D.peak.op + "): " + P.total.toLocaleString() + " storages, " + bytes(P.bytes) + ". "
+      + (left > 0 ? "Showing the " + P.rows.length + " largest; " + left.toLocaleString() + " left out." : "");
+  }
+
+  function selectNode(k) {
+    state.selected = k;
+    document.querySelectorAll("#nodes-table tbody tr").forEach(tr => tr.classList.toggle("selected", Number(tr.dataset.k) === k));
+    redraw();
+  }
+  function redraw() { drawChart(); drawLifetimes(); }
+
+  legend(); lifetimesNote(); nodesTable(); peakTable(); redraw();
+  window.gradmemReport = { data: D, state: state, selectNode: selectNode };
+})();

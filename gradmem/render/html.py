@@ -1,0 +1,75 @@
+"""report.html: one self-contained page. The data comes from ``page_data``; this module only
+escapes it and fills the template in ``assets/`` (hand-written HTML, CSS and JS, inlined).
+
+Every name from the scenario reaches the page either HTML-escaped here or as text set by
+the script (``textContent``); the data island is JSON with ``<``, ``>``, ``&``, U+2028 and
+U+2029 written as ``\\u`` escapes, so nothing in it can close the script element.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from importlib import resources
+
+from .page_data import page_data
+from .units import human_bytes
+
+MARKER = re.compile(r"<!--gradmem:(\w+)-->")
+
+
+def asset(name: str) -> str:
+    return resources.files("gradmem.render").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def json_island(data) -> str:
+    """JSON safe inside <script type="application/json">: no '<', '>' or '&' survive."""
+    text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def inline(text: str) -> str:
+    """Escape, then show `name` as code."""
+    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(str(text)))
+
+
+def answer_html(sections: list[dict]) -> str:
+    parts = []
+    for sec in sections:
+        parts.append(f"<h3>{inline(sec['head'])}</h3>")
+        if sec["lines"]:
+            parts.append("<ul>" + "".join(f"<li>{inline(line)}</li>" for line in sec["lines"]) + "</ul>")
+    return "\n".join(parts)
+
+
+def meta_html(s: dict) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in (s.get("params") or {}).items())
+    bits = [f"device {s['device']}", f"torch {s['torch_version']}", f"status {s['status']}",
+            f"peak {human_bytes(s['peak_bytes'])} at step {s['peak_step']} ({s['peak_op']})",
+            f"{s['steps']:,} steps, {s['backward_nodes']:,} backward nodes, {s['storages']:,} storages"]
+    if params:
+        bits.insert(0, f"params {params}")
+    return html.escape(" · ".join(bits))
+
+
+def notes_html(s: dict) -> str:
+    notes = list(s.get("notes") or [])
+    err = s.get("error")
+    if err:
+        notes.append(f"stopped by {err.get('type')} at {err.get('file')}:{err.get('line')}: {err.get('message')}")
+    return ("<ul class=\"notes\">" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>") if notes else ""
+
+
+class HtmlWriter:
+    filename = "report.html"
+
+    def render(self, analysis) -> str:
+        data = page_data(analysis)
+        s = data["summary"]
+        fill = {
+            "title": html.escape(data["title"]), "meta": meta_html(s), "notes": notes_html(s),
+            "answer": answer_html(data["answer"]), "version": html.escape(str(s.get("gradmem_version") or "")),
+            "css": asset("report.css"), "js": asset("report.js"), "data": json_island(data),
+        }
+        # one pass: text put in by one marker is never searched for another
+        return MARKER.sub(lambda m: fill[m.group(1)], asset("page.html"))

@@ -37,6 +37,7 @@ class EventKind(str, Enum):
     BACKWARD_BEGIN = "backward_begin"  # .backward() / autograd.grad() called
     BACKWARD_END = "backward_end"
     ERROR = "error"                    # the profiled program raised
+    NOTE = "note"                      # a caveat the capture noticed (text)
 
     def __str__(self) -> str:
         return self.value

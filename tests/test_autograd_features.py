@@ -228,3 +228,29 @@ def test_autocast_sizes():
     assert (t["dtype"] == "bfloat16").any()
     casted = t[(t["dtype"] == "bfloat16") & (t["created_by"] == "_to_copy")]
     assert (casted["nbytes"] == casted["shape"].map(lambda s: eval(s)).map(lambda s: 2 * __import__("math").prod(s))).all()
+
+
+def test_torch_compile_runs_eagerly_and_says_so():
+    def f(x, w):
+        return torch.relu(x @ w).pow(2).mean()
+
+    compiled = torch.compile(f, backend="aot_eager")
+    with Capture() as cap:
+        x, w = torch.randn(256, 64), torch.randn(64, 32, requires_grad=True)
+        compiled(x, w).backward()
+    a = analyze(cap.trace)
+    assert any("`compiled` is made by torch.compile" in n for n in a.summary["notes"])
+    # eager attributions, not one collapsed node
+    assert "ReluBackward0" in set(a.nodes["name"]) and "CompiledFunctionBackward" not in set(a.nodes["name"])
+
+
+def test_users_own_hooks_inside_the_capture_are_reported_as_hidden():
+    seen = []
+    with Capture() as cap:
+        w = torch.randn(N, requires_grad=True)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: seen.append(1) or t, lambda t: t):
+            loss = w.exp().sum()
+        loss.backward()
+    assert seen and w.grad is not None
+    a = analyze(cap.trace)
+    assert any("1 saved tensors were packed by other saved-tensor hooks" in n for n in a.summary["notes"])

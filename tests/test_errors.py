@@ -105,3 +105,13 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
     proc = run_cli("profile", SCENARIOS / "seed_one_weight.py", "-o", out)
     assert proc.returncode == 2 and "files gradmem did not write" in proc.stderr
     assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_rerun_replaces_the_report_folder_as_a_whole(tmp_path):
+    out = tmp_path / "r"
+    run_cli("profile", SCENARIOS / "seed_one_weight.py", "-o", out, "-q", check=False)
+    (out / "stale.csv").write_text("from an older run")
+    proc = run_cli("profile", SCENARIOS / "seed_one_weight.py", "-o", out, "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "stale.csv").exists() and (out / "tensors.csv").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folders left behind"

@@ -27,6 +27,7 @@ KIND_COLUMNS = {
     "backward_begin": ["index", "call", "roots", "retain_graph", "create_graph"],
     "backward_end": ["index"],
     "error": ["type", "message", "file", "line"],
+    "note": ["text"],
 }
 
 

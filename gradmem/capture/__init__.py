@@ -116,11 +116,12 @@ class Capture:
         return self.trace
 
     def _notes(self) -> tuple:
+        notes = dict.fromkeys(e.data["text"] for e in self.rec.events if e.kind == EventKind.NOTE)
         hidden = sum(1 for e in self.rec.events if e.kind == EventKind.HIDDEN_SLOT)
-        if not hidden:
-            return ()
-        return (f"{hidden} saved tensors were packed by other saved-tensor hooks "
-                "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed",)
+        if hidden:
+            notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "
+                  "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed"] = None
+        return tuple(notes)
 
     # -- called by the watchers -----------------------------------------------------------
     def _current_node(self) -> int | None:

@@ -32,6 +32,19 @@ def _read_locals(frame) -> list[tuple[str, object]]:
     return items
 
 
+COMPILED_NOTE = (
+    "`{name}` is made by torch.compile. Under gradmem it runs eagerly (a compiled graph "
+    "does not run while gradmem's dispatch mode is active), so these figures are those of "
+    "eager mode: the compiled graph collapses into one backward node and may save less. "
+    "Compare with the allocator's peak measured without gradmem."
+)
+
+
+def _compiled(value) -> bool:
+    return hasattr(value, "_torchdynamo_orig_callable") or (
+        isinstance(value, torch.nn.Module) and type(value).__name__ == "OptimizedModule")
+
+
 class Namer:
     def __init__(self, rec, storages):
         self.rec = rec
@@ -66,9 +79,11 @@ class Namer:
             if isinstance(value, torch.Tensor):
                 self._tensor(name, value)
             elif isinstance(value, torch.nn.Module):
-                self._module(name, value)
+                self._module(name, getattr(value, "_orig_mod", value))
             elif isinstance(value, torch.optim.Optimizer):
                 self._optimizer(name, value)
+            if _compiled(value):
+                self.rec.emit(EventKind.NOTE, text=COMPILED_NOTE.format(name=name))
 
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
         sid = self.storages.lookup(t)

@@ -120,6 +120,10 @@ def default_device(device: str | None, fake: bool = False):
         yield
         return
     import torch
+    if device.startswith("cuda") and fake and torch.version.cuda is None:
+        raise UsageError(f"--fake --device {device}: this torch ({torch.__version__}) is built without CUDA, and "
+                         "autograd on fake CUDA tensors needs a CUDA build (not a GPU). Use --fake without "
+                         "--device: tensor bytes are the same on CPU.")
     if device.startswith("cuda") and not torch.cuda.is_available() and not fake:   # fake CUDA needs no GPU
         raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
     with torch.device(device):

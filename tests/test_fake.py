@@ -64,3 +64,88 @@ def test_fake_trace_equals_the_real_one(name):
     for key in ("peak_step", "peak_op", "backward_peak_step"):
         assert a_fake.summary[key] == a_real.summary[key], key
     assert a_real.summary["peak_bytes"] - a_fake.summary["peak_bytes"] == extra
+
+
+def test_fake_bytes_are_exact_and_nothing_real_is_allocated():
+    n, d = 50_000_000, 64                          # x would be 12.8 GB for real
+    with Capture(fake=True) as cap:
+        x = torch.randn(n, d)
+        w = torch.randn(d, requires_grad=True)
+        ((torch.randn(n) - x @ w) ** 2).mean().backward()
+        assert isinstance(x, FakeTensor) and isinstance(w.grad, FakeTensor)
+        del x, w
+    t = analyze(cap.trace).tensors
+    assert t.loc[t["nbytes"].idxmax(), "nbytes"] == n * d * 4
+    assert analyze(cap.trace).summary["peak_bytes"] >= n * d * 4 + 2 * n * 4
+    assert set(t.loc[t["nbytes"] <= 64, "value"]) == {"(fake: no data)"}
+
+
+def test_factories_make_fake_tensors_and_storages_die_when_dropped():
+    with Capture(fake=True) as cap:
+        a = torch.tensor([[10., 15.], [30., 40.]])
+        b = torch.zeros(1000)
+        assert isinstance(a, FakeTensor) and isinstance(b, FakeTensor)
+        assert b.untyped_storage().nbytes() == 4000
+        del b                                      # freed here, before the next op
+        torch.ones(1)
+    t = analyze(cap.trace).tensors.set_index("created_by")
+    assert t.loc["zeros", "free_step"] == t.loc["zeros", "alloc_step"]
+    assert t.loc["ones", "alloc_step"] == t.loc["zeros", "alloc_step"] + 1
+    assert t["free_step"].isna()["lift_fresh"]    # `a` is still held
+
+
+def test_summary_marks_the_estimate(tmp_path):
+    out = tmp_path / "r"
+    proc = run_cli("profile", SCENARIOS / "seed_two_rows.py", "--fake", "-o", out, check=True)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["estimate"] is True and summary["mode"] == "fake"
+    assert "[ESTIMATE: fake tensors, nothing allocated]" in proc.stdout
+    real = tmp_path / "real"
+    run_cli("profile", SCENARIOS / "seed_two_rows.py", "-o", real, "-q", check=True)
+    assert json.loads((real / "summary.json").read_text())["estimate"] is False
+
+
+NEEDS_ITEM = """\
+import torch
+x = torch.randn(1000, 8)
+w = torch.randn(8, requires_grad=True)
+loss = ((x @ w) ** 2).mean()
+loss.backward()
+print(f"loss {loss.item():.3f}")
+"""
+
+NEEDS_NONZERO = """\
+import torch
+x = torch.randn(1000)
+positive = x[x > 0]
+"""
+
+PRINTS = """\
+import torch
+x = torch.randn(3)
+print(x)
+"""
+
+
+@pytest.mark.parametrize("source, line, needed", [(NEEDS_ITEM, 6, "a tensor's value (.item()"),
+                                                  (NEEDS_NONZERO, 3, "a shape that depends on the values"),
+                                                  (PRINTS, 3, "a tensor's values (printing it)")])
+def test_code_that_needs_data_stops_with_its_line(tmp_path, source, line, needed):
+    script = tmp_path / "needs_data.py"
+    script.write_text(source)
+    out = tmp_path / "out"
+    proc = run_cli("profile", script, "--fake", "-o", out)
+    assert proc.returncode == 3, proc.stderr
+    assert f"{script}:{line}: this line needs {needed}" in proc.stderr
+    assert "Profile a smaller size for real (without --fake" in proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "partial" and summary["estimate"] is True
+    assert run_cli("profile", script, "-o", tmp_path / "real", "-q").returncode == 0   # fine for real
+
+
+def test_fake_cuda_on_a_cpu_only_torch_is_refused_clearly(tmp_path):
+    if torch.version.cuda is not None:
+        pytest.skip("this torch is built with CUDA")
+    proc = run_cli("profile", SCENARIOS / "mlp.py", "--fake", "--device", "cuda", "-o", tmp_path / "out")
+    assert proc.returncode == 2
+    assert "built without CUDA" in proc.stderr and "Use --fake without --device" in proc.stderr

@@ -149,3 +149,15 @@ def test_fake_cuda_on_a_cpu_only_torch_is_refused_clearly(tmp_path):
     proc = run_cli("profile", SCENARIOS / "mlp.py", "--fake", "--device", "cuda", "-o", tmp_path / "out")
     assert proc.returncode == 2
     assert "built without CUDA" in proc.stderr and "Use --fake without --device" in proc.stderr
+
+
+def test_linear_mse_estimate_is_exact_at_a_size_that_fits_no_machine_here():
+    n, d = 100_000_000, 256                        # x alone is 102 GB
+    sc = load_scenario(SCENARIOS / "linear_mse.py")
+    cap, failure = run_scenario(sc, {"n": n, "d": d}, fake=True)
+    assert failure is None
+    s = analyze(cap.trace).summary
+    # at PowBackward0: x, w, and eight n-vectors (y, output, error, error_squared, their
+    # two gradients in flight, and pow/mul scratch), plus loss and its 1-element gradient
+    assert s["peak_bytes"] == n * d * 4 + 8 * n * 4 + d * 4 + 2 * 4
+    assert (s["peak_op"], s["estimate"]) == ("PowBackward0", True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GradmemError, ScenarioError
+from .errors import GradmemError, Interrupted, ScenarioError
 
 EXAMPLES = """
 \b
@@ -18,8 +18,9 @@ Examples:
   gradmem profile scenarios/mlp.py --device cuda
   gradmem profile scenarios/linear_mse.py --fake -p n=1000000000 -p d=256
 \b
-Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed
-(reports of what ran are still written), 4 unreadable trace file.
+Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
+ran no backward pass (reports of what ran are still written, marked partial),
+4 unreadable trace file, 130 interrupted.
 """
 
 
@@ -77,8 +78,9 @@ def profile(scenario, out_dir, params, device, retain_grad, force, quiet, fake):
         if not quiet:
             click.echo(summary_text(analysis, files))
         if failure is not None:
-            raise ScenarioError(f"{describe_failure(sc, cap, failure)}\n"
-                                f"The events recorded before the failure are in {out_dir}/ (marked partial).")
+            error = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
+            raise error(f"{describe_failure(sc, cap, failure)}\n"
+                        f"The events recorded before the failure are in {out_dir}/ (marked partial).")
     except GradmemError as exc:
         _fail(exc)
 

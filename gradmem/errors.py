@@ -20,6 +20,12 @@ class ScenarioError(GradmemError):
     exit_code = 3
 
 
+class Interrupted(GradmemError):
+    """The run was stopped with Ctrl-C; what was recorded is still written."""
+
+    exit_code = 130
+
+
 class TraceFileError(GradmemError):
     """A trace file that is missing, truncated, not a trace, or from a newer gradmem."""
 

@@ -13,6 +13,8 @@ class Role(str, Enum):
     PARAM_GRAD = "param_grad"
     RETAINED_GRAD = "retained_grad"
     TEMPORARY = "temporary"
+    BUFFER = "buffer"
+    OPTIMIZER_STATE = "optimizer_state"
     UNATTRIBUTED = "unattributed"
 
     def __str__(self) -> str:
@@ -30,6 +32,8 @@ ROLE_COLORS = {
     "param_grad": "#8cd17d",
     "retained_grad": "#e15759",
     "temporary": "#bab0ac",
+    "buffer": "#76b7b2",
+    "optimizer_state": "#b07aa1",
     "unattributed": "#79706e",
 }
 
@@ -42,5 +46,7 @@ ROLE_MEANINGS = {
     "param_grad": "a leaf's .grad",
     "retained_grad": "the .grad copy kept for a non-leaf by retain_grad()",
     "temporary": "scratch created and freed inside one op or one backward node",
+    "buffer": "a module buffer (batch norm running statistics)",
+    "optimizer_state": "an optimizer's state (momentum, Adam's moments, step counts)",
     "unattributed": "allocator bytes that no tracked storage explains",
 }

@@ -154,9 +154,28 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 failure = exc
-        except Exception as exc:   # the scenario's own error: reported, with what was recorded
+        except (Exception, KeyboardInterrupt) as exc:   # reported, with what was recorded
             failure = exc
+    if failure is None and not _ran_backward(cap):
+        failure = NoBackward()
+        cap.trace = cap.trace.with_meta(status="partial", error={
+            "type": "NoBackward", "message": NO_BACKWARD, "file": str(scenario.path), "line": None})
     return cap, failure
+
+
+NO_BACKWARD = ("no backward pass ran: the scenario never called .backward() or torch.autograd.grad(), "
+               "so nothing was saved for backward or freed by it")
+
+
+class NoBackward(Exception):
+    pass
+
+
+def _ran_backward(cap) -> bool:
+    return any(e.kind == "backward_begin" for e in cap.trace.events)
+
+
+_MEMORY_HINTS = ("can't allocate memory", "out of memory", "OutOfMemoryError")
 
 
 def describe_failure(scenario: Scenario, cap, exc: BaseException) -> str:
@@ -168,7 +187,14 @@ def describe_failure(scenario: Scenario, cap, exc: BaseException) -> str:
     if needed:
         return (f"{loc}: this line needs {needed}, and a --fake run has no data. Profile a "
                 "smaller size for real (without --fake, with small -p values) to run this line.")
-    return f"{loc}: the scenario raised {type(exc).__name__}: {exc}"
+    if isinstance(exc, NoBackward):
+        return f"{loc}: {NO_BACKWARD}. Add loss.backward() to the scenario, or define main() to run a step."
+    if isinstance(exc, KeyboardInterrupt):
+        return f"{loc}: interrupted (Ctrl-C)."
+    text = f"{loc}: the scenario raised {type(exc).__name__}: {exc}"
+    if any(h in text for h in _MEMORY_HINTS):
+        text += "\nThe run asked for more memory than this machine has: try smaller -p values."
+    return text
 
 
 def _needs_data(cap, exc: BaseException) -> str | None:

@@ -116,20 +116,22 @@ print(f"loss {loss.item():.3f}")
 
 NEEDS_NONZERO = """\
 import torch
-x = torch.randn(1000)
+x = torch.randn(1000, requires_grad=True)
+(x * 2).sum().backward()
 positive = x[x > 0]
 """
 
 PRINTS = """\
 import torch
-x = torch.randn(3)
+x = torch.randn(3, requires_grad=True)
+(x * 2).sum().backward()
 print(x)
 """
 
 
 @pytest.mark.parametrize("source, line, needed", [(NEEDS_ITEM, 6, "a tensor's value (.item()"),
-                                                  (NEEDS_NONZERO, 3, "a shape that depends on the values"),
-                                                  (PRINTS, 3, "a tensor's values (printing it)")])
+                                                  (NEEDS_NONZERO, 4, "a shape that depends on the values"),
+                                                  (PRINTS, 4, "a tensor's values (printing it)")])
 def test_code_that_needs_data_stops_with_its_line(tmp_path, source, line, needed):
     script = tmp_path / "needs_data.py"
     script.write_text(source)

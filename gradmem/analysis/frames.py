@@ -10,7 +10,7 @@ from ..trace import Trace
 # the columns each kind's frame always has, so passes never test for missing columns
 KIND_COLUMNS = {
     "step": ["phase", "op", "node", "backward"],
-    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value"],
+    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute", "grad_args"],
     "free": ["storage"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf"],

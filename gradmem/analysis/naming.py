@@ -36,23 +36,28 @@ def node_outputs(tensor_events: pd.DataFrame) -> dict[tuple[int, int], int]:
 
 
 def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
-    """{gradient storage: storage of the tensor it is the gradient of}."""
-    targets: dict[int, int] = {}
+    """{gradient storage: storage of the tensor it is the gradient of}: the first evidence
+    in event order wins (a gradient passed on as a view keeps its first name)."""
+    evidence: list[tuple[int, int, int]] = []   # (seq, grad, target)
     outputs = node_outputs(frames["tensor"])
     nodes = frames["node"]
     next_of = dict(zip(nodes["node"].astype(int), nodes["next"])) if len(nodes) else {}
     leaf_of = {int(n): int(l) for n, l in zip(nodes["node"], nodes["leaf"]) if pd.notna(l)}
-    for nid, grads_out in zip(frames["node_end"]["node"], frames["node_end"]["grads_out"]):
+    ends = frames["node_end"]
+    for seq, nid, grads_out in zip(ends["seq"], ends["node"], ends["grads_out"]):
         for (target_node, nr), grad in zip(next_of.get(int(nid), []), grads_out or []):
             if grad is None or target_node is None:
                 continue
             target = leaf_of.get(target_node, outputs.get((target_node, nr)))
             if target is not None:
-                targets.setdefault(int(grad), target)
+                evidence.append((int(seq), int(grad), target))
     for frame in (frames["grad"], frames["leaf_grad"], frames["retained"]):
-        for target, grad in zip(frame["target"], frame["grad"]):
+        for seq, target, grad in zip(frame["seq"], frame["target"], frame["grad"]):
             if pd.notna(grad) and pd.notna(target):
-                targets.setdefault(int(grad), int(target))
+                evidence.append((int(seq), int(grad), int(target)))
+    targets: dict[int, int] = {}
+    for _, grad, target in sorted(evidence):
+        targets.setdefault(grad, target)
     return targets
 
 

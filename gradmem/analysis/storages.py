@@ -12,8 +12,11 @@ from .naming import storage_names
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
     "free_step", "freed_after", "saved_by", "unpacked_by", "released_step", "value",
-    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase",
+    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed",
 ]
+
+
+OUTSIDE_GRAPH = "(a node outside the loss's graph)"
 
 
 def _join(values) -> str:
@@ -38,6 +41,8 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "preexisting": alloc["preexisting"].astype(bool).values,
         "factory": alloc["factory"].astype(bool).values,
         "value": alloc["value"].values,
+        "recomputed": alloc["recompute"].fillna(False).astype(bool).values,
+        "grad_args": alloc["grad_args"].fillna(False).astype(bool).values,
     })
     free = frames["free"].drop_duplicates("storage").set_index("storage")
     t["free_step"] = t["id"].map(free["step"]).astype("Int64")
@@ -50,7 +55,7 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
 def add_saved(t: pd.DataFrame, frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
     saved, slot = frames["saved"], frames["slot"].drop_duplicates("pack")
     owner = dict(zip(slot["pack"], [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(slot["node"], slot["field"])]))
-    saved = saved.assign(owner=saved["pack"].map(owner).fillna("(unknown node)"))
+    saved = saved.assign(owner=saved["pack"].map(owner).fillna(OUTSIDE_GRAPH))
     t["saved_by"] = text(t["id"].map(saved.groupby("storage")["owner"].agg(_join)))
     storage_of = dict(zip(saved["pack"], saved["storage"]))
     unp = frames["unpacked"].assign(storage=lambda d: d["pack"].map(storage_of))
@@ -102,15 +107,24 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     # forward scratch that died in the op that made it
     role[~backward & same_step & ~saved] = Role.TEMPORARY.value
     # inputs: no grad, made before the forward pass or by a factory op
-    inputs = ~backward & ~t["requires_grad"] & (t["preexisting"] | (t["phase"] == "setup") | t["factory"])
+    inputs = ~backward & ~t["requires_grad"] & ~t["grad_args"] & (t["preexisting"] | (t["phase"] == "setup") | t["factory"])
     role[inputs] = Role.INPUT.value
     # parameters: leaves that require grad
     role[t["_leaf_param"]] = Role.PARAMETER.value
     # activations: made in forward and saved for backward (a saved input stays an input)
     role[~backward & saved & ~inputs & ~t["_leaf_param"]] = Role.ACTIVATION.value
+    # forward ops recomputed in backward (checkpoint): kept ones are activations again
+    recomputed = t["recomputed"]
+    role[recomputed] = Role.ACTIVATION.value
+    role[recomputed & same_step] = Role.TEMPORARY.value
     # .grad of leaves and retained grads of non-leaves
     role[t["_param_grad"]] = Role.PARAM_GRAD.value
     role[t["_retained"]] = Role.RETAINED_GRAD.value
+    # what modules and optimizers hold, by the names the program gives them
+    sources = frames["name"].groupby("storage")["source"].agg(set) if len(frames["name"]) else pd.Series(dtype=object)
+    held = t["id"].map(sources)
+    role[held.map(lambda s: isinstance(s, set) and "buffer" in s).astype(bool)] = Role.BUFFER.value
+    role[held.map(lambda s: isinstance(s, set) and "optimizer_state" in s).astype(bool)] = Role.OPTIMIZER_STATE.value
     t["role"] = role
     return t
 

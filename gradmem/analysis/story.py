@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..trace import Trace
+from .storages import OUTSIDE_GRAPH
 
 
 class _Labels:
@@ -38,9 +39,10 @@ def _line(ev, lab: _Labels) -> str | None:
     if k == "step":
         return f"STEP {ev.step} {d['phase']} {lab.node_name.get(d['node'], d['op']) if d.get('node') else d['op']}"
     if k == "alloc":
-        return f"ALLOC {lab.full(d['storage'])}" + (" (before capture)" if d.get("preexisting") else "")
+        extra = " (before capture)" if d.get("preexisting") else " (recomputed)" if d.get("recompute") else ""
+        return f"ALLOC {lab.full(d['storage'])}{extra}"
     if k == "saved":
-        return f"SAVED {lab.s(d['storage'])} by {lab.owner.get(d['pack'], '(unknown node)')}"
+        return f"SAVED {lab.s(d['storage'])} by {lab.owner.get(d['pack'], OUTSIDE_GRAPH)}"
     if k == "unpacked":
         return f"UNPACK {lab.s(lab.storage_of.get(d['pack']))} in {lab.node_name.get(d.get('node'), '(outside backward)')}"
     if k == "released":

@@ -29,11 +29,12 @@ def steps_frame(frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
 
 
 def _first_forward_step(frames: dict) -> int:
-    """The first step that made a tensor with a grad_fn: where the forward pass starts."""
+    """The first step that made a tensor from one that requires grad, or with a grad_fn:
+    where the forward pass starts (also under no_grad, as reentrant checkpoint runs it)."""
     facts = frames["tensor"]
     nonleaf = set(facts.loc[facts["leaf"] == False, "storage"].dropna().astype(int))  # noqa: E712
     alloc = frames["alloc"]
-    made = alloc.loc[alloc["storage"].isin(nonleaf), "step"]
+    made = alloc.loc[alloc["storage"].isin(nonleaf) | (alloc["grad_args"] == True), "step"]  # noqa: E712
     return int(made.min()) if len(made) else np.iinfo(np.int64).max
 
 

@@ -65,7 +65,9 @@ class Capture:
         self.saved = SavedTensorWatcher(self.rec, self.storages, self._current_node)
         self._modes = []
         self._started = ""
-        self._leaves_seen: set[int] = set()
+        self._facts_seen: set[tuple] = set()
+        self._create_graph = False
+        self._in_node = False
         self._error: dict | None = None
 
     # -- entering and leaving -------------------------------------------------------------
@@ -129,44 +131,53 @@ class Capture:
         node = torch._C._current_autograd_node()
         return self.graph.node_id(node) if node is not None else None
 
-    def begin_op(self, name: str, inputs) -> bool:
+    def begin_op(self, name: str, inputs) -> tuple[bool, bool]:
+        """Start the op's step; returns (has tensor inputs, any input requires grad)."""
         rec = self.rec
         self.saved.fresh_call = False
+        self._in_node = False
         if rec.in_backward:
             nid = self._current_node()
-            if nid is None or nid != rec.node:
-                rec.begin_step("backward", name, node=nid) if nid is None else self._node_step(nid)
+            self._in_node = nid is not None
+            if nid is None:
+                rec.begin_step("backward", name)
+            elif nid != rec.node:
+                self._node_step(nid)
         else:
             rec.begin_step("forward", name)
         if name in LIFT_OPS:   # torch.tensor(data): the input is the new tensor itself
-            return False
-        has_inputs = False
+            return False, False
+        has_inputs = grad_args = False
         for t in inputs:
             has_inputs = True
+            grad_args = grad_args or t.requires_grad
             self.storages.see(t)
-        return has_inputs
+        return has_inputs, grad_args
 
     def _node_step(self, nid: int) -> None:
         self.rec.begin_step("backward", self.graph.name_of(nid), node=nid)
 
-    def op_outputs(self, name: str, out, factory: bool) -> None:
+    def op_outputs(self, name: str, out, factory: bool, grad_args: bool) -> None:
+        # grad mode on inside a running backward node (without create_graph) means a
+        # forward pass is being recomputed, as torch.utils.checkpoint does
+        recompute = self._in_node and torch.is_grad_enabled() and not self._create_graph
         see = self.storages.see
-        if isinstance(out, torch.Tensor):
-            see(out, name, preexisting=False, factory=factory)
-        elif isinstance(out, (list, tuple)):
-            for t in out:
-                if isinstance(t, torch.Tensor):
-                    see(t, name, preexisting=False, factory=factory)
+        for t in (out if isinstance(out, (list, tuple)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                see(t, name, preexisting=False, factory=factory, recompute=recompute, grad_args=grad_args)
 
-    def leaf(self, t: torch.Tensor) -> None:
-        sid = self.storages.see(t)
-        if sid is not None and sid not in self._leaves_seen:
-            self._leaves_seen.add(sid)
+    def tensor_facts(self, t: torch.Tensor, track: bool = True) -> None:
+        """Record once per (storage, node) that ``t`` requires grad, and which node made it.
+        With ``track=False`` only storages already seen by an op are considered."""
+        grad_fn = t.grad_fn
+        sid = self.storages.see(t) if track else self.storages.lookup(t)
+        nid = self.graph.node_id(grad_fn) if grad_fn is not None else None
+        if sid is None or (sid, nid) in self._facts_seen:
+            return
+        self._facts_seen.add((sid, nid))
+        if nid is None:
             self.rec.emit(EventKind.TENSOR, storage=sid, requires_grad=True, leaf=True)
-
-    def forward_output(self, t: torch.Tensor, grad_fn) -> None:
-        nid = self.graph.node_id(grad_fn)
-        sid = self.storages.see(t)
+            return
         self.rec.emit(EventKind.TENSOR, storage=sid, requires_grad=True, leaf=False, node=nid, output_nr=t.output_nr)
         self.grads.forward_output(t)
 
@@ -178,7 +189,7 @@ class Capture:
         self.namer.scan_stack(caller)
         leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
         for leaf in leaves:
-            self.leaf(leaf)
+            self.tensor_facts(leaf)
         handles = self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
         del leaves, grad_fns
         rec.backward_index += 1
@@ -187,10 +198,12 @@ class Capture:
                  retain_graph=bool(kwargs.get("retain_graph")), create_graph=bool(kwargs.get("create_graph")))
         del roots
         rec.in_backward += 1
+        outer_create_graph, self._create_graph = self._create_graph, bool(kwargs.get("create_graph"))
         try:
             return func(*args, **kwargs)
         finally:
             rec.in_backward -= 1
+            self._create_graph = outer_create_graph
             for h in handles:
                 h.remove()
             rec.node = None

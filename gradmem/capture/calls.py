@@ -35,6 +35,7 @@ class CallWatcher(TorchFunctionMode):
             return self.cap.run_backward(kind, func, args, kwargs, sys._getframe(1))
         if func is RETAIN_GRAD:
             return self._retain(func, args, kwargs)
+        self._inputs(args)
         self.cap.saved.fresh_call = True
         try:
             out = func(*args, **kwargs)
@@ -50,6 +51,18 @@ class CallWatcher(TorchFunctionMode):
         self.cap.grads.retaining(args[0])
         return out
 
+    def _inputs(self, args) -> None:
+        """Facts about tensors passed in: catches nodes made by calls this mode never saw
+        (``Function.apply`` inside library code) and parameters used by modules."""
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                if a.requires_grad:
+                    self.cap.tensor_facts(a, track=False)
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    if isinstance(b, torch.Tensor) and b.requires_grad:
+                        self.cap.tensor_facts(b, track=False)
+
     def _outputs(self, out) -> None:
         if isinstance(out, torch.Tensor):
             self._output(out)
@@ -61,11 +74,7 @@ class CallWatcher(TorchFunctionMode):
     def _output(self, t: torch.Tensor) -> None:
         if not t.requires_grad:
             return
-        grad_fn = t.grad_fn
-        if grad_fn is None:
-            self.cap.leaf(t)
-            return
-        self.cap.forward_output(t, grad_fn)
-        if self.retain_grad == "on" and not t.retains_grad:
+        self.cap.tensor_facts(t)
+        if t.grad_fn is not None and self.retain_grad == "on" and not t.retains_grad:
             t.retain_grad()
             self.cap.grads.retaining(t)

@@ -37,17 +37,27 @@ class Namer:
         self.rec = rec
         self.storages = storages
         self.entry = None   # the frame that entered the capture: the outermost one we read
+        self._param_names: dict[int, str] = {}   # id(parameter) -> name, within one scan
 
     def scan_stack(self, start) -> None:
+        with torch._C.DisableTorchFunction():   # reading attributes is not the program's work
+            self._scan_stack(start)
+
+    def _scan_stack(self, start) -> None:
         frame = start
         while frame is not None:
             if _user_frame(frame):
-                self.scan(_read_locals(frame))
+                self._scan(_read_locals(frame))
             if frame is self.entry:
                 break
             frame = frame.f_back
 
     def scan(self, items: Iterable[tuple[str, object]] | Mapping) -> None:
+        with torch._C.DisableTorchFunction():
+            self._scan(items)
+
+    def _scan(self, items) -> None:
+        self._param_names = {}
         if isinstance(items, Mapping):
             items = list(items.items())
         for name, value in items:
@@ -57,6 +67,8 @@ class Namer:
                 self._tensor(name, value)
             elif isinstance(value, torch.nn.Module):
                 self._module(name, value)
+            elif isinstance(value, torch.optim.Optimizer):
+                self._optimizer(name, value)
 
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
         sid = self.storages.lookup(t)
@@ -71,5 +83,16 @@ class Namer:
     def _module(self, name: str, module: torch.nn.Module) -> None:
         for pname, p in module.named_parameters(prefix=name):
             self._tensor(pname, p, "parameter")
+            self._param_names[id(p)] = pname
         for bname, b in module.named_buffers(prefix=name):
             self._tensor(bname, b, "buffer")
+
+    def _optimizer(self, name: str, opt: torch.optim.Optimizer) -> None:
+        params = [p for group in opt.param_groups for p in group["params"]]
+        for i, p in enumerate(params):
+            label = self._param_names.get(id(p), str(i))
+            for key, value in opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor):
+                    sid = self.storages.lookup(value)
+                    if sid is not None:
+                        self.rec.emit(EventKind.NAME, storage=sid, name=f"{name}.state[{label}].{key}", source="optimizer_state")

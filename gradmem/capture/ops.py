@@ -46,7 +46,7 @@ class OpWatcher(TorchDispatchMode):
         if cap.fake and unrecorded(func):   # fake-tensor plumbing a real run never dispatches
             return func(*args, **(kwargs or {}))
         name = op_name(func)
-        has_inputs = cap.begin_op(name, _tensors(args, kwargs))
+        has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
         out = func(*args, **(kwargs or {}))
-        cap.op_outputs(name, out, factory=not has_inputs)
+        cap.op_outputs(name, out, not has_inputs, grad_args)
         return out

@@ -31,7 +31,8 @@ class Storages:
         except (RuntimeError, NotImplementedError):    # sparse and other storage-less tensors
             return None
 
-    def see(self, t: torch.Tensor, op: str = "", preexisting: bool = True, factory: bool = False) -> int | None:
+    def see(self, t: torch.Tensor, op: str = "", preexisting: bool = True, factory: bool = False,
+            recompute: bool = False, grad_args: bool = False) -> int | None:
         """The id of ``t``'s storage, tracking it first if it is new."""
         try:
             s = t.untyped_storage()
@@ -39,10 +40,11 @@ class Storages:
             return None
         sid = self._ids.get(id(s))
         if sid is None:
-            sid = self._track(s, t, op, preexisting, factory)
+            flags = {k: True for k, v in (("recompute", recompute), ("grad_args", grad_args)) if v}
+            sid = self._track(s, t, op, preexisting, factory, flags)
         return sid
 
-    def _track(self, s, t: torch.Tensor, op: str, preexisting: bool, factory: bool) -> int:
+    def _track(self, s, t: torch.Tensor, op: str, preexisting: bool, factory: bool, flags: dict) -> int:
         sid = next(self._next)
         key = id(s)
         self._ids[key] = sid
@@ -51,6 +53,7 @@ class Storages:
             EventKind.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=list(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting else preview(t),
+            **flags,
         )
         return sid
 

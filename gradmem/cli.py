@@ -16,6 +16,7 @@ Examples:
   gradmem profile scenarios/seed_two_rows.py
   gradmem profile scenarios/linear_mse.py -p n=1000000 -p d=256 -o reports/big
   gradmem profile scenarios/mlp.py --device cuda
+  gradmem profile scenarios/linear_mse.py --fake -p n=1000000000 -p d=256
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),
@@ -70,7 +71,9 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
 @click.option("--format", "formats", metavar="LIST", help=FORMAT_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
-def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet):
+@click.option("--fake", is_flag=True, help="Estimate: run on fake tensors (shapes, no data), so any size fits; "
+              "--device cuda needs no GPU.")
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from .analysis import analyze
     from .render import write_reports
@@ -81,7 +84,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         sc = load_scenario(scenario)
         values = parse_params(params, sc)
         out_dir = out_dir or Path("reports") / sc.name
-        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress())
+        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake)
         analysis = analyze(cap.trace)
         files = write_reports(analysis, out_dir, force=force, **_formats(formats))
         if not quiet:

@@ -115,31 +115,36 @@ def parse_params(pairs: list[str] | tuple[str, ...], scenario: Scenario) -> dict
 
 
 @contextlib.contextmanager
-def default_device(device: str | None):
+def default_device(device: str | None, fake: bool = False):
     if not device:
         yield
         return
     import torch
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda") and fake and torch.version.cuda is None:
+        raise UsageError(f"--fake --device {device}: this torch ({torch.__version__}) is built without CUDA, and "
+                         "autograd on fake CUDA tensors needs a CUDA build (not a GPU). Use --fake without "
+                         "--device: tensor bytes are the same on CPU.")
+    if device.startswith("cuda") and not torch.cuda.is_available() and not fake:   # fake CUDA needs no GPU
         raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
     with torch.device(device):
         yield
 
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
-                 on_progress=None):
+                 on_progress=None, fake: bool = False):
     """Run the scenario under a capture. Returns the capture, also when the scenario raised
-    (then ``capture.trace.meta.status == 'partial'``) together with the exception."""
+    (then ``capture.trace.meta.status == 'partial'``) together with the exception.
+    ``fake=True`` runs it on fake tensors: the same trace, no data allocated (an estimate)."""
     from .capture import Capture
 
     call = dict(params)
     if device and scenario.main and "device" in scenario.main.params and "device" not in call:
         call["device"] = device
-    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad)
+    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad, fake)
     cap.rec.on_progress = on_progress
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None
-    with default_device(device):
+    with default_device(device, fake):
         try:
             with cap:
                 exec(scenario.code, namespace)
@@ -178,6 +183,10 @@ def describe_failure(scenario: Scenario, cap, exc: BaseException) -> str:
     loc = where(err.get("file") or str(scenario.path), err.get("line"))
     if isinstance(exc, SystemExit):
         return f"{loc}: the scenario called sys.exit({exc.code!r})."
+    needed = _needs_data(cap, exc)
+    if needed:
+        return (f"{loc}: this line needs {needed}, and a --fake run has no data. Profile a "
+                "smaller size for real (without --fake, with small -p values) to run this line.")
     if isinstance(exc, NoBackward):
         return f"{loc}: {NO_BACKWARD}. Add loss.backward() to the scenario, or define main() to run a step."
     if isinstance(exc, KeyboardInterrupt):
@@ -186,3 +195,11 @@ def describe_failure(scenario: Scenario, cap, exc: BaseException) -> str:
     if any(h in text for h in _MEMORY_HINTS):
         text += "\nThe run asked for more memory than this machine has: try smaller -p values."
     return text
+
+
+def _needs_data(cap, exc: BaseException) -> str | None:
+    """For a fake run stopped by code that needs values: what it needed."""
+    if not cap.fake:
+        return None
+    from .capture.fake import needs_data
+    return needs_data(exc)

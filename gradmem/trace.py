@@ -69,6 +69,7 @@ class Meta:
     status: str = "complete"           # complete | partial (the program failed or was stopped)
     error: dict | None = None          # type, message, file, line of the failure
     notes: tuple = ()                  # caveats the capture wants the reader to see
+    mode: str = "real"                 # real | fake (fake tensors: shapes and bytes, no data: an estimate)
 
 
 @dataclass(frozen=True)

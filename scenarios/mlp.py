@@ -15,12 +15,12 @@ def main(batch: int = 4096, width: int = 1024, depth: int = 3, features: int = 2
     torch.manual_seed(seed)
     layers, size = [], features
     for _ in range(depth):
-        layers += [nn.Linear(size, width), nn.ReLU()]
+        layers += [nn.Linear(size, width, device=device), nn.ReLU()]
         size = width
-    model = nn.Sequential(*layers, nn.Linear(size, 1)).to(device)
+    model = nn.Sequential(*layers, nn.Linear(size, 1, device=device))   # made on the device: no .to() copy
     x = torch.randn(batch, features, device=device)
     y = torch.randn(batch, 1, device=device)
     prediction = model(x)
     loss = nn.functional.mse_loss(prediction, y)
     loss.backward()
-    return loss.item()
+    return loss

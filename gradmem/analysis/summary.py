@@ -5,6 +5,7 @@ import pandas as pd
 
 from ..roles import ROLE_ORDER
 from ..trace import Trace
+from . import cuda_allocator
 from .timeline import live_at
 
 TOP_N = 10
@@ -54,4 +55,6 @@ def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, d: pd.Da
         "backward_calls": int(steps["backward"].dropna().nunique()),
         "storages": int(len(tensors)),
         "largest": _top(tensors),
+        "mode": meta.mode, "estimate": meta.mode == "fake",
+        "cuda_allocator": cuda_allocator.estimate(tensors),
     }

@@ -32,6 +32,7 @@ import torch
 
 from ..trace import EventKind, Meta, Trace
 from .calls import CallWatcher
+from .fake import fake_modes
 from .graph import Graph
 from .grads import GradWatcher
 from .names import SKIP_DIRS, Namer
@@ -43,13 +44,17 @@ from .storages import Storages
 
 LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
 AFTER_BACKWARD = "(after backward)"
+FAKE_NOTE = ("estimate: run on fake tensors (shapes, no data); bytes and lifetimes are what a real run "
+             "would record, values are absent")
 
 
 class Capture:
     """Context manager that records one run; afterwards exposes the trace and tables."""
 
-    def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written"):
+    def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
+                 fake: bool = False):
         self.scenario = scenario
+        self.fake = fake
         self.params = dict(params or {})
         self.retain_grad = retain_grad
         self.trace: Trace | None = None
@@ -71,7 +76,8 @@ class Capture:
     def __enter__(self) -> "Capture":
         self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.namer.entry = sys._getframe(1)
-        self._modes = [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
+        self._modes = fake_modes() if self.fake else []   # below our modes: they see fake outputs
+        self._modes += [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
         entered = []
         try:
             for mode in self._modes:
@@ -110,7 +116,7 @@ class Capture:
                 torch_version=torch.__version__, gradmem_version=_version(),
                 python_version=platform.python_version(), started_at=self._started,
                 status="partial" if error else "complete", error=error,
-                notes=self._notes(),
+                notes=(FAKE_NOTE,) * self.fake + self._notes(), mode="fake" if self.fake else "real",
             )
             self.trace = Trace(meta, self.rec.sorted_events())
         return self.trace
@@ -286,17 +292,19 @@ def _version() -> str:
     return __version__
 
 
-def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written") -> Capture:
-    """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``."""
-    return Capture(scenario, params, retain_grad)
+def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
+            fake: bool = False) -> Capture:
+    """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``.
+    ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated."""
+    return Capture(scenario, params, retain_grad, fake)
 
 
 class _CallableModule(types.ModuleType):
     """Importing this package makes ``gradmem.capture`` this module, not the function
     above, so the module itself answers ``gradmem.capture(...)``."""
 
-    def __call__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written") -> Capture:
-        return capture(scenario, params, retain_grad)
+    def __call__(self, *args, **kwargs) -> Capture:
+        return capture(*args, **kwargs)
 
 
 sys.modules[__name__].__class__ = _CallableModule

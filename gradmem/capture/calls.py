@@ -12,6 +12,8 @@ import sys
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .fake import making_parameter
+
 BACKWARD_FUNCS = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward",
                   torch.autograd.grad: "grad"}
 RETAIN_GRAD = torch.Tensor.retain_grad
@@ -26,6 +28,8 @@ class CallWatcher(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.cap.fake and making_parameter():   # fake-tensor plumbing a real run never calls
+            return func(*args, **kwargs)
         kind = BACKWARD_FUNCS.get(func) if not isinstance(func, type) else None
         if kind is not None:
             return self.cap.run_backward(kind, func, args, kwargs, sys._getframe(1))

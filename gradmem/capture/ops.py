@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .fake import unrecorded
+
 _op_names: dict = {}
 
 
@@ -41,6 +43,8 @@ class OpWatcher(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         cap = self.cap
+        if cap.fake and unrecorded(func):   # fake-tensor plumbing a real run never dispatches
+            return func(*args, **(kwargs or {}))
         name = op_name(func)
         has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
         out = func(*args, **(kwargs or {}))

@@ -2,7 +2,7 @@
 
 Only tensors of at most ``MAX_PREVIEW`` elements are read, only where they are created
 (inside the dispatch handler, where our own modes are off), and never for fake or meta
-tensors, which have no data.
+tensors, which have no data: a small fake tensor's value reads ``NO_DATA`` to say why.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import math
 import torch
 
 MAX_PREVIEW = 16
+NO_DATA = "(fake: no data)"   # the value of a small fake tensor: it has a shape but no values
 
 
 def _number(v) -> str:
@@ -30,10 +31,12 @@ def _nested(v) -> str:
 
 
 def preview(t: torch.Tensor) -> str | None:
-    """'[12150, 16400]' for a small real tensor, else None."""
+    """'[12150, 16400]' for a small real tensor, NO_DATA for a small fake one, else None."""
     try:
-        if t.numel() > MAX_PREVIEW or t.device.type == "meta" or _is_fake(t):
+        if t.numel() > MAX_PREVIEW or t.device.type == "meta":
             return None
+        if _is_fake(t):
+            return NO_DATA
         return _nested(t.detach().cpu().tolist())
     except Exception:  # data we cannot read (fake, functional wrappers): no preview
         return None

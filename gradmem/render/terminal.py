@@ -25,9 +25,17 @@ def _saved_lines(tensors) -> list[str]:
     return lines
 
 
+def _allocator_lines(est: dict | None) -> list[str]:
+    if not est:
+        return []
+    return [f"  CUDA caching allocator (a model of its rounding): peak allocated {human_bytes(est['allocated_peak_bytes'])}, "
+            f"peak reserved {human_bytes(est['reserved_peak_bytes'])} (tensor bytes above are exact storage sizes)"]
+
+
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
     status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
+    status += "  [ESTIMATE: fake tensors, nothing allocated]" if s.get("estimate") else ""
     lines = [
         f"gradmem: {s['scenario'] or 'capture'} on {s['device']} (torch {s['torch_version']}){status}",
         f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
@@ -39,6 +47,7 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s["largest"][:TOP]],
         f"  alive at the end: {_roles(s['bytes_by_role_at_end'])}",
     ]
+    lines += _allocator_lines(s.get("cuda_allocator"))
     lines += [f"  note: {n}" for n in s["notes"]]
     if s.get("error"):
         e = s["error"]

@@ -94,7 +94,8 @@ def inplace_and_views():
     h.relu_()                         # in place: same storage, version bumped
     v = h.view(64, -1)[:, :8]         # a view: counted with its base
     d = h.detach()                    # shares storage too
-    (v.sum() + (h * d).sum()).backward()
+    s = h.as_strided((N // 2,), (2,))  # every other element, same storage
+    (v.sum() + (h * d).sum() + s.sum()).backward()
 
 
 def no_grad_and_inference():
@@ -215,6 +216,7 @@ def test_inplace_and_views_share_one_storage():
     t = tensors("inplace_and_views")
     h = t[t["created_by"] == "mul"].iloc[0]
     assert h["nbytes"] == N * 4 and (t["created_by"] == "relu_").sum() == 0
+    assert not t["created_by"].isin(["view", "slice", "detach", "as_strided"]).any()
     assert "ReluBackward0.result" in h["saved_by"]
 
 

@@ -1,6 +1,7 @@
 """The command line: parses, calls the library, maps errors to exit codes. Nothing else."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,10 +26,11 @@ ran no backward pass (reports of what ran are still written, marked partial),
 
 
 class Progress:
-    """Prints a line to stderr every few seconds of a long run."""
+    """Prints a line to stderr every few seconds of a long run (GRADMEM_PROGRESS_EVERY
+    seconds, default 2)."""
 
-    def __init__(self, every_s: float = 2.0):
-        self.every_s = every_s
+    def __init__(self, every_s: float | None = None):
+        self.every_s = float(os.environ.get("GRADMEM_PROGRESS_EVERY", 2.0)) if every_s is None else every_s
         self.start = self.last = time.monotonic()
 
     def __call__(self, rec) -> None:

@@ -11,11 +11,11 @@ SCENARIOS = ROOT / "scenarios"
 sys.path.insert(0, str(ROOT))   # this checkout's gradmem, whatever is pip-installed
 
 
-def run_cli(*args, cwd=None, check=False, timeout=300):
+def run_cli(*args, cwd=None, check=False, timeout=300, env=None):
     """Run the real CLI in a fresh process, as a user would."""
     proc = subprocess.run([sys.executable, "-m", "gradmem", *map(str, args)], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"gradmem {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

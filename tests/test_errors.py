@@ -115,3 +115,12 @@ def test_rerun_replaces_the_report_folder_as_a_whole(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert not (out / "stale.csv").exists() and (out / "tensors.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folders left behind"
+
+
+def test_progress_lines_on_stderr(tmp_path):
+    proc = run_cli("profile", SCENARIOS / "seed_two_rows.py", "-o", tmp_path / "out", "-q",
+                   env={"GRADMEM_PROGRESS_EVERY": "0"})
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("gradmem: ") and " step " in line]
+    assert any("(backward)" in line for line in lines) and any("(forward)" in line for line in lines)
+    assert proc.stdout == ""

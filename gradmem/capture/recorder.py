@@ -13,8 +13,6 @@ from typing import Callable
 
 from ..trace import Event, EventKind
 
-PROGRESS_EVERY = 1 << 14  # steps between checks of the progress clock
-
 
 class Recorder:
     def __init__(self, clock: Callable[[], int] = time.perf_counter_ns):
@@ -39,7 +37,7 @@ class Recorder:
             self.step += 1
             self.node = node
         self.emit(EventKind.STEP, phase=phase, op=op, node=node, backward=self.backward_index if phase == "backward" else None)
-        if self.on_progress is not None and self.step % PROGRESS_EVERY == 0:
+        if self.on_progress is not None:
             self.on_progress(self)
 
     def sorted_events(self) -> tuple[Event, ...]:

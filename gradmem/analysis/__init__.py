@@ -40,16 +40,12 @@ class Analysis:
 
 def analyze(trace: Trace) -> Analysis:
     frames = by_kind(trace)
-    names0 = node_names(frames["node"])
-    steps = steps_frame(frames, names0)
+    snames = storage_names(frames)
+    nnames = node_names(frames["node"], snames)
+    steps = steps_frame(frames, nnames)
     phase = steps.set_index("step")["phase"]
     op = dict(zip(steps["step"], steps["op"]))
-    tensors = tensors_table(frames, phase, op, names0)
-    nnames = node_names(frames["node"], dict(zip(tensors["id"], tensors["name"])))
-    if nnames != names0:   # AccumulateGrad(w): rebuild the labels that name nodes
-        steps = steps_frame(frames, nnames)
-        op = dict(zip(steps["step"], steps["op"]))
-        tensors = tensors_table(frames, phase, op, nnames)
+    tensors = tensors_table(frames, phase, op, nnames, snames)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
     nodes = nodes_table(steps, frames, tensors)

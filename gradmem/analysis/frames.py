@@ -58,3 +58,15 @@ def events_table(trace: Trace) -> pd.DataFrame:
 def text(series: pd.Series) -> pd.Series:
     """Strings with "" for missing values, whatever dtype the series came in."""
     return series.astype(object).where(series.notna(), "")
+
+
+def joined(keys, values) -> dict:
+    """{key: "v1;v2"}: the distinct non-empty values of each key, in order. A plain loop:
+    a pandas groupby with a Python join per group is far slower with many small groups."""
+    out: dict = {}
+    for key, value in zip(keys, values):
+        if value:
+            seen = out.setdefault(key, [])
+            if value not in seen:
+                seen.append(value)
+    return {k: ";".join(v) for k, v in out.items()}

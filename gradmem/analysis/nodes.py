@@ -3,14 +3,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .frames import text
+from .frames import joined
 
 
-def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "storage") -> pd.Series:
-    if not len(frame):
-        return pd.Series(dtype=object)
-    labels = frame[key].map(lambda s: names.get(int(s), f"S{int(s)}") if pd.notna(s) else "")
-    return labels.groupby(frame["step"]).agg(lambda xs: ";".join(x for x in xs if x))
+def _label(names: dict[int, str], sid) -> str:
+    if sid is None or pd.isna(sid):
+        return ""
+    return names.get(int(sid), f"S{int(sid)}")
+
+
+def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "storage") -> dict:
+    return joined(frame["step"], [_label(names, s) for s in frame[key]])
 
 
 def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
@@ -25,8 +28,8 @@ def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> 
         "released": _names_by_step(frames["released"].assign(storage=lambda d: d["pack"].map(storage_of)), names),
     }
     out = steps.copy()
-    for col, series in cols.items():
-        out[col] = text(out["step"].map(series))
+    for col, by_step in cols.items():
+        out[col] = [by_step.get(s, "") for s in out["step"]]
     return out
 
 
@@ -37,30 +40,38 @@ NODE_COLUMNS = [
 ]
 
 
+def _used_by_node(frames: dict, storage_of: dict) -> dict[int, list[int]]:
+    """{node: the storages it unpacked, in order}."""
+    used: dict[int, list[int]] = {}
+    for node, pack in zip(frames["unpacked"]["node"], frames["unpacked"]["pack"]):
+        sid = storage_of.get(pack)
+        if pd.notna(node) and sid is not None:
+            seen = used.setdefault(int(node), [])
+            if sid not in seen:
+                seen.append(int(sid))
+    return used
+
+
 def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
     """One row per backward node run, in execution order."""
     names = dict(zip(tensors["id"], tensors["name"]))
     nbytes = dict(zip(tensors["id"], tensors["nbytes"]))
     made_by = dict(zip(tensors["id"], tensors["created_by"]))
-    storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
-    unpacked = frames["unpacked"].assign(storage=lambda d: d["pack"].map(storage_of)).dropna(subset=["node"])
-    used = {int(n): list(dict.fromkeys(int(s) for s in g["storage"].dropna())) for n, g in unpacked.groupby("node")}
-    ends = frames["node_end"].drop_duplicates("node", keep="last").set_index("node")
-    label = lambda ids: ";".join(names.get(int(i), f"S{int(i)}") for i in ids if i is not None)  # noqa: E731
-    rows, before = [], steps["live_bytes"].shift(1).fillna(0).astype("int64")
-    t_next = steps["t_ns"].shift(-1)
-    for i, row in steps[steps["node"].notna()].iterrows():
-        nid = int(row["node"])
+    used = _used_by_node(frames, dict(zip(frames["saved"]["pack"], frames["saved"]["storage"])))
+    ends = frames["node_end"].drop_duplicates("node", keep="last")
+    grads = {int(n): (i, o) for n, i, o in zip(ends["node"], ends["grads_in"], ends["grads_out"])}
+    label = lambda ids: ";".join(_label(names, i) for i in ids or [] if i is not None)  # noqa: E731
+    before = steps["live_bytes"].shift(1).fillna(0).astype("int64")
+    duration = steps["t_ns"].shift(-1) - steps["t_ns"]
+    rows = steps.assign(live_before=before, duration_ns=duration)
+    rows = rows[rows["node"].notna()]   # filter after assign: assigning into an empty frame adopts the index
+    out = []
+    for r in rows.itertuples(index=False):
+        nid = int(r.node)
         storages = used.get(nid, [])
-        end = ends.loc[nid] if nid in ends.index else None
-        rows.append({
-            "step": row["step"], "node": nid, "name": row["op"], "backward": row["backward"],
-            "unpacked": label(storages), "unpacked_bytes": sum(nbytes.get(s, 0) for s in set(storages)),
-            "unpacked_made_by": ";".join(str(made_by.get(s, "")) for s in storages),
-            "grads_in": label(end["grads_in"]) if end is not None else "",
-            "grads_out": label(end["grads_out"]) if end is not None else "",
-            "allocated": row["allocated"], "freed": row["freed"], "released": row["released"],
-            "live_before": before[i], "live_after": row["live_bytes"], "peak_bytes": row["peak_bytes"],
-            "duration_ns": (t_next[i] - row["t_ns"]) if pd.notna(t_next[i]) else pd.NA,
-        })
-    return pd.DataFrame(rows, columns=NODE_COLUMNS)
+        grads_in, grads_out = grads.get(nid, ([], []))
+        out.append((r.step, nid, r.op, r.backward, label(storages), sum(nbytes.get(s, 0) for s in storages),
+                    ";".join(str(made_by.get(s, "")) for s in storages), label(grads_in), label(grads_out),
+                    r.allocated, r.freed, r.released, r.live_before, r.live_bytes, r.peak_bytes,
+                    r.duration_ns if pd.notna(r.duration_ns) else pd.NA))
+    return pd.DataFrame(out, columns=NODE_COLUMNS)

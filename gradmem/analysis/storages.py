@@ -6,8 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..roles import Role
-from .frames import text
-from .naming import storage_names
+from .frames import joined
 
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
@@ -17,14 +16,6 @@ TENSOR_COLUMNS = [
 
 
 OUTSIDE_GRAPH = "(a node outside the loss's graph)"
-
-
-def _join(values) -> str:
-    out = []
-    for v in values:
-        if v and v not in out:
-            out.append(v)
-    return ";".join(out)
 
 
 def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: dict) -> pd.DataFrame:
@@ -52,22 +43,24 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     return t
 
 
+def _owners(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
+    return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"], frame["field"])]
+
+
 def add_saved(t: pd.DataFrame, frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
     saved, slot = frames["saved"], frames["slot"].drop_duplicates("pack")
-    owner = dict(zip(slot["pack"], [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(slot["node"], slot["field"])]))
-    saved = saved.assign(owner=saved["pack"].map(owner).fillna(OUTSIDE_GRAPH))
-    t["saved_by"] = text(t["id"].map(saved.groupby("storage")["owner"].agg(_join)))
+    owner = dict(zip(slot["pack"], _owners(slot, node_name)))
+    owners = [owner.get(p, OUTSIDE_GRAPH) for p in saved["pack"]]
+    hidden = frames["hidden_slot"].dropna(subset=["storage"])   # saved before the capture
+    by = joined(list(saved["storage"]) + list(hidden["storage"]), owners + _owners(hidden, node_name))
+    t["saved_by"] = [by.get(i, "") for i in t["id"]]
     storage_of = dict(zip(saved["pack"], saved["storage"]))
-    unp = frames["unpacked"].assign(storage=lambda d: d["pack"].map(storage_of))
-    unp = unp.assign(by=[node_name.get(int(n), "") if pd.notna(n) else "(outside backward)" for n in unp["node"]])
-    t["unpacked_by"] = text(t["id"].map(unp.groupby("storage")["by"].agg(_join)))
+    unp = frames["unpacked"]
+    users = [node_name.get(int(n), "") if pd.notna(n) else "(outside backward)" for n in unp["node"]]
+    used = joined([storage_of.get(p) for p in unp["pack"]], users)
+    t["unpacked_by"] = [used.get(i, "") for i in t["id"]]
     rel = frames["released"].assign(storage=lambda d: d["pack"].map(storage_of))
     t["released_step"] = t["id"].map(rel.groupby("storage")["step"].max()).astype("Int64")
-    hidden = frames["hidden_slot"].dropna(subset=["storage"])
-    if len(hidden):   # saved without our hooks (before the capture): still saved for backward
-        extra = hidden.assign(owner=[f"{node_name.get(int(n), n)}.{f}" for n, f in zip(hidden["node"], hidden["field"])])
-        more = text(t["id"].map(extra.groupby("storage")["owner"].agg(_join)))
-        t["saved_by"] = [_join([a, b]) for a, b in zip(t["saved_by"], more)]
     return t
 
 
@@ -129,11 +122,11 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return t
 
 
-def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict) -> pd.DataFrame:
+def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
+                  names: dict[int, str]) -> pd.DataFrame:
     t = base_table(frames, step_phase, step_op)
     t = add_saved(t, frames, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)
-    names = storage_names(frames)
     t["name"] = t["id"].map(names)
     return t[TENSOR_COLUMNS].reset_index(drop=True)

@@ -49,3 +49,16 @@ def test_newer_schema_refused(tmp_path):
     path.write_text(json.dumps({"kind": "meta", "schema": 99}) + "\n")
     with pytest.raises(TraceFileError, match="schema 99 is newer"):
         read_trace(path)
+
+
+def test_events_csv_round_trips_every_field(tmp_path):
+    import csv
+    import json as _json
+
+    from gradmem.analysis import analyze
+    from gradmem.render.tables import EventsCsvWriter
+    trace = sample()
+    rows = list(csv.DictReader(EventsCsvWriter().render(analyze(trace)).splitlines()))
+    assert [r["kind"] for r in rows] == ["step", "alloc"]
+    alloc = rows[1]
+    assert alloc["storage"] == "1" and _json.loads(alloc["detail"]) == {"nbytes": 8, "op": "mv", "shape": [2]}

@@ -32,7 +32,7 @@ class Analysis:
 
     @property
     def events(self) -> pd.DataFrame:
-        return events_table(self.trace)
+        return events_table(self.frames)
 
     def story(self) -> list[str]:
         return story(self.trace, self.tensors, self.steps, self.frames, self.node_names)

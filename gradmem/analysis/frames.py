@@ -46,13 +46,20 @@ def by_kind(trace: Trace) -> dict[str, pd.DataFrame]:
     return frames
 
 
-def events_table(trace: Trace) -> pd.DataFrame:
-    """One row per event, the kind-specific fields as columns (empty where not used)."""
-    records = [{"seq": e.seq, "t_ns": e.t_ns, "kind": str(e.kind), "step": e.step, **e.data} for e in trace.events]
+def event_columns() -> list[str]:
     columns = ["seq", "t_ns", "kind", "step"]
     for kind_cols in KIND_COLUMNS.values():
         columns += [c for c in kind_cols if c not in columns]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return columns
+
+
+def events_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per event, the kind-specific fields as columns (empty where not used)."""
+    parts = [f.assign(kind=kind) for kind, f in frames.items() if len(f)]
+    if not parts:
+        return pd.DataFrame(columns=event_columns())
+    table = pd.concat(parts, ignore_index=True).sort_values("seq", kind="stable")
+    return table.reindex(columns=event_columns()).reset_index(drop=True)
 
 
 def text(series: pd.Series) -> pd.Series:

@@ -1,7 +1,11 @@
 """The trace file: round trip, older files, truncated files, not-a-trace, newer schema."""
+import csv
 import json
 
 import pytest
+
+from gradmem.analysis import analyze
+from gradmem.render.tables import EventsCsvWriter
 
 from gradmem.errors import TraceFileError
 from gradmem.trace import Event, Meta, Trace, read_trace, write_trace
@@ -51,14 +55,9 @@ def test_newer_schema_refused(tmp_path):
         read_trace(path)
 
 
-def test_events_csv_round_trips_every_field(tmp_path):
-    import csv
-    import json as _json
-
-    from gradmem.analysis import analyze
-    from gradmem.render.tables import EventsCsvWriter
+def test_events_csv_round_trips_every_field():
     trace = sample()
     rows = list(csv.DictReader(EventsCsvWriter().render(analyze(trace)).splitlines()))
     assert [r["kind"] for r in rows] == ["step", "alloc"]
     alloc = rows[1]
-    assert alloc["storage"] == "1" and _json.loads(alloc["detail"]) == {"nbytes": 8, "op": "mv", "shape": [2]}
+    assert alloc["storage"] == "1" and json.loads(alloc["detail"]) == {"nbytes": 8, "op": "mv", "shape": [2]}

@@ -209,6 +209,35 @@ def _extras_live(analysis, extra: pd.DataFrame, label: str, seq: int) -> pd.Data
     return live[live["id"].isin(ids)].sort_values(["nbytes", "id"], ascending=[False, True])
 
 
+def kept_rows(a, kept: pd.DataFrame) -> list[dict]:
+    """Each storage B kept past backward; for a retained gradient, what became of the
+    gradient that flowed through that tensor in A (``grad(error)``): when A freed it."""
+    ta = a.tensors.set_index("name")
+    consumers = _consumers(a.nodes)
+    rows = []
+    for r in kept.itertuples():
+        flow = f"grad({r.grad_of})" if r.grad_of else ""
+        hit = ta.loc[[flow]] if flow in ta.index else None
+        free = hit["free_step"].iloc[0] if hit is not None and len(hit) == 1 else pd.NA
+        rows.append({"name": r.name, "role": r.role, "nbytes": int(r.nbytes), "alloc_step": int(r.alloc_step),
+                     "free_step": None if pd.isna(r.free_step) else int(r.free_step), "grad_of": r.grad_of,
+                     "flow": flow if hit is not None else "", "flow_free_step": None if pd.isna(free) else int(free),
+                     "flow_freed_after": str(hit["freed_after"].iloc[0]) if hit is not None and pd.notna(free) else "",
+                     "flow_made_by": str(hit["created_by"].iloc[0]) if hit is not None else "",
+                     "consumer": consumers.get(flow, ("", None))[0], "consumer_step": consumers.get(flow, ("", None))[1]})
+    return rows
+
+
+def _consumers(nodes: pd.DataFrame) -> dict[str, tuple[str, int]]:
+    """{gradient name: (first backward node that took it in, its step)}."""
+    out: dict[str, tuple[str, int]] = {}
+    for step, name, grads_in in zip(nodes["step"], nodes["name"], nodes["grads_in"]):
+        for g in str(grads_in or "").split(";"):
+            if g:
+                out.setdefault(g, (str(name), int(step)))
+    return out
+
+
 def headline(a, b, labels, extra: pd.DataFrame, aligned: pd.DataFrame) -> dict:
     (pa, _, sa), (pb, seq_b, sb) = _peak(a), _peak(b)
     ea, eb = end_of_backward(a.steps), end_of_backward(b.steps)
@@ -227,7 +256,7 @@ def headline(a, b, labels, extra: pd.DataFrame, aligned: pd.DataFrame) -> dict:
         "only_b_count": int(len(only_b)), "only_b_bytes": int(only_b["nbytes"].sum()),
         "only_a_count": int(len(only_a)), "only_a_bytes": int(only_a["nbytes"].sum()),
         "kept_count": int(len(kept)), "kept_bytes": int(kept["nbytes"].sum()),
-        "kept_roles": sorted(set(kept["role"])),
+        "kept_roles": sorted(set(kept["role"])), "kept": kept_rows(a, kept),
         "extra_at_peak_b": [{"name": r.name, "role": r.role, "nbytes": int(r.nbytes)} for r in at_peak.itertuples()],
         "extra_at_peak_b_bytes": int(at_peak["nbytes"].sum()),
         "unmatched_steps_a": int(aligned["step_b"].isna().sum()), "unmatched_steps_b": int(aligned["step_a"].isna().sum()),

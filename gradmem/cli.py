@@ -139,5 +139,65 @@ def export(trace_file, formats, out_dir):
         _fail(exc)
 
 
+COMPARE_EXAMPLES = """
+\b
+Examples:
+  gradmem compare scenarios/seed_two_rows.py                  # retain_grad off vs on
+  gradmem compare scenarios/linear_mse.py -p n=1000000 -o reports/retain
+  gradmem compare reports/a/trace.jsonl reports/b/trace.jsonl   # any two saved runs
+\b
+Exit codes: as for profile (a failing run's code is passed on); 4 a file that is
+not a trace.
+"""
+
+
+@main.command(epilog=COMPARE_EXAMPLES)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: reports/<scenario>-compare].")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Argument for the scenario's main(); repeatable.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), help="Default device for the runs.")
+@click.option("--as-written", "as_written", is_flag=True, help="Also run the scenario as written (a third report folder).")
+@click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
+def compare(paths, out_dir, params, device, as_written, force, quiet):
+    """Run SCENARIO with retain_grad off and on and compare the two runs, or compare two
+    saved TRACE files: comparison.csv, comparison.html and a summary."""
+    from .compare import compare_traces, default_folder, labels_for, run_mode
+    from .errors import UsageError
+    from .render.comparison import claim_folder, summary_text, write_comparison
+    from .scenario import load_scenario, parse_params
+
+    try:
+        if len(paths) == 2:
+            if params or device or as_written:
+                raise UsageError("-p, --device and --as-written apply to a scenario; two trace files are compared as they are.")
+            c = compare_traces(paths[0], paths[1], labels_for(*paths))
+            out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"])
+        elif len(paths) == 1:
+            sc = load_scenario(paths[0])
+            parse_params(params, sc)   # a bad -p fails before anything runs
+            out_dir = out_dir or default_folder(sc.name, sc.name)
+            claim_folder(out_dir, force)
+            modes = ("off", "on", "as-written") if as_written else ("off", "on")
+            traces = {m: run_mode(sc.path, params, device, m, out_dir / m, force) for m in modes}
+            c = compare_traces(traces["off"], traces["on"], ("off", "on"))
+        else:
+            raise UsageError(f"give one scenario, or two trace files to compare (got {len(paths)} paths).")
+        files = write_comparison(c, out_dir, force=force)
+        if not quiet:
+            click.echo(summary_text(c, files))
+            if len(paths) == 1 and as_written:
+                w = compare_traces(traces["off"], traces["as-written"], ("off", "as-written"))
+                click.echo(f"  as written: peak {w.headline['peak_b']:,} B, after backward {signed_bytes(w.headline['end_diff'])} "
+                           f"vs off ({w.headline['kept_count']} storages kept); report in {out_dir / 'as-written'}/")
+    except GradmemError as exc:
+        _fail(exc)
+
+
+def signed_bytes(n: int) -> str:
+    from .render.comparison import signed
+    return signed(n)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

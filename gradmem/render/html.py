@@ -69,7 +69,7 @@ class HtmlWriter:
         fill = {
             "title": html.escape(data["title"]), "meta": meta_html(s), "notes": notes_html(s),
             "answer": answer_html(data["answer"]), "version": html.escape(str(s.get("gradmem_version") or "")),
-            "css": asset("report.css"), "js": asset("report.js"), "data": json_island(data),
+            "css": asset("report.css"), "js": asset("common.js") + asset("report.js"), "data": json_island(data),
         }
         # one pass: text put in by one marker is never searched for another
         return MARKER.sub(lambda m: fill[m.group(1)], asset("page.html"))

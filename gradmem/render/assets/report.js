@@ -7,42 +7,12 @@
   const M = D.memory, S = D.storages, ROLES = D.roles.map(r => r.role);
   const COLOR = {};
   D.roles.forEach(r => { COLOR[r.role] = r.color; });
-  const PHASE_FILL = { setup: "rgba(0,0,0,0.035)", forward: "rgba(78,121,167,0.09)", backward: "rgba(242,142,43,0.11)" };
   const state = { mode: "step", view: null, selected: -1, drag: null, hover: null };
   const byId = new Map(S.id.map((id, i) => [id, i]));
   const lastStep = M.x1.length ? M.x1[M.x1.length - 1] : 0;
 
   // -- helpers -----------------------------------------------------------------------------
-  function bytes(n) {
-    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let i = 0;
-    n = Number(n);
-    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return i === 0 ? Math.round(n) + " B" : n.toFixed(1) + " " + units[i];
-  }
-  function withCode(parent, text) { // `name` shown as code; every piece goes in as text
-    String(text).split("`").forEach((part, k) => {
-      if (part) parent.appendChild(k % 2 ? el("code", {}, part) : document.createTextNode(part));
-    });
-    return parent;
-  }
-  function el(tag, attrs, text) {
-    const e = document.createElement(tag);
-    Object.entries(attrs || {}).forEach(([k, v]) => e.setAttribute(k, v));
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
-  function svg(tag, attrs, text) {
-    const e = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    Object.entries(attrs || {}).forEach(([k, v]) => e.setAttribute(k, v));
-    if (text !== undefined) e.textContent = String(text);
-    return e;
-  }
-  function upper(arr, x) { // index of the last element <= x
-    let lo = 0, hi = arr.length - 1, ans = 0;
-    while (lo <= hi) { const mid = (lo + hi) >> 1; if (arr[mid] <= x) { ans = mid; lo = mid + 1; } else hi = mid - 1; }
-    return ans;
-  }
+  const { bytes, withCode, el, svg, upper, niceTicks, niceBytesTicks, PHASE_FILL } = gradmemCommon;
   function liveAt(step, role) { // storages (known to the page) alive after `step` in `role`
     const out = [];
     for (let i = 0; i < S.id.length; i++) {
@@ -93,17 +63,6 @@
     const lefts = state.mode === "step" ? M.x0 : M.t;
     if (!lefts.length) return [0, -1];
     return [upper(lefts, d0), upper(lefts, d1)];
-  }
-  function niceTicks(max, n) {
-    const raw = max / n, mag = Math.pow(10, Math.floor(Math.log10(raw || 1)));
-    const step = [1, 2, 5, 10].map(m => m * mag).find(s => raw <= s) || mag * 10;
-    const out = [];
-    for (let v = 0; v <= max; v += step) out.push(v);
-    return out;
-  }
-  function niceBytesTicks(max) {
-    const k = max >= 1024 ** 3 ? 1024 ** 3 : max >= 1024 ** 2 ? 1024 ** 2 : max >= 1024 ? 1024 : 1;
-    return niceTicks(max / k, 4).map(v => v * k);
   }
 
   function drawPhases(ctx, L) {

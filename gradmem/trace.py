@@ -67,6 +67,7 @@ class Meta:
     schema: int = SCHEMA_VERSION
     started_at: str = ""
     status: str = "complete"           # complete | partial (the program failed or was stopped)
+    retain_grad: str = "as-written"    # as-written | off | on (gradmem profile --retain-grad)
     error: dict | None = None          # type, message, file, line of the failure
     notes: tuple = ()                  # caveats the capture wants the reader to see
     mode: str = "real"                 # real | fake (fake tensors: shapes and bytes, no data: an estimate)

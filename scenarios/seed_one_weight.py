@@ -9,7 +9,8 @@ What to look for in the report:
 - saved_by: x is saved by MulBackward0 (to compute the gradient for w it needs x),
   error by PowBackward0 (d/de e^2 = 2e needs e); output is saved by nothing;
 - every gradient handed between nodes is freed right after the node that consumes it,
-  while the retain_grad() copies live to the end.
+  except grad(loss), the 1 backward starts from, which the engine holds until backward
+  ends; the retain_grad() copies live to the end.
 """
 import torch
 

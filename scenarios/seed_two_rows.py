@@ -12,7 +12,8 @@ What to look for in the report:
   but the storage stays: the script still holds `error`;
 - output is saved by nothing: backward of a subtraction needs no values;
 - each flowing gradient (grad(error_squared), grad(error), grad(output)) is freed right
-  after the node that consumes it; the retain_grad() copies stay to the end.
+  after the node that consumes it; grad(loss), the 1 backward starts from, is held by
+  the engine until backward ends; the retain_grad() copies stay to the end.
 """
 import torch
 

@@ -55,6 +55,6 @@ def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, d: pd.Da
         "backward_calls": int(steps["backward"].dropna().nunique()),
         "storages": int(len(tensors)),
         "largest": _top(tensors),
-        "mode": meta.mode, "estimate": meta.mode == "fake",
+        "mode": meta.mode, "estimate": meta.mode == "fake", "retain_grad": meta.retain_grad,
         "cuda_allocator": cuda_allocator.estimate(tensors),
     }

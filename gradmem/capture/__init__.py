@@ -117,6 +117,7 @@ class Capture:
                 python_version=platform.python_version(), started_at=self._started,
                 status="partial" if error else "complete", error=error,
                 notes=(FAKE_NOTE,) * self.fake + self._notes(), mode="fake" if self.fake else "real",
+                retain_grad=self.retain_grad,
             )
             self.trace = Trace(meta, self.rec.sorted_events())
         return self.trace

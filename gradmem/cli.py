@@ -57,7 +57,9 @@ def main() -> None:
               help="off: retain_grad() does nothing; on: every non-leaf that requires grad retains its grad.")
 @click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
-def profile(scenario, out_dir, params, device, retain_grad, force, quiet):
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Record the CPU allocator's own allocations and frees beside the hooks, to report unattributed bytes.")
+def profile(scenario, out_dir, params, device, retain_grad, force, quiet, verify):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from .analysis import analyze
     from .render import write_reports
@@ -68,7 +70,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, quiet):
         sc = load_scenario(scenario)
         values = parse_params(params, sc)
         out_dir = out_dir or Path("reports") / sc.name
-        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress())
+        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), verify=verify)
         analysis = analyze(cap.trace)
         files = write_reports(analysis, out_dir, force=force)
         if not quiet:

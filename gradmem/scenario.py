@@ -127,7 +127,7 @@ def default_device(device: str | None):
 
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
-                 on_progress=None):
+                 on_progress=None, verify: bool = True):
     """Run the scenario under a capture. Returns the capture, also when the scenario raised
     (then ``capture.trace.meta.status == 'partial'``) together with the exception."""
     from .capture import Capture
@@ -135,7 +135,7 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     call = dict(params)
     if device and scenario.main and "device" in scenario.main.params and "device" not in call:
         call["device"] = device
-    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad)
+    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad, verify)
     cap.rec.on_progress = on_progress
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None

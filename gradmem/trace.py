@@ -37,6 +37,10 @@ class EventKind(str, Enum):
     BACKWARD_BEGIN = "backward_begin"  # .backward() / autograd.grad() called
     BACKWARD_END = "backward_end"
     ERROR = "error"                    # the profiled program raised
+    ALLOCATOR = "allocator"            # the allocator's own record: one allocation (+) or free (-)
+    CLOCK = "clock"                    # how the allocator's clock was aligned with the hooks' clock
+    RSS = "rss"                        # the process's resident memory, sampled every few ms
+    DEVICE_MEMORY = "device_memory"    # a CUDA allocator reading (allocated, reserved) after a step
 
     def __str__(self) -> str:
         return self.value

@@ -10,7 +10,7 @@ from ..trace import Trace
 # the columns each kind's frame always has, so passes never test for missing columns
 KIND_COLUMNS = {
     "step": ["phase", "op", "node", "backward"],
-    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value"],
+    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "ptr"],
     "free": ["storage"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf"],
@@ -27,6 +27,10 @@ KIND_COLUMNS = {
     "backward_begin": ["index", "call", "roots", "retain_graph", "create_graph"],
     "backward_end": ["index"],
     "error": ["type", "message", "file", "line"],
+    "allocator": ["ptr", "nbytes", "total", "device"],
+    "clock": ["method", "offset_ns", "error_ns", "markers"],
+    "rss": ["rss"],
+    "device_memory": ["device", "allocated", "reserved"],
 }
 
 

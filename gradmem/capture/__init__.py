@@ -33,6 +33,7 @@ from ..trace import EventKind, Meta, Trace
 from .calls import CallWatcher
 from .graph import Graph
 from .grads import GradWatcher
+from .ground import GroundTruth
 from .names import SKIP_DIRS, Namer
 from .ops import OpWatcher
 from .recorder import Recorder
@@ -46,7 +47,8 @@ LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
 class Capture:
     """Context manager that records one run; afterwards exposes the trace and tables."""
 
-    def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written"):
+    def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
+                 verify: bool = True):
         self.scenario = scenario
         self.params = dict(params or {})
         self.retain_grad = retain_grad
@@ -62,12 +64,14 @@ class Capture:
         self._started = ""
         self._leaves_seen: set[int] = set()
         self._error: dict | None = None
+        self.ground = GroundTruth(self.rec, _device(self.params), verify)
 
     # -- entering and leaving -------------------------------------------------------------
     def __enter__(self) -> "Capture":
         self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.namer.entry = sys._getframe(1)
         self._modes = [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
+        self.ground.start()
         entered = []
         try:
             for mode in self._modes:
@@ -76,6 +80,7 @@ class Capture:
         except BaseException:
             for mode in reversed(entered):
                 mode.__exit__(None, None, None)
+            self.ground.stop()
             raise
         return self
 
@@ -98,6 +103,7 @@ class Capture:
 
     def finish(self) -> Trace:
         if self.trace is None:
+            self.ground.stop()
             self.rec.active = False
             self.storages.close()
             error = self._error
@@ -114,8 +120,8 @@ class Capture:
     def _notes(self) -> tuple:
         hidden = sum(1 for e in self.rec.events if e.kind == EventKind.HIDDEN_SLOT)
         if not hidden:
-            return ()
-        return (f"{hidden} saved tensors were packed by other saved-tensor hooks "
+            return tuple(self.ground.notes)
+        return tuple(self.ground.notes) + (f"{hidden} saved tensors were packed by other saved-tensor hooks "
                 "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed",)
 
     # -- called by the watchers -----------------------------------------------------------
@@ -251,6 +257,7 @@ def _version() -> str:
     return __version__
 
 
-def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written") -> Capture:
+def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
+            verify: bool = True) -> Capture:
     """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``."""
-    return Capture(scenario, params, retain_grad)
+    return Capture(scenario, params, retain_grad, verify)

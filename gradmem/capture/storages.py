@@ -51,6 +51,7 @@ class Storages:
             EventKind.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=list(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting else preview(t),
+            ptr=_ptr(s),
         )
         return sid
 
@@ -64,3 +65,11 @@ class Storages:
         """Stop watching: dropping the weakrefs means their callbacks never run."""
         self._refs.clear()
         self._ids.clear()
+
+
+def _ptr(s) -> int | None:
+    """The block's address, only to match it with the allocator's record (never an id)."""
+    try:
+        return s.data_ptr() or None
+    except (RuntimeError, NotImplementedError):   # fake and meta storages have no data
+        return None

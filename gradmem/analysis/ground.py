@@ -122,7 +122,7 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFram
     summary["unattributed_blocks"] = _top_blocks(loose, out)
     summary["blocks"] = int(len(blocks))
     summary["blocks_matched"] = int(blocks["storage"].notna().sum())
-    summary["peak_with_unattributed"] = _peak_with_unattributed(frames, tensors, loose)
+    summary["peak_with_unattributed"] = _peak_with_unattributed(frames, tensors, blocks)
     return out, summary
 
 
@@ -135,18 +135,24 @@ def _step_peaks(counted: pd.DataFrame, idx: pd.Series, net: np.ndarray, pre_live
     return best.astype("int64") + pre_live
 
 
-def _peak_with_unattributed(frames: dict, tensors: pd.DataFrame, loose: pd.DataFrame) -> int:
-    """gradmem's peak once unattributed blocks are counted, on one time line."""
-    alloc, free = frames["alloc"], frames["free"].drop_duplicates("storage")
-    new = alloc[~alloc["preexisting"].astype(bool)].drop_duplicates("storage")
+def _peak_with_unattributed(frames: dict, tensors: pd.DataFrame, blocks: pd.DataFrame) -> int:
+    """gradmem's peak once unattributed blocks are counted, on one time line: every block
+    at the allocator's times (a matched block is its storage's memory, taken early in the
+    op and returned late), storages no block explains at the hooks' times."""
+    alloc, free = frames["alloc"].drop_duplicates("storage"), frames["free"].drop_duplicates("storage")
     size = dict(zip(tensors["id"], tensors["nbytes"]))
-    base = int(tensors.loc[tensors["alloc_seq"] < 0, "nbytes"].sum())
-    t = pd.concat([new["t_ns"], free["t_ns"], loose["alloc_t"], loose["free_t"].dropna()], ignore_index=True)
-    d = pd.concat([new["storage"].map(size), -free["storage"].map(size).fillna(0),
-                   loose["nbytes"], -loose.loc[loose["free_t"].notna(), "nbytes"]], ignore_index=True)
+    matched = set(blocks["storage"].dropna().astype("int64"))
+    pre = set(tensors.loc[tensors["alloc_seq"] < 0, "id"])
+    new = alloc[~alloc["storage"].isin(matched | pre)]
+    gone = free[~free["storage"].isin(matched)]
+    freed = blocks[blocks["free_t"].notna()]
+    t = pd.concat([new["t_ns"], gone["t_ns"], blocks["alloc_t"], freed["free_t"]], ignore_index=True)
+    d = pd.concat([new["storage"].map(size), -gone["storage"].map(size).fillna(0),
+                   blocks["nbytes"], -freed["nbytes"]], ignore_index=True)
     order = np.argsort(t.to_numpy(dtype="int64"), kind="stable")
     running = d.to_numpy(dtype="float64")[order].cumsum()
-    return int(base + (running.max() if len(running) else 0))
+    base = int(tensors.loc[tensors["alloc_seq"] < 0, "nbytes"].sum())
+    return int(base + max(running.max() if len(running) else 0, 0))
 
 
 def _top_blocks(loose: pd.DataFrame, steps: pd.DataFrame) -> list[dict]:

@@ -9,8 +9,12 @@ from .frames import text
 def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "storage") -> pd.Series:
     if not len(frame):
         return pd.Series(dtype=object)
-    labels = frame[key].map(lambda s: names.get(int(s), f"S{int(s)}") if pd.notna(s) else "")
-    return labels.groupby(frame["step"]).agg(lambda xs: ";".join(x for x in xs if x))
+    by_step: dict = {}   # plain dicts: a groupby with a Python lambda is slow on big traces
+    for step, s in zip(frame["step"], frame[key]):
+        labels = by_step.setdefault(step, [])
+        if pd.notna(s):
+            labels.append(names.get(int(s), f"S{int(s)}"))
+    return pd.Series({step: ";".join(labels) for step, labels in by_step.items()}, dtype=object)
 
 
 def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
@@ -45,14 +49,15 @@ def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.
     storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
     unpacked = frames["unpacked"].assign(storage=lambda d: d["pack"].map(storage_of)).dropna(subset=["node"])
     used = {int(n): list(dict.fromkeys(int(s) for s in g["storage"].dropna())) for n, g in unpacked.groupby("node")}
-    ends = frames["node_end"].drop_duplicates("node", keep="last").set_index("node")
+    last = frames["node_end"].drop_duplicates("node", keep="last")
+    ends = {int(n): (gi, go) for n, gi, go in zip(last["node"], last["grads_in"], last["grads_out"])}
     label = lambda ids: ";".join(names.get(int(i), f"S{int(i)}") for i in ids if i is not None)  # noqa: E731
     rows, before = [], steps["live_bytes"].shift(1).fillna(0).astype("int64")
     t_next = steps["t_ns"].shift(-1)
-    for i, row in steps[steps["node"].notna()].iterrows():
+    for i, row in zip(steps.index[steps["node"].notna()], steps[steps["node"].notna()].to_dict("records")):
         nid = int(row["node"])
         storages = used.get(nid, [])
-        end = ends.loc[nid] if nid in ends.index else None
+        end = dict(zip(("grads_in", "grads_out"), ends[nid])) if nid in ends else None
         rows.append({
             "step": row["step"], "node": nid, "name": row["op"], "backward": row["backward"],
             "unpacked": label(storages), "unpacked_bytes": sum(nbytes.get(s, 0) for s in set(storages)),

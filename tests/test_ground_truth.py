@@ -119,3 +119,29 @@ def test_cli_reports_allocator_and_rss_and_no_verify_turns_it_off(tmp_path):
             check=True)
     summary = json.loads((tmp_path / "off" / "summary.json").read_text())
     assert summary["allocator"] == {"source": None}
+
+
+def test_cuda_readings_become_allocator_reserved_and_unattributed_columns():
+    """Hand-built CUDA events (runs without a GPU): readings after each step."""
+    from gradmem.trace import Event, Meta, Trace
+    mib = 1 << 20
+
+    def alloc(seq, step, sid, nbytes):
+        return Event(seq, seq, "alloc", step, {"storage": sid, "nbytes": nbytes, "device": "cuda:0", "dtype": "float32",
+                                               "shape": [nbytes // 4], "op": "empty", "preexisting": False,
+                                               "factory": True, "value": None, "ptr": 4096 * sid})
+
+    def reading(seq, step, allocated):
+        return Event(seq, seq, "device_memory", step, {"device": "cuda:0", "allocated": allocated, "reserved": 2 * mib})
+
+    events = (reading(0, 0, 0), Event(1, 1, "step", 1, {"phase": "forward", "op": "empty"}), alloc(2, 1, 1, 1000),
+              reading(3, 1, 1024 + 4096), Event(4, 4, "step", 2, {"phase": "forward", "op": "empty"}),
+              alloc(5, 2, 2, 512), Event(6, 6, "free", 2, {"storage": 1}), reading(7, 2, 512))
+    a = analyze(Trace(Meta(device="cuda"), events))
+    s = a.steps.set_index("step")
+    assert list(s["allocator_bytes"]) == [0, 5120, 512]
+    assert list(s["reserved_bytes"]) == [2 * mib] * 3
+    assert list(s["live_unattributed"]) == [0, 5120 - 1000, 0]   # rounding and a cuBLAS-like workspace
+    al = a.summary["allocator"]
+    assert al["source"].startswith("cuda") and al["agrees"]
+    assert al["peak_bytes"] == 5120 and al["reserved_gap_at_peak"] == 2 * mib - 5120

@@ -19,6 +19,9 @@ Known limitations:
     - Tensors saved under someone else's saved-tensor hooks entered *inside* the capture
       (``torch.utils.checkpoint``, ``save_on_cpu``) are reported as hidden slots.
     - ``torch.compile`` collapses the graph into one node with no saved fields.
+    - ``verify=True`` (the default) records the CPU allocator's own allocations beside the
+      hooks (``ground.py``); it cannot run inside another ``torch.profiler`` session, and
+      then the summary says so. Resident memory is sampled every 10 ms on a thread.
 """
 from __future__ import annotations
 

@@ -213,7 +213,7 @@ def machine() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=9)
     p.add_argument("--small-steps", type=int, default=3, help="MLP steps per timed repetition")
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--quick", action="store_true")

@@ -145,3 +145,11 @@ def test_cuda_readings_become_allocator_reserved_and_unattributed_columns():
     al = a.summary["allocator"]
     assert al["source"].startswith("cuda") and al["agrees"]
     assert al["peak_bytes"] == 5120 and al["reserved_gap_at_peak"] == 2 * mib - 5120
+
+
+def test_conv_scenario_names_its_kernel_buffers_in_summary_and_terminal(tmp_path):
+    proc = run_cli("profile", SCENARIOS / "conv_bn.py", "-p", "batch=4", "-o", tmp_path, check=True)
+    al = json.loads((tmp_path / "summary.json").read_text())["allocator"]
+    assert al["agrees"] and al["unattributed_blocks"][0]["op"] in {"convolution", "ConvolutionBackward0"}
+    assert al["peak_with_unattributed"] == al["peak_bytes"]
+    assert "largest unattributed block" in proc.stdout

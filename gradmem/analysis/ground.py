@@ -119,6 +119,7 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFram
     out["allocator_bytes"] = pd.array(net + pre_live, dtype="Int64")
     out["allocator_peak_bytes"] = pd.array(_step_peaks(counted, idx, net, pre_live), dtype="Int64")
     summary = _allocator_summary(out, "cpu allocator (torch profiler, profile_memory)", err)
+    summary["unattributed_at_peak"] = _loose_at_peak(counted, loose, summary["peak_step"])
     summary["unattributed_blocks"] = _top_blocks(loose, out)
     summary["blocks"] = int(len(blocks))
     summary["blocks_matched"] = int(blocks["storage"].notna().sum())
@@ -153,6 +154,17 @@ def _peak_with_unattributed(frames: dict, tensors: pd.DataFrame, blocks: pd.Data
     running = d.to_numpy(dtype="float64")[order].cumsum()
     base = int(tensors.loc[tensors["alloc_seq"] < 0, "nbytes"].sum())
     return int(base + max(running.max() if len(running) else 0, 0))
+
+
+def _loose_at_peak(counted: pd.DataFrame, loose: pd.DataFrame, step: int) -> int:
+    """Unattributed bytes alive at the instant of the allocator's peak (within its step)."""
+    running = counted["nbytes"].cumsum()
+    in_step = running[counted["step"] == step]
+    if not len(in_step):
+        return int(_live(pd.Series([step]), loose[loose["alloc_step"] <= step])[0])
+    t = counted.at[in_step.idxmax(), "t_ns"]
+    alive = (loose["alloc_t"] <= t) & (loose["free_t"].isna() | (loose["free_t"] > t))
+    return int(loose.loc[alive, "nbytes"].sum())
 
 
 def _top_blocks(loose: pd.DataFrame, steps: pd.DataFrame) -> list[dict]:

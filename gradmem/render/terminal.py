@@ -32,8 +32,14 @@ def _ground_lines(s: dict) -> list[str]:
         check = ("tracked + unattributed = allocator after every step" if a["agrees"]
                  else f"tracked + unattributed differs from the allocator by up to {human_bytes(a['max_mismatch_bytes'])}")
         lines.append(f"  allocator: peak {human_bytes(a['peak_bytes'])} at step {a['peak_step']}, {a['peak_op']}; "
-                     f"unattributed {human_bytes(a['unattributed_at_peak'])} there, at most "
+                     f"unattributed {human_bytes(a['unattributed_at_peak'])} at that moment, after a step at most "
                      f"{human_bytes(a['unattributed_max_bytes'])} (step {a['unattributed_max_step']}); {check}")
+        blocks = a.get("unattributed_blocks") or []
+        if blocks:
+            b = blocks[0]
+            freed = "freed in the same step" if b["free_step"] == b["step"] else f"freed at step {b['free_step']}"
+            lines.append(f"  largest unattributed block: {human_bytes(b['nbytes'])} inside {b['op']} (step {b['step']}), "
+                         f"{freed}: a buffer the kernel allocated itself (summary.json: allocator.unattributed_blocks)")
         if a.get("reserved_peak_bytes") is not None:
             lines.append(f"  reserved (CUDA pool): peak {human_bytes(a['reserved_peak_bytes'])}; "
                          f"reserved minus allocated at the peak: {human_bytes(a['reserved_gap_at_peak'] or 0)}")

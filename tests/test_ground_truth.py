@@ -153,3 +153,15 @@ def test_conv_scenario_names_its_kernel_buffers_in_summary_and_terminal(tmp_path
     assert al["agrees"] and al["unattributed_blocks"][0]["op"] in {"convolution", "ConvolutionBackward0"}
     assert al["peak_with_unattributed"] == al["peak_bytes"]
     assert "largest unattributed block" in proc.stdout
+
+
+def test_under_fake_tensors_the_allocator_record_is_left_out_and_said_so():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        with Capture() as cap:
+            w = torch.randn(1000, 100, requires_grad=True)
+            (w * 2).sum().backward()
+    a = analyze(cap.trace)
+    assert a.summary["allocator"] == {"source": None}
+    assert any("could not be aligned" in n for n in a.summary["notes"])
+    assert not any(e.get("ptr") for e in cap.trace.events if e.kind == EventKind.ALLOC)

@@ -51,6 +51,7 @@ class CpuAllocatorRecord:
 
     def __init__(self, rec, clock=time.perf_counter_ns):
         self.rec = rec
+        self.notes: list[str] = []
         self.clock = clock
         self.running = False
         self._marks: list[tuple] = []      # (ptr, nbytes, before_ns, after_ns, at_end)
@@ -77,6 +78,10 @@ class CpuAllocatorRecord:
         events = allocations(result)
         markers, clock = self._align(events)
         self.rec.emit(EventKind.CLOCK, **clock)
+        if clock["method"] == "none":   # times that cannot be placed among the steps
+            self.notes.append("the allocator's record could not be aligned with the hooks (no marker "
+                              "allocations: a fake or meta tensor mode?), so it was left out")
+            return
         self._emit(events, markers, clock)
 
     def _mark(self, at_end: bool) -> None:
@@ -86,6 +91,8 @@ class CpuAllocatorRecord:
                 before = self.clock()
                 block = torch.empty(size, dtype=torch.uint8, device="cpu")
                 after = self.clock()
+                if type(block) is not torch.Tensor:      # a fake or other subclass mode is on
+                    return
                 self._marks.append((block.untyped_storage().data_ptr(), size, before, after, at_end))
                 del block
             except (RuntimeError, NotImplementedError):   # under a fake or meta mode: no data

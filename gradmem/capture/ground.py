@@ -35,3 +35,5 @@ class GroundTruth:
         for part in (self.resident, self.allocator, self.cuda):
             if part is not None:
                 part.stop()
+        if self.allocator is not None:
+            self.notes += self.allocator.notes

@@ -75,7 +75,9 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
 @click.option("--fake", is_flag=True, help="Estimate: run on fake tensors (shapes, no data), so any size fits; "
               "--device cuda needs no GPU.")
-def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake):
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Record the CPU allocator's own allocations and frees beside the hooks, to report unattributed bytes.")
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from .analysis import analyze
     from .render import write_reports
@@ -86,7 +88,8 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         sc = load_scenario(scenario)
         values = parse_params(params, sc)
         out_dir = out_dir or Path("reports") / sc.name
-        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake)
+        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
+                                    verify=verify)
         analysis = analyze(cap.trace)
         files = write_reports(analysis, out_dir, force=force, **_formats(formats))
         if not quiet:

@@ -131,7 +131,7 @@ def default_device(device: str | None, fake: bool = False):
 
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
-                 on_progress=None, fake: bool = False):
+                 on_progress=None, fake: bool = False, verify: bool = True):
     """Run the scenario under a capture. Returns the capture, also when the scenario raised
     (then ``capture.trace.meta.status == 'partial'``) together with the exception.
     ``fake=True`` runs it on fake tensors: the same trace, no data allocated (an estimate)."""
@@ -140,7 +140,8 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     call = dict(params)
     if device and scenario.main and "device" in scenario.main.params and "device" not in call:
         call["device"] = device
-    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad, fake)
+    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad,
+                  fake=fake, verify=verify)
     cap.rec.on_progress = on_progress
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None

@@ -38,6 +38,10 @@ class EventKind(str, Enum):
     BACKWARD_END = "backward_end"
     ERROR = "error"                    # the profiled program raised
     NOTE = "note"                      # a caveat the capture noticed (text)
+    ALLOCATOR = "allocator"            # the allocator's own record: one allocation (+) or free (-)
+    CLOCK = "clock"                    # how the allocator's clock was aligned with the hooks' clock
+    RSS = "rss"                        # the process's resident memory, sampled every few ms
+    DEVICE_MEMORY = "device_memory"    # a CUDA allocator reading (allocated, reserved) after a step
 
     def __str__(self) -> str:
         return self.value

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..trace import Trace
 from .frames import by_kind, events_table
+from .ground import reconcile
 from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .story import story
@@ -49,7 +50,8 @@ def analyze(trace: Trace) -> Analysis:
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
     nodes = nodes_table(steps, frames, tensors)
-    summary = summarize(trace, tensors, steps, d)
+    steps, ground = reconcile(frames, steps, tensors)
+    summary = {**summarize(trace, tensors, steps, d), **ground}
     return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
 
 

@@ -10,7 +10,8 @@ from ..trace import Trace
 # the columns each kind's frame always has, so passes never test for missing columns
 KIND_COLUMNS = {
     "step": ["phase", "op", "node", "backward"],
-    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute", "grad_args"],
+    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute",
+              "grad_args", "ptr"],
     "free": ["storage"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf"],
@@ -28,6 +29,10 @@ KIND_COLUMNS = {
     "backward_end": ["index"],
     "error": ["type", "message", "file", "line"],
     "note": ["text"],
+    "allocator": ["ptr", "nbytes", "total", "device"],
+    "clock": ["method", "offset_ns", "error_ns", "markers"],
+    "rss": ["rss"],
+    "device_memory": ["device", "allocated", "reserved"],
 }
 
 

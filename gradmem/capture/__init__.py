@@ -19,6 +19,9 @@ Known limitations:
     - Tensors saved under someone else's saved-tensor hooks entered *inside* the capture
       (``torch.utils.checkpoint``, ``save_on_cpu``) are reported as hidden slots.
     - ``torch.compile`` collapses the graph into one node with no saved fields.
+    - ``verify=True`` (the default) records the CPU allocator's own allocations beside the
+      hooks (``ground.py``); it cannot run inside another ``torch.profiler`` session, and
+      then the summary says so. Resident memory is sampled every 10 ms on a thread.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from .calls import CallWatcher
 from .fake import fake_modes
 from .graph import Graph
 from .grads import GradWatcher
+from .ground import GroundTruth
 from .names import SKIP_DIRS, Namer
 from .ops import OpWatcher
 from .recorder import Recorder
@@ -52,7 +56,7 @@ class Capture:
     """Context manager that records one run; afterwards exposes the trace and tables."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False):
+                 fake: bool = False, verify: bool = True):
         self.scenario = scenario
         self.fake = fake
         self.params = dict(params or {})
@@ -71,6 +75,8 @@ class Capture:
         self._create_graph = False
         self._in_node = False
         self._error: dict | None = None
+        # fake tensors allocate nothing: there is no allocator record to compare with
+        self.ground = GroundTruth(self.rec, "cpu" if fake else _device(self.params), verify and not fake)
 
     # -- entering and leaving -------------------------------------------------------------
     def __enter__(self) -> "Capture":
@@ -78,6 +84,7 @@ class Capture:
         self.namer.entry = sys._getframe(1)
         self._modes = fake_modes() if self.fake else []   # below our modes: they see fake outputs
         self._modes += [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
+        self.ground.start()
         entered = []
         try:
             for mode in self._modes:
@@ -86,6 +93,7 @@ class Capture:
         except BaseException:
             for mode in reversed(entered):
                 mode.__exit__(None, None, None)
+            self.ground.stop()
             raise
         return self
 
@@ -108,6 +116,7 @@ class Capture:
 
     def finish(self) -> Trace:
         if self.trace is None:
+            self.ground.stop()
             self.rec.active = False
             self.storages.close()
             error = self._error
@@ -125,6 +134,7 @@ class Capture:
     def _notes(self) -> tuple:
         notes = dict.fromkeys(e.data["text"] for e in self.rec.events if e.kind == EventKind.NOTE)
         hidden = sum(1 for e in self.rec.events if e.kind == EventKind.HIDDEN_SLOT)
+        notes.update(dict.fromkeys(self.ground.notes))
         if hidden:
             notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "
                   "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed"] = None
@@ -294,10 +304,11 @@ def _version() -> str:
 
 
 def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-            fake: bool = False) -> Capture:
+            fake: bool = False, verify: bool = True) -> Capture:
     """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``.
-    ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated."""
-    return Capture(scenario, params, retain_grad, fake)
+    ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated.
+    ``verify=False`` skips the allocator's own record (see GroundTruth)."""
+    return Capture(scenario, params, retain_grad, fake, verify)
 
 
 class _CallableModule(types.ModuleType):

@@ -26,13 +26,21 @@ class Recorder:
         self.in_backward = 0                 # depth of backward calls in progress
         self.backward_index = 0
         self.on_progress: Callable[["Recorder"], None] | None = None
+        self.before_step: Callable[[], None] | None = None   # e.g. a CUDA allocator reading
 
     def emit(self, kind: EventKind, step: int | None = None, **data) -> None:
         if self.active:
             seq = next(self._seq)
             self.events.append(Event(seq, self.clock(), kind, self.step if step is None else step, data))
 
+    def emit_at(self, kind: EventKind, t_ns: int, step: int, **data) -> None:
+        """An event from another clock (the allocator's), already converted to ours."""
+        if self.active:
+            self.events.append(Event(next(self._seq), t_ns, kind, step, data))
+
     def begin_step(self, phase: str, op: str, node: int | None = None) -> None:
+        if self.before_step is not None:
+            self.before_step()
         with self._lock:
             self.step += 1
             self.node = node

@@ -15,7 +15,7 @@ import torch
 
 from ..trace import EventKind
 from .recorder import Recorder
-from .values import preview
+from .values import _is_fake, preview
 
 
 class Storages:
@@ -54,6 +54,7 @@ class Storages:
             dtype=str(t.dtype).replace("torch.", ""), shape=list(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting else preview(t),
             **flags,
+            ptr=_ptr(s, t),
         )
         return sid
 
@@ -67,3 +68,13 @@ class Storages:
         """Stop watching: dropping the weakrefs means their callbacks never run."""
         self._refs.clear()
         self._ids.clear()
+
+
+def _ptr(s, t: torch.Tensor) -> int | None:
+    """The block's address, only to match it with the allocator's record (never an id)."""
+    if _is_fake(t) or t.device.type == "meta":
+        return None
+    try:
+        return s.data_ptr() or None
+    except (RuntimeError, NotImplementedError):   # fake and meta storages have no data
+        return None

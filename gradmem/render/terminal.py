@@ -32,6 +32,31 @@ def _allocator_lines(est: dict | None) -> list[str]:
             f"peak reserved {human_bytes(est['reserved_peak_bytes'])} (tensor bytes above are exact storage sizes)"]
 
 
+def _ground_lines(s: dict) -> list[str]:
+    lines = []
+    a = s.get("allocator") or {}
+    if a.get("source"):
+        check = ("tracked + unattributed = allocator after every step" if a["agrees"]
+                 else f"tracked + unattributed differs from the allocator by up to {human_bytes(a['max_mismatch_bytes'])}")
+        lines.append(f"  allocator: peak {human_bytes(a['peak_bytes'])} at step {a['peak_step']}, {a['peak_op']}; "
+                     f"unattributed {human_bytes(a['unattributed_at_peak'])} at that moment, after a step at most "
+                     f"{human_bytes(a['unattributed_max_bytes'])} (step {a['unattributed_max_step']}); {check}")
+        blocks = a.get("unattributed_blocks") or []
+        if blocks:
+            b = blocks[0]
+            freed = "freed in the same step" if b["free_step"] == b["step"] else f"freed at step {b['free_step']}"
+            lines.append(f"  largest unattributed block: {human_bytes(b['nbytes'])} inside {b['op']} (step {b['step']}), "
+                         f"{freed}: a buffer the kernel allocated itself (summary.json: allocator.unattributed_blocks)")
+        if a.get("reserved_peak_bytes") is not None:
+            lines.append(f"  reserved (CUDA pool): peak {human_bytes(a['reserved_peak_bytes'])}; "
+                         f"reserved minus allocated at the peak: {human_bytes(a['reserved_gap_at_peak'] or 0)}")
+    r = s.get("rss") or {}
+    if r:
+        lines.append(f"  resident memory (RSS): {human_bytes(r['start_bytes'])} at start, peak {human_bytes(r['peak_bytes'])}, "
+                     f"{human_bytes(r['end_bytes'])} at the end")
+    return lines
+
+
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
     status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
@@ -40,6 +65,7 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         f"gradmem: {s['scenario'] or 'capture'} on {s['device']} (torch {s['torch_version']}){status}",
         f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
         f"  live at the peak: {_roles(s['peak_by_role'])}",
+        *_ground_lines(s),
         f"  backward: {s['backward_nodes']} nodes; its peak {human_bytes(s['backward_peak_bytes'])} at step {s['backward_peak_step']}",
         "  saved for backward:",
         *(_saved_lines(analysis.tensors) or ["    nothing"]),

@@ -27,14 +27,16 @@ ran no backward pass (reports of what ran are still written, marked partial),
 
 class Progress:
     """Prints a line to stderr every few seconds of a long run (GRADMEM_PROGRESS_EVERY
-    seconds, default 2)."""
+    seconds, default 2). The clock starts at the run's first step, not at start-up."""
 
     def __init__(self, every_s: float | None = None):
         self.every_s = float(os.environ.get("GRADMEM_PROGRESS_EVERY", 2.0)) if every_s is None else every_s
-        self.start = self.last = time.monotonic()
+        self.start = self.last = None
 
     def __call__(self, rec) -> None:
         now = time.monotonic()
+        if self.start is None:
+            self.start = self.last = now
         if now - self.last >= self.every_s:
             self.last = now
             where = "backward" if rec.in_backward else "forward"

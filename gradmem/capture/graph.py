@@ -14,7 +14,7 @@ import itertools
 from functools import partial
 from typing import Iterable
 
-from ..trace import EventKind
+from ..trace import KIND
 from .recorder import Recorder
 from .saved import Packed
 from .storages import Storages
@@ -69,12 +69,12 @@ class Graph:
     def _record(self, nid: int, node) -> None:
         name = node.name()
         self._names[nid] = short_name(name)
-        data = {"node": nid, "name": short_name(name), "next": [
-            [self._ids.get(self.key(n)) if n is not None else None, nr] for n, nr in node.next_functions
-        ]}
+        data = {"node": nid, "name": short_name(name), "next": tuple(
+            (self._ids.get(self.key(n)) if n is not None else None, nr) for n, nr in node.next_functions
+        )}
         if name == ACCUMULATE:
             data["leaf"] = self.storages.see(node.variable)
-        self.rec.emit(EventKind.NODE, **data)
+        self.rec.emit(KIND.NODE, **data)
         for field in self._slot_fields(node):
             self._record_slots(nid, node, field)
 
@@ -102,14 +102,14 @@ class Graph:
         except RuntimeError:
             return
         if isinstance(data, Packed):
-            self.rec.emit(EventKind.SLOT, pack=data.pid, node=nid, field=field)
+            self.rec.emit(KIND.SLOT, pack=data.pid, node=nid, field=field)
             return
         hook = saved.unpack_hook
         storage = self.storages.see(data) if hook is None and hasattr(data, "untyped_storage") else None
         if hook is None and storage is None:   # an empty slot (that gradient is not needed)
             return
         hook_name = getattr(hook, "__qualname__", repr(hook)) if hook is not None else None
-        self.rec.emit(EventKind.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
+        self.rec.emit(KIND.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
 
     def reachable(self, roots: Iterable) -> list:
         seen, out, stack = set(), [], [r for r in roots if r is not None]
@@ -139,7 +139,7 @@ class Graph:
     def _post(self, nid: int, grad_inputs, grad_outputs) -> None:
         see = self.storages.see
         self.rec.emit(
-            EventKind.NODE_END, node=nid,
-            grads_in=[see(g) if g is not None else None for g in grad_outputs],
-            grads_out=[see(g) if g is not None else None for g in grad_inputs],
+            KIND.NODE_END, node=nid,
+            grads_in=tuple(see(g) if g is not None else None for g in grad_outputs),
+            grads_out=tuple(see(g) if g is not None else None for g in grad_inputs),
         )

@@ -15,7 +15,7 @@ import itertools
 
 import torch
 
-from ..trace import EventKind
+from ..trace import KIND
 from .recorder import Recorder
 
 
@@ -29,7 +29,7 @@ class Packed:
 
     def __del__(self):
         if self.rec.active:
-            self.rec.emit(EventKind.RELEASED, pack=self.pid)
+            self.rec.emit(KIND.RELEASED, pack=self.pid)
 
 
 class SavedTensorWatcher:
@@ -47,7 +47,7 @@ class SavedTensorWatcher:
         sid = self.storages.see(t)
         step = self.rec.step + 1 if self.fresh_call else None   # inputs are saved before the op runs
         self.rec.emit(
-            EventKind.SAVED, step=step, pack=pid, storage=sid, shape=list(t.shape),
+            KIND.SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
             element_size=t.element_size(),
         )
@@ -55,7 +55,7 @@ class SavedTensorWatcher:
         return Packed(pid, inner, self.rec)
 
     def unpack(self, p: Packed) -> torch.Tensor:
-        self.rec.emit(EventKind.UNPACKED, pack=p.pid, node=self.node_of_current())
+        self.rec.emit(KIND.UNPACKED, pack=p.pid, node=self.node_of_current())
         return self._outer[1](p.inner) if self._outer else p.inner
 
     def __enter__(self):

@@ -13,7 +13,7 @@ import weakref
 
 import torch
 
-from ..trace import EventKind
+from ..trace import KIND
 from .recorder import Recorder
 from .values import _is_fake, preview
 
@@ -50,8 +50,8 @@ class Storages:
         self._ids[key] = sid
         self._refs[sid] = weakref.ref(s, lambda _ref, key=key, sid=sid: self._freed(key, sid))
         self.rec.emit(
-            EventKind.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
-            dtype=str(t.dtype).replace("torch.", ""), shape=list(t.shape), op=op,
+            KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
+            dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting else preview(t),
             **flags,
             ptr=_ptr(s, t),
@@ -62,7 +62,7 @@ class Storages:
         if self._ids.get(key) == sid:
             del self._ids[key]
         self._refs.pop(sid, None)
-        self.rec.emit(EventKind.FREE, storage=sid)
+        self.rec.emit(KIND.FREE, storage=sid)
 
     def close(self) -> None:
         """Stop watching: dropping the weakrefs means their callbacks never run."""

@@ -27,7 +27,10 @@ frees of blocks allocated before the capture are not reported by the allocator.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -62,8 +65,9 @@ class CpuAllocatorRecord:
             return False
         config = ProfilerConfig(ProfilerState.KINETO, False, True, False, False, False, _ExperimentalConfig())
         activities = {ProfilerActivity.CPU}
-        _prepare_profiler(config, activities)
-        _enable_profiler(config, activities, {RecordScope.USER_SCOPE})
+        with _quiet_stderr():   # kineto prints "USDT: profiler_start" on every start
+            _prepare_profiler(config, activities)
+            _enable_profiler(config, activities, {RecordScope.USER_SCOPE})
         self.running = True
         self._mark(at_end=False)
         return True
@@ -73,7 +77,8 @@ class CpuAllocatorRecord:
         if not self.running:
             return
         self._mark(at_end=True)
-        result = _disable_profiler()
+        with _quiet_stderr():
+            result = _disable_profiler()
         self.running = False
         events = allocations(result)
         markers, clock = self._align(events)
@@ -140,6 +145,25 @@ class CpuAllocatorRecord:
         steps = [(e.t_ns, e.step) for e in self.rec.of_kind(KIND.STEP)]
         steps.sort()
         return [t for t, _ in steps], [n for _, n in steps]
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 for the instant kineto starts or stops: its C++ logging
+    ignores every log-level setting. Python's own sys.stderr is flushed first."""
+    try:
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):   # no real stderr (some notebooks): nothing to silence
+        yield
+        return
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def allocations(result) -> list[tuple]:

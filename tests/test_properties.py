@@ -150,19 +150,16 @@ def check_trace(a) -> None:
     check_saved_slots(a)
 
 
-# Kernels that copy a strided or expanded operand into a scratch buffer before calling
-# BLAS (mm of sum's expanded gradient): the copy is made and freed inside the kernel, below
-# the dispatch mode, so gradmem cannot see it. See test_mm_scratch_is_not_seen.
 # Allocations of at most 8 bytes (one double) are left out of the walk: kernels make a few
 # without dispatch (a Python number wrapped as a 0-d tensor in pow's backward; mean's
 # internal sum), and equal sizes would make the walk ambiguous. The peak check covers them.
 TINY_BYTES = 8
-# Kernels that copy a strided or expanded operand into a scratch buffer before calling
-# BLAS (mm of sum's expanded gradient): the copy is made and freed inside the kernel, below
-# the dispatch mode, so gradmem cannot see it. See test_mm_scratch_is_not_seen.
 # copy_ of a transposed float32 matrix (AccumulateGrad making w.grad from w.t()'s gradient)
 # goes through a 60 x 60 block buffer inside the kernel (ATen's copy_same_type_transpose_).
 COPY_BLOCK_BYTES = 60 * 60 * 4
+# Kernels that copy a strided or expanded operand into a scratch buffer before calling
+# BLAS (mm of sum's expanded gradient): the copy is made and freed inside the kernel, below
+# the dispatch mode, so gradmem cannot see it. See test_mm_scratch_is_not_seen.
 SCRATCH_OPS = re.compile(r"^(mm|addmm|mv|addmv|bmm|dot|(Mm|Addmm|Mv|Addmv|Bmm|Dot)Backward0)(#\d+)?$")
 
 
@@ -216,6 +213,19 @@ def _walk(theirs, ours, j, i, ptr_of, skipped, allowed):
 
 def check_allocator(program) -> None:
     a, allocs = allocator_record(lambda: profile(program, BIG))
+    check_same_allocations(a, allocs)
+    _, moded = allocator_record(lambda: run_bare(program, BIG, AnyMode()))
+    assert allocator_peak(moded) == allocator_peak(allocs), (
+        f"allocator peak: {allocator_peak(moded)} B under a do-nothing dispatch mode, "
+        f"{allocator_peak(allocs)} B under gradmem")
+    left = allocs[-1][3] - (allocs[0][3] - allocs[0][2])
+    assert left == 0 and a.timeline["live"].iloc[-1] == 0, (
+        f"left allocated: allocator {left} B, gradmem {a.timeline['live'].iloc[-1]} B")
+    check_trace(a)
+
+
+def check_same_allocations(a, allocs) -> None:
+    """gradmem's allocations are the allocator's, but for kernel scratch; the peaks agree."""
     ours, theirs = a.summary["peak_bytes"], allocator_peak(allocs)
     op_of = dict(zip(a.steps["step"], a.steps["op"]))
     scratch = lambda n, steps: n == COPY_BLOCK_BYTES or any(SCRATCH_OPS.match(op_of[s]) for s in steps)  # noqa: E731
@@ -227,12 +237,6 @@ def check_allocator(program) -> None:
     note(f"peak: gradmem {ours} B, allocator {theirs} B; kernel scratch unseen: {[n for n, _ in unseen]}")
     if not unseen:
         assert abs(ours - theirs) <= 0.02 * theirs, f"peak: gradmem {ours} B, allocator {theirs} B"
-    _, moded = allocator_record(lambda: run_bare(program, BIG, AnyMode()))
-    assert allocator_peak(moded) == theirs, (
-        f"allocator peak: {allocator_peak(moded)} B under a do-nothing dispatch mode, {theirs} B under gradmem")
-    left = allocs[-1][3] - (allocs[0][3] - allocs[0][2])
-    assert left == 0 and a.timeline["live"].iloc[-1] == 0, f"left allocated: allocator {left} B, gradmem {a.timeline['live'].iloc[-1]} B"
-    check_trace(a)
 
 
 # -- the gradients ----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The profiler never keeps a tensor alive, and the user's own hooks keep working."""
 import gc
 
+import pandas as pd
+import pytest
 import torch
 
 from gradmem.analysis import analyze
@@ -59,3 +61,37 @@ def test_nested_captures_both_record():
     for cap in (outer, inner):
         t = analyze(cap.trace).tensors
         assert "ExpBackward0.result" in set(t["saved_by"])
+
+
+def dead_branch():
+    w = torch.randn(1000, requires_grad=True)
+    unused = w.exp()          # ExpBackward0 saves its output; backward never reaches it
+    w.sin().sum().backward()
+    del unused, w
+    return torch.ones(1)      # an op after the del, so the frees have a step to land on
+
+
+def test_saved_output_of_a_branch_backward_never_runs_is_freed():
+    # a pack hook that keeps the output itself makes output -> grad_fn -> slot -> output,
+    # a cycle that even gc cannot break: the exp result would live forever
+    with Capture() as cap:
+        dead_branch()
+    t = analyze(cap.trace).tensors.set_index("name")
+    assert t.loc["unused", "saved_by"] == "ExpBackward0.result"
+    assert pd.notna(t.loc["unused", "free_step"]) and pd.notna(t.loc["w", "free_step"])
+
+
+def modify_saved_then_backward():
+    w = torch.randn(4, requires_grad=True)
+    y = (w * 2).exp()         # ExpBackward0 saves y
+    y.mul_(2)
+    y.sum().backward()
+
+
+def test_inplace_change_to_a_saved_tensor_fails_as_without_gradmem():
+    # autograd skips its version check for slots with hooks; gradmem must make it
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        modify_saved_then_backward()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        with Capture():
+            modify_saved_then_backward()

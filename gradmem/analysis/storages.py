@@ -77,7 +77,17 @@ def add_tensor_facts(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     t["_leaf_param"] = t["id"].isin(leaves)
     t["_param_grad"] = t["id"].isin(set(frames["leaf_grad"]["grad"].dropna().astype(int)))
     t["_retained"] = t["id"].isin(set(frames["retained"]["grad"].dropna().astype(int)))
+    t["value"] = _landed_values(t, frames)
     return t
+
+
+def _landed_values(t: pd.DataFrame, frames: dict) -> list:
+    """A small .grad's value as it last landed (accumulation changes it in place); other
+    storages keep their value as created."""
+    landed = pd.concat([frames["leaf_grad"], frames["retained"]]).sort_values("seq")
+    landed = landed[landed["grad"].notna() & landed["value"].notna()]
+    last = dict(zip(landed["grad"].astype(int), landed["value"]))
+    return [last.get(i, v) for i, v in zip(t["id"], t["value"])]
 
 
 def _handed_on(frames: dict) -> set[int]:

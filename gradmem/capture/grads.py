@@ -1,5 +1,6 @@
 """Gradient hooks: each gradient as it arrives for a tensor, each leaf's ``.grad`` as it
-lands, and the copies ``retain_grad()`` keeps.
+lands, and the copies ``retain_grad()`` keeps. A small ``.grad`` carries its values as it
+lands: accumulation changes it in place after it was made.
 
 Tensors are only weakly referenced here; hooks are registered for one backward call and
 removed when it ends.
@@ -12,6 +13,7 @@ from functools import partial
 import torch
 
 from ..trace import KIND
+from .values import preview_now
 
 
 class GradWatcher:
@@ -54,9 +56,11 @@ class GradWatcher:
 
     def _leaf(self, leaf: torch.Tensor) -> None:
         if leaf.grad is not None:
-            self.rec.emit(KIND.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad))
+            self.rec.emit(KIND.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad),
+                          value=preview_now(leaf.grad))
 
     def record_retained(self) -> None:
         for t in self._alive(self._retaining):
             if t.grad is not None:
-                self.rec.emit(KIND.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad))
+                self.rec.emit(KIND.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad),
+                              value=preview_now(t.grad))

@@ -2,8 +2,14 @@
 slot is released.
 
 ``pack`` returns a small ``Packed`` object that lives exactly as long as the saved slot;
-its ``__del__`` is the "slot released" event. It holds what autograd would have held
-anyway (the tensor, or what an outer pack hook returned), and nothing else.
+its ``__del__`` is the "slot released" event. It holds a detached alias of the tensor (or
+what an outer pack hook returned), and nothing else. Not the tensor itself: a saved
+*output* holds its own ``grad_fn``, which holds the slot, a reference cycle that not even
+``gc`` breaks, so a graph that never runs backward would never be freed. Autograd rebuilds
+the unpacked tensor's grad_fn from the slot, so the alias loses nothing.
+
+Autograd skips its version-counter check for slots that have hooks, so ``unpack`` makes it
+instead: a tensor modified in place after it was saved fails as it does without gradmem.
 
 Hooks nest as a stack and only the innermost pair runs. If hooks were already installed
 when the capture started (the user's own, ``save_on_cpu``), ours wrap them: the outer
@@ -20,16 +26,25 @@ from .recorder import Recorder
 
 
 class Packed:
-    __slots__ = ("pid", "inner", "rec")
+    __slots__ = ("pid", "inner", "rec", "version")
 
-    def __init__(self, pid: int, inner, rec: Recorder):
+    def __init__(self, pid: int, inner, rec: Recorder, version: int | None = None):
         self.pid = pid
         self.inner = inner
         self.rec = rec
+        self.version = version   # the tensor's version when saved (None: an outer hook packed it)
 
     def __del__(self):
         if self.rec.active:
             self.rec.emit(KIND.RELEASED, pack=self.pid)
+
+
+def modified_message(t: torch.Tensor, saved_version: int) -> str:
+    """Autograd's own words for a saved tensor modified in place."""
+    return ("one of the variables needed for gradient computation has been modified by an inplace "
+            f"operation: [{t.dtype} {list(t.shape)}] is at version {t._version}; expected version "
+            f"{saved_version} instead. (Checked by gradmem, whose saved-tensor hooks turn off "
+            "autograd's own check.)")
 
 
 class SavedTensorWatcher:
@@ -51,12 +66,19 @@ class SavedTensorWatcher:
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
             element_size=t.element_size(),
         )
-        inner = self._outer[0](t) if self._outer else t
-        return Packed(pid, inner, self.rec)
+        if self._outer:
+            return Packed(pid, self._outer[0](t), self.rec)
+        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():   # not the program's op
+            alias = t.detach()
+        return Packed(pid, alias, self.rec, t._version)
 
     def unpack(self, p: Packed) -> torch.Tensor:
         self.rec.emit(KIND.UNPACKED, pack=p.pid, node=self.node_of_current())
-        return self._outer[1](p.inner) if self._outer else p.inner
+        if self._outer:
+            return self._outer[1](p.inner)
+        if p.inner._version != p.version:
+            raise RuntimeError(modified_message(p.inner, p.version))
+        return p.inner
 
     def __enter__(self):
         self._cm = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)

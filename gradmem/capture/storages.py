@@ -15,7 +15,7 @@ import torch
 
 from ..trace import KIND
 from .recorder import Recorder
-from .values import _is_fake, preview
+from .values import UNINITIALIZED, _is_fake, preview
 
 
 class Storages:
@@ -52,7 +52,7 @@ class Storages:
         self.rec.emit(
             KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
-            preexisting=preexisting, factory=factory, value=None if preexisting else preview(t),
+            preexisting=preexisting, factory=factory, value=None if preexisting or op in UNINITIALIZED else preview(t),
             **flags,
             ptr=_ptr(s, t),
         )

@@ -25,6 +25,7 @@ Known limitations:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import platform
 import sys
@@ -68,7 +69,8 @@ class Capture:
         self.graph = Graph(self.rec, self.storages)
         self.grads = GradWatcher(self.rec, self.storages)
         self.namer = Namer(self.rec, self.storages)
-        self.saved = SavedTensorWatcher(self.rec, self.storages, self._current_node)
+        self.ops_paused = False   # set while gradmem runs an op of its own (see paused_ops)
+        self.saved = SavedTensorWatcher(self.rec, self.storages, self._current_node, self.paused_ops)
         self._modes = []
         self._started = ""
         self._facts_seen: set[tuple] = set()
@@ -141,6 +143,17 @@ class Capture:
         return tuple(notes)
 
     # -- called by the watchers -----------------------------------------------------------
+    @contextlib.contextmanager
+    def paused_ops(self):
+        """Run an op of gradmem's own without recording it. Other modes (FakeTensorMode)
+        still see it, so under fake tensors its result is fake too."""
+        self.ops_paused = True
+        try:
+            with torch._C.DisableTorchFunction():
+                yield
+        finally:
+            self.ops_paused = False
+
     def _current_node(self) -> int | None:
         node = torch._C._current_autograd_node()
         return self.graph.node_id(node) if node is not None else None

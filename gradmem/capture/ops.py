@@ -43,8 +43,8 @@ class OpWatcher(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         cap = self.cap
-        if cap.fake and unrecorded(func):   # fake-tensor plumbing a real run never dispatches
-            return func(*args, **(kwargs or {}))
+        if cap.ops_paused or (cap.fake and unrecorded(func)):   # gradmem's own op, or fake-tensor
+            return func(*args, **(kwargs or {}))                # plumbing a real run never dispatches
         name = op_name(func)
         has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
         out = func(*args, **(kwargs or {}))

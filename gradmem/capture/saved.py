@@ -48,10 +48,11 @@ def modified_message(t: torch.Tensor, saved_version: int) -> str:
 
 
 class SavedTensorWatcher:
-    def __init__(self, rec: Recorder, storages, node_of_current):
+    def __init__(self, rec: Recorder, storages, node_of_current, paused_ops):
         self.rec = rec
         self.storages = storages
         self.node_of_current = node_of_current   # () -> id of the backward node running, or None
+        self.paused_ops = paused_ops             # () -> context in which our op watcher records nothing
         self.fresh_call = False                  # set by the function watcher: no op ran yet
         self._next = itertools.count(1)
         self._outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
@@ -68,7 +69,7 @@ class SavedTensorWatcher:
         )
         if self._outer:
             return Packed(pid, self._outer[0](t), self.rec)
-        with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():   # not the program's op
+        with self.paused_ops():   # not the program's op: not recorded
             alias = t.detach()
         return Packed(pid, alias, self.rec, t._version)
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
-from .frames import by_kind, events_table
+from .frames import by_kind, events_table, pairs
 from .ground import reconcile
 from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
@@ -45,7 +45,7 @@ def analyze(trace: Trace) -> Analysis:
     nnames = node_names(frames["node"], snames)
     steps = steps_frame(frames, nnames)
     phase = steps.set_index("step")["phase"]
-    op = dict(zip(steps["step"], steps["op"]))
+    op = pairs(steps["step"], steps["op"])
     tensors = tensors_table(frames, phase, op, nnames, snames)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)

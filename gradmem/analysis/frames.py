@@ -72,10 +72,18 @@ def text(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), "")
 
 
+def pairs(keys: pd.Series, values: pd.Series) -> dict:
+    """{key: value} from two columns. Through plain lists: iterating pandas' string and
+    nullable columns element by element is several times slower."""
+    return dict(zip(keys.tolist(), values.tolist()))
+
+
 def joined(keys, values) -> dict:
     """{key: "v1;v2"}: the distinct non-empty values of each key, in order. A plain loop:
     a pandas groupby with a Python join per group is far slower with many small groups."""
     out: dict = {}
+    keys = keys.tolist() if hasattr(keys, "tolist") else keys
+    values = values.tolist() if hasattr(values, "tolist") else values
     for key, value in zip(keys, values):
         if value:
             seen = out.setdefault(key, [])

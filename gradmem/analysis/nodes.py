@@ -3,22 +3,26 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .frames import joined
+from .frames import joined, pairs
+
+
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
 
 
 def _label(names: dict[int, str], sid) -> str:
-    if sid is None or pd.isna(sid):
+    if _missing(sid):
         return ""
     return names.get(int(sid), f"S{int(sid)}")
 
 
 def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "storage") -> dict:
-    return joined(frame["step"], [_label(names, s) for s in frame[key]])
+    return joined(frame["step"], [_label(names, s) for s in frame[key].tolist()])
 
 
 def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
-    names = dict(zip(tensors["id"], tensors["name"]))
-    storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
+    names = pairs(tensors["id"], tensors["name"])
+    storage_of = pairs(frames["saved"]["pack"], frames["saved"]["storage"])
     alloc = frames["alloc"][~frames["alloc"]["preexisting"].astype(bool)]
     cols = {
         "allocated": _names_by_step(alloc, names),
@@ -29,7 +33,7 @@ def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> 
     }
     out = steps.copy()
     for col, by_step in cols.items():
-        out[col] = [by_step.get(s, "") for s in out["step"]]
+        out[col] = [by_step.get(s, "") for s in out["step"].tolist()]
     return out
 
 
@@ -54,10 +58,10 @@ def _used_by_node(frames: dict, storage_of: dict) -> dict[int, list[int]]:
 
 def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
     """One row per backward node run, in execution order."""
-    names = dict(zip(tensors["id"], tensors["name"]))
-    nbytes = dict(zip(tensors["id"], tensors["nbytes"]))
-    made_by = dict(zip(tensors["id"], tensors["created_by"]))
-    used = _used_by_node(frames, dict(zip(frames["saved"]["pack"], frames["saved"]["storage"])))
+    names = pairs(tensors["id"], tensors["name"])
+    nbytes = pairs(tensors["id"], tensors["nbytes"])
+    made_by = pairs(tensors["id"], tensors["created_by"])
+    used = _used_by_node(frames, pairs(frames["saved"]["pack"], frames["saved"]["storage"]))
     ends = frames["node_end"].drop_duplicates("node", keep="last")
     grads = {int(n): (i, o) for n, i, o in zip(ends["node"], ends["grads_in"], ends["grads_out"])}
     label = lambda ids: ";".join(_label(names, i) for i in ids or [] if i is not None)  # noqa: E731

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..roles import Role
-from .frames import joined
+from .frames import joined, pairs
 
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
@@ -54,7 +54,7 @@ def add_saved(t: pd.DataFrame, frames: dict, node_name: dict[int, str]) -> pd.Da
     hidden = frames["hidden_slot"].dropna(subset=["storage"])   # saved before the capture
     by = joined(list(saved["storage"]) + list(hidden["storage"]), owners + _owners(hidden, node_name))
     t["saved_by"] = [by.get(i, "") for i in t["id"]]
-    storage_of = dict(zip(saved["pack"], saved["storage"]))
+    storage_of = pairs(saved["pack"], saved["storage"])
     unp = frames["unpacked"]
     users = [node_name.get(int(n), "") if pd.notna(n) else "(outside backward)" for n in unp["node"]]
     used = joined([storage_of.get(p) for p in unp["pack"]], users)

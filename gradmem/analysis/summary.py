@@ -6,6 +6,7 @@ import pandas as pd
 from ..roles import ROLE_ORDER
 from ..trace import Trace
 from . import cuda_allocator
+from .frames import pairs
 from .timeline import live_at
 
 TOP_N = 10
@@ -33,8 +34,8 @@ def peak_of(d: pd.DataFrame, phase_of_step: dict, phase: str | None = None) -> t
 
 
 def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, d: pd.DataFrame) -> dict:
-    phase_of = dict(zip(steps["step"], steps["phase"]))
-    op_of = dict(zip(steps["step"], steps["op"]))
+    phase_of = pairs(steps["step"], steps["phase"])
+    op_of = pairs(steps["step"], steps["op"])
     peak, peak_seq, peak_step = peak_of(d, phase_of)
     bw_peak, _, bw_step = peak_of(d, phase_of, "backward")
     at_peak = live_at(tensors, peak_seq)

@@ -33,16 +33,22 @@ class EventsCsvWriter:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["seq", "t_ns", "kind", "step", *self.KEYS, "detail"])
-        for ev in analysis.trace.events:
-            data = ev.data
-            rest = {k: v for k, v in data.items() if k not in self.KEYS and v is not None}
-            writer.writerow([ev.seq, ev.t_ns, str(ev.kind), ev.step, *(_cell(data.get(k)) for k in self.KEYS),
-                             json.dumps(rest, separators=(",", ":")) if rest else ""])
+        keys = set(self.KEYS)
+        rows = []
+        for seq, t_ns, kind, step, data in analysis.trace.events:
+            rest = {k: v for k, v in data.items() if v is not None and k not in keys}
+            get = data.get
+            rows.append((seq, t_ns, kind, step, get("storage", ""), get("node", ""), get("pack", ""),
+                         _COMPACT(rest) if rest else ""))
+        writer.writerows(rows)
         return out.getvalue()
 
 
-def _cell(v):
-    return "" if v is None else v
+# one encoder for every row: json.dumps with non-default arguments builds a new one per call
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
+
+
 
 
 class SummaryJsonWriter:

@@ -120,10 +120,6 @@ def default_device(device: str | None, fake: bool = False):
         yield
         return
     import torch
-    if device.startswith("cuda") and fake and torch.version.cuda is None:
-        raise UsageError(f"--fake --device {device}: this torch ({torch.__version__}) is built without CUDA, and "
-                         "autograd on fake CUDA tensors needs a CUDA build (not a GPU). Use --fake without "
-                         "--device: tensor bytes are the same on CPU.")
     if device.startswith("cuda") and not torch.cuda.is_available() and not fake:   # fake CUDA needs no GPU
         raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu.")
     with torch.device(device):
@@ -136,16 +132,21 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     (then ``capture.trace.meta.status == 'partial'``) together with the exception.
     ``fake=True`` runs it on fake tensors: the same trace, no data allocated (an estimate)."""
     from .capture import Capture
+    from .capture.fake import cuda_built, on_device
 
+    # autograd aborts on fake CUDA tensors in a torch built without CUDA: run on CPU fake
+    # tensors instead (same meta kernels, same sizes) and report the storages on the device
+    stand_in = bool(fake and device and device.startswith("cuda") and not cuda_built())
+    run_device = "cpu" if stand_in else device
     call = dict(params)
-    if device and scenario.main and "device" in scenario.main.params and "device" not in call:
-        call["device"] = device
+    if run_device and scenario.main and "device" in scenario.main.params and "device" not in call:
+        call["device"] = run_device
     cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad,
                   fake=fake, verify=verify)
     cap.rec.on_progress = on_progress
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None
-    with default_device(device, fake):
+    with default_device(run_device, fake):
         try:
             with cap:
                 exec(scenario.code, namespace)
@@ -157,6 +158,8 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
                 failure = exc
         except (Exception, KeyboardInterrupt) as exc:   # reported, with what was recorded
             failure = exc
+    if stand_in:
+        cap.trace = on_device(cap.trace, device)
     if failure is None and not _ran_backward(cap):
         failure = NoBackward()
         cap.trace = cap.trace.with_meta(status="partial", error={

@@ -112,3 +112,27 @@ def needs_data(exc: BaseException) -> str | None:
     if isinstance(exc, RuntimeError) and ".numpy() is not supported for tensor subclasses" in str(exc):
         return "a tensor's values (.numpy())"
     return None
+
+
+CPU_STAND_IN_NOTE = (
+    "this torch is built without CUDA, so the fake run used CPU fake tensors in place of CUDA "
+    "ones and their storages are reported on {device}. Sizes come from the same meta kernels; "
+    "what differs are kernels chosen per device (cuDNN batch norm's reserve space, attention "
+    "kernels), which follow the CPU path here."
+)
+
+
+def cuda_built() -> bool:
+    return torch.version.cuda is not None or torch.version.hip is not None
+
+
+def on_device(trace, device: str):
+    """The trace of a CPU stand-in run, its storages put on ``device`` (see CPU_STAND_IN_NOTE)."""
+    from ..trace import Event, Trace
+    target = device if ":" in device else f"{device}:0"
+    events = tuple(
+        Event(e.seq, e.t_ns, e.kind, e.step, {**e.data, "device": target}) if e.kind == "alloc" else e
+        for e in trace.events
+    )
+    notes = tuple(trace.meta.notes) + (CPU_STAND_IN_NOTE.format(device=target),)
+    return Trace(trace.meta, events).with_meta(notes=notes, device=device)

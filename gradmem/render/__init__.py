@@ -39,7 +39,8 @@ def writers_for(formats) -> list:
     return out
 
 
-def _check_target(out_dir: Path, force: bool) -> None:
+def check_target(out_dir: Path, force: bool) -> None:
+    """A report goes into a new folder or one gradmem wrote; another needs ``force``."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -57,7 +58,7 @@ DEFAULT_FORMATS = ("csv", "json", "html", "trace")
 def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False) -> list[Path]:
     out_dir = Path(out_dir)
     writers = writers_for(formats)
-    _check_target(out_dir, force)
+    check_target(out_dir, force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -84,12 +85,16 @@ def write_files(analysis, out_dir, formats) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for writer in writers:
-        path = out_dir / writer.filename
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        _write(tmp, writer.render(analysis))
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(write_atomic(out_dir / writer.filename, writer.render(analysis)))
     return paths
+
+
+def write_atomic(path: Path, data: str | bytes) -> Path:
+    """Write beside ``path``, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write(tmp, data)
+    os.replace(tmp, path)
+    return path
 
 
 def _write(path: Path, data: str | bytes) -> None:

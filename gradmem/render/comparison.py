@@ -4,12 +4,11 @@ torch. Columns are documented in docs/reports.md.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
-from ..errors import UsageError
+from . import MARKER, check_target, write_atomic
 from .units import human_bytes
 
 CSV_COLUMNS = ["kind", "role", "peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff",
@@ -17,7 +16,6 @@ CSV_COLUMNS = ["kind", "role", "peak_a", "peak_b", "peak_diff", "end_a", "end_b"
                "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of"]
 INT_COLUMNS = ["peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff", "storage", "nbytes",
                "alloc_step", "free_step", "lifetime_steps"]
-MARKER = ".gradmem-report"
 
 
 def comparison_csv(c) -> str:
@@ -137,17 +135,9 @@ def summary_text(c, files: list[Path] | None = None) -> str:
     return "\n".join(lines)
 
 
-def check_folder(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"{out_dir}: exists and is not a folder; choose another output folder with -o.")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists() and not force:
-        raise UsageError(f"{out_dir}: this folder holds files gradmem did not write. Choose another output "
-                         "folder with -o, or pass --force to replace it.")
-
-
 def claim_folder(out_dir: Path, force: bool) -> None:
     """Check the folder is gradmem's (or new), and mark it so the runs' folders may go in it."""
-    check_folder(out_dir, force)
+    check_target(out_dir, force)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by gradmem\n", encoding="utf-8")
 
@@ -158,10 +148,5 @@ def write_comparison(c, out_dir, force: bool = False) -> list[Path]:
 
     out_dir = Path(out_dir)
     claim_folder(out_dir, force)
-    paths = []
-    for name, text in (("comparison.csv", comparison_csv(c)), ("comparison.html", ComparisonHtmlWriter().render(c))):
-        path, tmp = out_dir / name, out_dir / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    return [write_atomic(out_dir / "comparison.csv", comparison_csv(c)),
+            write_atomic(out_dir / "comparison.html", ComparisonHtmlWriter().render(c))]

@@ -12,7 +12,8 @@ import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
 from .comparison import answer
-from .html import MARKER, answer_html, asset, json_island
+from .. import __version__
+from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
 
 MAX_POINTS = 4000
@@ -96,9 +97,10 @@ class ComparisonHtmlWriter:
     def render(self, c) -> str:
         data = comparison_page_data(c)
         fill = {
-            "title": html.escape(data["title"]), "meta": meta_html(data["runs"]), "answer": answer_html(data["answer"]),
+            "heading": html.escape(f"gradmem compare: {data['title']}"), "meta": meta_html(data["runs"]),
+            "notes": "", "version": html.escape(__version__), "answer": answer_html(data["answer"]),
             "label_a": html.escape(c.labels[0]), "label_b": html.escape(c.labels[1]),
             "css": asset("report.css") + asset("compare.css"), "js": asset("common.js") + asset("compare.js"),
             "data": json_island(data),
         }
-        return MARKER.sub(lambda m: fill[m.group(1)], asset("compare.html"))
+        return fill_page("compare.html", fill)

@@ -22,6 +22,14 @@ def asset(name: str) -> str:
     return resources.files("gradmem.render").joinpath("assets", name).read_text(encoding="utf-8")
 
 
+def fill_page(body: str, fill: dict) -> str:
+    """The page frame (assets/frame.html: the offline CSP, header, footer, data island and
+    script) around the ``body`` asset, every marker filled in one pass, so text put in by
+    one marker is never searched for another."""
+    template = asset("frame.html").replace("<!--gradmem:body-->", asset(body))
+    return MARKER.sub(lambda m: fill[m.group(1)], template)
+
+
 def json_island(data) -> str:
     """JSON safe inside <script type="application/json">: no '<', '>' or '&' survive."""
     text = json.dumps(data, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
@@ -67,9 +75,8 @@ class HtmlWriter:
         data = page_data(analysis)
         s = data["summary"]
         fill = {
-            "title": html.escape(data["title"]), "meta": meta_html(s), "notes": notes_html(s),
+            "heading": html.escape(f"gradmem: {data['title']}"), "meta": meta_html(s), "notes": notes_html(s),
             "answer": answer_html(data["answer"]), "version": html.escape(str(s.get("gradmem_version") or "")),
             "css": asset("report.css"), "js": asset("common.js") + asset("report.js"), "data": json_island(data),
         }
-        # one pass: text put in by one marker is never searched for another
-        return MARKER.sub(lambda m: fill[m.group(1)], asset("page.html"))
+        return fill_page("page.html", fill)

@@ -42,6 +42,10 @@ class EventKind(str, Enum):
     CLOCK = "clock"                    # how the allocator's clock was aligned with the hooks' clock
     RSS = "rss"                        # the process's resident memory, sampled every few ms
     DEVICE_MEMORY = "device_memory"    # a CUDA allocator reading (allocated, reserved) after a step
+    MODULE = "module"                  # an nn.Module named: its dotted path and class
+    MODULE_ENTER = "module_enter"      # a module's forward began
+    MODULE_EXIT = "module_exit"        # a module's forward ended (and the storages it returned)
+    SOURCE = "source"                  # the user's file:line behind the ops from here on changed
 
     def __str__(self) -> str:
         return self.value

@@ -12,11 +12,12 @@ import pandas as pd
 from ..trace import Trace
 from .frames import by_kind, events_table, pairs
 from .ground import reconcile
-from .naming import node_names, storage_names
+from .modules import module_outputs, modules_table, storage_origins
+from .naming import module_labels, node_names, op_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .story import story
 from .storages import tensors_table
-from .summary import summarize
+from .summary import peak_of, summarize
 from .timeline import deltas, live_by_step, steps_frame
 
 
@@ -30,6 +31,7 @@ class Analysis:
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
+    modules: pd.DataFrame = field(default_factory=pd.DataFrame)   # one row per nn.Module
 
     @property
     def events(self) -> pd.DataFrame:
@@ -41,18 +43,22 @@ class Analysis:
 
 def analyze(trace: Trace) -> Analysis:
     frames = by_kind(trace)
-    snames = storage_names(frames)
+    module_of, source_of = storage_origins(frames)
+    snames = storage_names(frames, module_labels(frames, module_of, module_outputs(frames)))
     nnames = node_names(frames["node"], snames)
     steps = steps_frame(frames, nnames)
     phase = steps.set_index("step")["phase"]
     op = pairs(steps["step"], steps["op"])
-    tensors = tensors_table(frames, phase, op, nnames, snames)
+    origins = {"module": module_of, "source": source_of, "op_name": op_names(frames)}
+    tensors = tensors_table(frames, phase, op, nnames, snames, origins)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
     nodes = nodes_table(steps, frames, tensors)
     steps, ground = reconcile(frames, steps, tensors)
     summary = {**summarize(trace, tensors, steps, d), **ground}
-    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
+    _, peak_seq, _ = peak_of(d, dict(zip(steps["step"], steps["phase"])))
+    modules = modules_table(frames, tensors, peak_seq)
+    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d, modules)
 
 
 __all__ = ["Analysis", "analyze", "storage_names"]

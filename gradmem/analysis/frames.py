@@ -33,6 +33,10 @@ KIND_COLUMNS = {
     "clock": ["method", "offset_ns", "error_ns", "markers"],
     "rss": ["rss"],
     "device_memory": ["device", "allocated", "reserved"],
+    "module": ["module", "type"],
+    "module_enter": ["module"],
+    "module_exit": ["module", "outputs"],
+    "source": ["file", "line", "function"],
 }
 
 

@@ -2,7 +2,8 @@
 
 A storage is named, in order of preference, by a program variable (``error``), a module
 parameter (``model.0.weight``), a ``.grad`` (``w.grad``), the tensor its gradient is for
-(``grad(error)``), or else the op that made it (``relu#3``).
+(``grad(error)``), the module that made it (``layers.0.dropout1: mask``), or else the op
+that made it (``relu#3``, always kept in tensors.csv's ``op_name``).
 """
 from __future__ import annotations
 
@@ -61,20 +62,72 @@ def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
     return targets
 
 
-def storage_names(frames: dict[str, pd.DataFrame]) -> dict[int, str]:
-    names = variable_names(frames["name"])
-    targets = gradient_targets(frames)
-    alloc = frames["alloc"]
+def op_names(frames: dict[str, pd.DataFrame]) -> dict[int, str]:
+    """{storage: op name and count} (``relu#3``): kept beside the friendlier names."""
     counters: dict[str, int] = {}
     result: dict[int, str] = {}
-    for sid, op in zip(alloc["storage"].astype(int), alloc["op"]):
+    for sid, op in zip(frames["alloc"]["storage"].astype(int), frames["alloc"]["op"]):
         counters[op or "tensor"] = counters.get(op or "tensor", 0) + 1
+        result[sid] = f"{op or 'tensor'}#{counters[op or 'tensor']}"
+    return result
+
+
+def short_module(path: str) -> str:
+    """``model.layers.0.dropout1`` -> ``layers.0.dropout1``: the root's variable is implied."""
+    return path.split(".", 1)[1] if "." in path else path
+
+
+def module_labels(frames: dict, modules: dict[int, str], outputs: set[tuple[int, str]]) -> dict[int, str]:
+    """{storage: ``layers.0.dropout1: mask``} for storages an op made inside a module: what
+    the module returned is its ``output``, a bool tensor a ``mask``, else the op's name;
+    a label used more than once gets ``#k``."""
+    labels: dict[int, str] = {}
+    alloc = frames["alloc"].drop_duplicates("storage")
+    types = dict(zip(frames["module"]["module"], frames["module"]["type"]))
+    for sid, op, dtype, pre in zip(alloc["storage"].astype(int), alloc["op"], alloc["dtype"], alloc["preexisting"]):
+        module = modules.get(sid, "")
+        if not module or pre:
+            continue
+        labels[sid] = f"{short_module(module)}: {_what(sid, module, op, dtype, types, outputs)}"
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    seen: dict[str, int] = {}
+    for sid, label in labels.items():
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            labels[sid] = f"{label}#{seen[label]}"
+    return labels
+
+
+MASK_OPS = frozenset({"empty_like", "bernoulli", "native_dropout"})
+
+
+def _what(sid: int, module: str, op: str, dtype: str, types: dict, outputs: set) -> str:
+    """What a storage is to its module: its output, a dropout mask, else the op's name
+    (a dropout module fills its mask with ``bernoulli_`` in place, after ``empty_like``)."""
+    if (sid, module) in outputs:
+        return "output"
+    if dtype == "bool" or (op in MASK_OPS and str(types.get(module, "")).endswith("Dropout")):
+        return "mask"
+    return op or "tensor"
+
+
+def storage_names(frames: dict[str, pd.DataFrame], labels: dict[int, str] | None = None) -> dict[int, str]:
+    """A program variable's name first, then a gradient's target, then the module label
+    (``labels``), else the op name (``relu#3``)."""
+    names = variable_names(frames["name"])
+    targets = gradient_targets(frames)
+    by_op = op_names(frames)
+    labels = labels or {}
+    result: dict[int, str] = {}
+    for sid, op_name in by_op.items():
         if sid in names:
             result[sid] = names[sid]
         elif sid in targets and targets[sid] != sid:
             result[sid] = None   # filled below, once the target's name is known
         else:
-            result[sid] = f"{op or 'tensor'}#{counters[op or 'tensor']}"
+            result[sid] = labels.get(sid, op_name)
     for sid, name in result.items():
         if name is None:
             target = targets[sid]

@@ -12,6 +12,7 @@ TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
     "free_step", "freed_after", "saved_by", "unpacked_by", "released_step", "value",
     "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed",
+    "module", "source", "op_name",
 ]
 
 
@@ -133,10 +134,13 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
 
 
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
-                  names: dict[int, str]) -> pd.DataFrame:
+                  names: dict[int, str], origins: dict[str, dict] | None = None) -> pd.DataFrame:
+    """``origins``: {column: {storage: value}} for module, source and op_name."""
     t = base_table(frames, step_phase, step_op)
     t = add_saved(t, frames, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)
     t["name"] = t["id"].map(names)
+    for column in ("module", "source", "op_name"):
+        t[column] = t["id"].map((origins or {}).get(column, {})).fillna("")
     return t[TENSOR_COLUMNS].reset_index(drop=True)

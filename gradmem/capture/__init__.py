@@ -40,6 +40,7 @@ from .fake import fake_modes
 from .graph import Graph
 from .grads import GradWatcher
 from .ground import GroundTruth
+from .modules import ModuleWatcher, SourceWatcher
 from .names import SKIP_DIRS, Namer
 from .ops import OpWatcher
 from .recorder import Recorder
@@ -57,7 +58,7 @@ class Capture:
     """Context manager that records one run; afterwards exposes the trace and tables."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True):
+                 fake: bool = False, verify: bool = True, attribution: bool = True):
         self.scenario = scenario
         self.fake = fake
         self.params = dict(params or {})
@@ -69,6 +70,9 @@ class Capture:
         self.graph = Graph(self.rec, self.storages)
         self.grads = GradWatcher(self.rec, self.storages)
         self.namer = Namer(self.rec, self.storages)
+        # module and source line behind each op (``attribution=False``: the benchmark's baseline)
+        self.modules = ModuleWatcher(self.rec, self.storages, lambda: self.namer.entry) if attribution else None
+        self.sources = SourceWatcher(self.rec) if attribution else None
         self.ops_paused = False   # set while gradmem runs an op of its own (see paused_ops)
         self.saved = SavedTensorWatcher(self.rec, self.storages, self._current_node, self.paused_ops)
         self._modes = []
@@ -87,6 +91,8 @@ class Capture:
         self._modes = fake_modes() if self.fake else []   # below our modes: they see fake outputs
         self._modes += [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
         self.ground.start()
+        if self.modules is not None:
+            self.modules.start()
         entered = []
         try:
             for mode in self._modes:
@@ -95,6 +101,7 @@ class Capture:
         except BaseException:
             for mode in reversed(entered):
                 mode.__exit__(None, None, None)
+            self._stop_modules()
             self.ground.stop()
             raise
         return self
@@ -105,11 +112,16 @@ class Capture:
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
+            self._stop_modules()
             self.namer.entry = None
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()
         return False
+
+    def _stop_modules(self) -> None:
+        if self.modules is not None:
+            self.modules.stop()
 
     def record_error(self, exc: BaseException) -> None:
         file, line = _failing_line(exc)
@@ -166,11 +178,15 @@ class Capture:
         if rec.in_backward:
             nid = self._current_node()
             self._in_node = nid is not None
+            if self.sources is not None and (nid is None or torch.is_grad_enabled()):
+                self.sources.at_op()    # engine ops and recomputed forward ops: the user's line
             if nid is None:
                 rec.begin_step("backward", name)
             elif nid != rec.node:
                 self._node_step(nid)
         else:
+            if self.sources is not None:
+                self.sources.at_op()
             rec.begin_step("forward", name)
         if name in LIFT_OPS:   # torch.tensor(data): the input is the new tensor itself
             return False, False

@@ -1,0 +1,185 @@
+"""Memory by ``nn.Module`` and by source line: who made each storage, in the user's terms.
+
+Capture emits ``module_enter`` / ``module_exit`` around each module's forward and a
+``source`` event whenever the user's file:line behind the ops changes. Here those become,
+for each storage:
+
+- ``module``: the innermost module running when the op that made it ran (a forward op,
+  or a forward op recomputed in backward). A gradient made in backward gets the module of
+  the forward op whose node produced it (the module running when that node was made).
+  Parameters and buffers get the module that owns them, read from their name. Empty where
+  no module was running (inputs, code outside any module).
+- ``source``: the ``file:line`` of the user's frame behind that op (for a gradient: behind
+  the forward op of its node).
+
+``modules_table`` aggregates them: one row per module. Imports no torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .timeline import live_at
+
+MODULE_COLUMNS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
+                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total"]
+HELD = ("parameter", "buffer")   # name sources whose owner module is in the name
+
+
+class Timeline:
+    """A value that changes at known event seqs (the running module, the source line)."""
+
+    def __init__(self, seqs: list[int], values: list[str]):
+        self.seqs = np.asarray(seqs, dtype="int64")
+        self.values = values
+
+    def at(self, seq) -> str:
+        i = int(np.searchsorted(self.seqs, seq, side="right")) - 1
+        return self.values[i] if i >= 0 else ""
+
+    def at_many(self, seqs) -> list[str]:
+        idx = np.searchsorted(self.seqs, np.asarray(seqs, dtype="int64"), side="right") - 1
+        return [self.values[i] if i >= 0 else "" for i in idx]
+
+
+def module_events(frames: dict) -> pd.DataFrame:
+    """Enter and exit events in seq order: columns seq, t_ns, enter (bool), module."""
+    enter = frames["module_enter"].assign(enter=True)
+    exit_ = frames["module_exit"].assign(enter=False)
+    both = pd.concat([enter[["seq", "t_ns", "enter", "module"]], exit_[["seq", "t_ns", "enter", "module"]]])
+    return both.sort_values("seq").reset_index(drop=True)
+
+
+def running_module(frames: dict) -> Timeline:
+    """The innermost module running after each enter or exit."""
+    stack: list[str] = []
+    seqs, values = [], []
+    for seq, enter, path in zip(*(module_events(frames)[c].tolist() for c in ("seq", "enter", "module"))):
+        if enter:
+            stack.append(path)
+        elif path in stack:
+            while stack.pop() != path:
+                pass
+        seqs.append(seq)
+        values.append(stack[-1] if stack else "")
+    return Timeline(seqs, values)
+
+
+def running_source(frames: dict) -> Timeline:
+    src = frames["source"]
+    values = [f"{f}:{int(ln)}" if isinstance(f, str) and pd.notna(ln) else "" for f, ln in zip(src["file"], src["line"])]
+    return Timeline(src["seq"].tolist(), values)
+
+
+def spans(frames: dict) -> list[dict]:
+    """Each module call as {module, depth, t0_ns, t1_ns} (t1 None: still running at the end)."""
+    out, stack = [], []
+    ev = module_events(frames)
+    for t, enter, path in zip(ev["t_ns"].tolist(), ev["enter"].tolist(), ev["module"].tolist()):
+        if enter:
+            stack.append({"module": path, "depth": len(stack), "t0_ns": int(t), "t1_ns": None})
+            out.append(stack[-1])
+        elif any(s["module"] == path for s in stack):
+            while stack:
+                span = stack.pop()
+                span["t1_ns"] = int(t)
+                if span["module"] == path:
+                    break
+    return out
+
+
+def owner(name: str) -> str:
+    """`model.0.weight` -> `model.0`: the module that holds a parameter or buffer."""
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
+    """({storage: module}, {storage: source}) for every storage, by the rules above."""
+    modules, sources = running_module(frames), running_source(frames)
+    alloc = frames["alloc"].drop_duplicates("storage")
+    steps = frames["step"]
+    backward_node = {int(s): n for s, n, p in zip(steps["step"], steps["node"], steps["phase"])
+                     if p == "backward" and pd.notna(n)}
+    nodes = frames["node"].drop_duplicates("node")
+    node_module = dict(zip(nodes["node"].astype(int).tolist(), modules.at_many(nodes["seq"])))
+    node_source = dict(zip(nodes["node"].astype(int).tolist(), sources.at_many(nodes["seq"])))
+    held = held_by(frames)
+    mod_at, src_at = modules.at_many(alloc["seq"]), sources.at_many(alloc["seq"])
+    mod, src = {}, {}
+    for i, (sid, step, pre, rec) in enumerate(zip(alloc["storage"].astype(int).tolist(), alloc["step"].tolist(),
+                                                  alloc["preexisting"].tolist(), alloc["recompute"].tolist())):
+        node = backward_node.get(int(step))
+        if pre:
+            mod[sid], src[sid] = held.get(sid, ""), ""
+        elif node is not None and not rec:
+            mod[sid], src[sid] = node_module.get(int(node), ""), node_source.get(int(node), "")
+        else:
+            mod[sid], src[sid] = mod_at[i], src_at[i]
+    return mod, src
+
+
+def held_by(frames: dict) -> dict[int, str]:
+    """{storage: owner module} for parameters and buffers named after their module."""
+    names = frames["name"]
+    names = names[names["source"].isin(list(HELD))].drop_duplicates("storage")
+    return {int(s): owner(n) for s, n in zip(names["storage"], names["name"])}
+
+
+def module_outputs(frames: dict) -> set[tuple[int, str]]:
+    """{(storage, module)}: storages a module's forward returned."""
+    ex = frames["module_exit"]
+    return {(int(s), m) for m, outs in zip(ex["module"], ex["outputs"]) for s in (outs or ())}
+
+
+# -- one row per module -----------------------------------------------------------------------
+def module_list(frames: dict) -> pd.DataFrame:
+    m = frames["module"].drop_duplicates("module")
+    calls = frames["module_enter"]["module"].value_counts()
+    paths = m["module"].tolist()
+    return pd.DataFrame({
+        "module": paths, "type": m["type"].tolist(),
+        "parent": [_parent(p, set(paths)) for p in paths],
+        "depth": [p.count(".") for p in paths],
+        "calls": [int(calls.get(p, 0)) for p in paths],
+    })
+
+
+def _parent(path: str, known: set) -> str:
+    while "." in path:
+        path = path.rsplit(".", 1)[0]
+        if path in known:
+            return path
+    return ""
+
+
+def _own(t: pd.DataFrame, role: str | tuple) -> pd.Series:
+    roles = (role,) if isinstance(role, str) else role
+    sel = t[t["role"].isin(roles) & (t["module"] != "")]
+    return sel.groupby("module")["nbytes"].sum()
+
+
+def _subtree(paths: list[str], own: pd.Series) -> list[int]:
+    """Bytes of each module and its descendants."""
+    items = list(own.items())
+    return [int(sum(b for m, b in items if m == p or m.startswith(p + "."))) for p in paths]
+
+
+def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.DataFrame:
+    table = module_list(frames)
+    paths = table["module"].tolist()
+    act, params = _own(tensors, "activation"), _own(tensors, ("parameter",))
+    grads = _own(tensors, "gradient")
+    live = live_at(tensors, peak_seq) if peak_seq >= 0 else tensors.iloc[0:0]
+    at_peak = live[live["module"] != ""].groupby("module")["nbytes"].sum()
+    table["parameter_bytes"] = [int(params.get(p, 0)) for p in paths]
+    table["activation_bytes"] = [int(act.get(p, 0)) for p in paths]
+    table["activation_bytes_total"] = _subtree(paths, act)
+    table["gradient_bytes"] = [int(grads.get(p, 0)) for p in paths]
+    table["peak_live_bytes"] = [int(at_peak.get(p, 0)) for p in paths]
+    table["peak_live_bytes_total"] = _subtree(paths, at_peak)
+    return table.reindex(columns=MODULE_COLUMNS)
+
+
+def empty_modules_table() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object if c in ("module", "type", "parent") else "int64")
+                         for c in MODULE_COLUMNS})

@@ -1,0 +1,149 @@
+"""Which ``nn.Module`` was running, and which line of user code, when each op ran.
+
+Two cheap mechanisms, both emitting events that analysis turns into a ``module`` and a
+``source`` for every storage (no per-storage work here):
+
+- ``ModuleWatcher``: torch's global forward pre- and post-hooks
+  (``register_module_forward_pre_hook`` / ``register_module_forward_hook(always_call=True)``,
+  so a forward that raises still closes its span). Each module call emits
+  ``module_enter`` / ``module_exit``; the op events between them belong to it. A module is
+  named once, when its root first runs: the root by the program variable that holds it
+  (as parameter names are), its submodules as ``named_modules(prefix=root)`` spells them.
+- ``SourceWatcher``: the innermost frame outside torch and gradmem, read for each op
+  (a walk of a few frames with a per-code-object cache); a ``source`` event is emitted
+  only when that file:line changes, so ops of one line share one event.
+
+Hooks never raise into the program: a failure is recorded as a note that blames gradmem.
+"""
+from __future__ import annotations
+
+import sys
+import weakref
+
+import torch
+from torch.nn.modules import module as _nn_module
+
+from ..trace import KIND
+from .names import SKIP_DIRS, _read_locals
+
+HOOK_FAILED = "gradmem's module hook failed ({error}); module attribution after it may be incomplete. This is gradmem's fault, not the program's."
+
+
+class ModuleWatcher:
+    def __init__(self, rec, storages, entry_frame):
+        self.rec = rec
+        self.storages = storages
+        self.entry_frame = entry_frame     # callable: the frame that entered the capture
+        self._paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._stack: list[str] = []
+        self._handles: list = []
+        self._failed = False
+
+    def start(self) -> None:
+        self._handles = [_nn_module.register_module_forward_pre_hook(self._pre),
+                         _nn_module.register_module_forward_hook(self._post, always_call=True)]
+
+    def stop(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _pre(self, module, args) -> None:
+        try:
+            path = self._paths.get(module)
+            if path is None:
+                path = self._name(module)
+            self._stack.append(path)
+            self.rec.emit(KIND.MODULE_ENTER, module=path)
+        except Exception as exc:   # noqa: BLE001 - never fail the program
+            self._fail(exc)
+
+    def _post(self, module, args, output) -> None:
+        try:
+            path = self._paths.get(module)
+            if path is None or not self._stack:
+                return
+            if path in self._stack:    # unwind modules whose exit was never seen
+                while self._stack.pop() != path:
+                    pass
+            self.rec.emit(KIND.MODULE_EXIT, module=path, outputs=self._outputs(output))
+        except Exception as exc:   # noqa: BLE001
+            self._fail(exc)
+
+    def _outputs(self, output) -> tuple:
+        items = output if isinstance(output, (list, tuple)) else (output,)
+        lookup = self.storages.lookup
+        return tuple(sid for sid in (lookup(t) for t in items if isinstance(t, torch.Tensor)) if sid is not None)
+
+    def _name(self, module) -> str:
+        """A module seen for the first time: a child of the running module, or a root."""
+        if self._stack:
+            parent = self._stack[-1]
+            for name, child in _parent_children(self._paths, parent):
+                if child is module:
+                    return self._register(module, f"{parent}.{name}")
+            return self._register(module, f"{parent}.({type(module).__name__})")
+        return self._register(module, self._root_name(module))
+
+    def _register(self, root, prefix: str) -> str:
+        for name, sub in root.named_modules(prefix=prefix, remove_duplicate=True):
+            if sub not in self._paths:
+                self._paths[sub] = name
+                self.rec.emit(KIND.MODULE, module=name, type=type(sub).__name__)
+        self._paths[root] = prefix
+        return prefix
+
+    def _root_name(self, module) -> str:
+        """The program variable holding the root (innermost user frame first), else its class."""
+        entry = self.entry_frame()
+        frame = sys._getframe(2)
+        while frame is not None:
+            if not frame.f_code.co_filename.startswith(SKIP_DIRS):
+                for name, value in _read_locals(frame):
+                    if value is module and not name.startswith("_") and name != "self":
+                        return name
+            if frame is entry:
+                break
+            frame = frame.f_back
+        return type(module).__name__
+
+    def _fail(self, exc: Exception) -> None:
+        if not self._failed:
+            self._failed = True
+            self.rec.emit(KIND.NOTE, text=HOOK_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
+
+
+def _parent_children(paths, parent_path: str):
+    """Children of the module at ``parent_path`` (found by path, never held)."""
+    for mod, path in list(paths.items()):
+        if path == parent_path:
+            return list(mod.named_children())
+    return []
+
+
+class SourceWatcher:
+    """The user's line behind each op. Called once per op, so kept to a short frame walk."""
+
+    def __init__(self, rec):
+        self.rec = rec
+        self._user: dict = {}     # code object -> is it the user's (outside torch and gradmem)
+        self._last: tuple | None = None
+
+    def at_op(self) -> None:
+        frame = sys._getframe(2)
+        user = self._user
+        while frame is not None:
+            code = frame.f_code
+            mine = user.get(code)
+            if mine is None:
+                mine = user[code] = not code.co_filename.startswith(SKIP_DIRS)
+            if mine:
+                break
+            frame = frame.f_back
+        where = (frame.f_code, frame.f_lineno) if frame is not None else None
+        if where != self._last:
+            self._last = where
+            if where is None:
+                self.rec.emit(KIND.SOURCE, file=None, line=None, function=None)
+            else:
+                self.rec.emit(KIND.SOURCE, file=where[0].co_filename, line=where[1], function=where[0].co_name)

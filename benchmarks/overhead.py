@@ -62,6 +62,7 @@ VARIANTS = {
     "bare": contextlib.nullcontext,
     "gradmem": Capture,
     "gradmem --no-verify": lambda: Capture(verify=False),
+    "gradmem --no-verify, no module/source attribution": lambda: Capture(verify=False, attribution=False),
     "torch.profiler(profile_memory)": lambda: torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True),
 }
@@ -185,6 +186,10 @@ def rows(args) -> list[tuple[str, str, str]]:
          f"({tb['bare'] * 1e3:.0f} ms bare; --no-verify {tb['gradmem --no-verify'] / tb['bare']:.2f})", "<= 1.10"),
         ("same, 100-layer MLP width 64 batch 32", f"{ts['gradmem'] / ts['bare']:.2f} ({ts['bare'] * 1e3:.1f} ms bare; "
          f"--no-verify {ts['gradmem --no-verify'] / ts['bare']:.2f})", "<= 3.0"),
+        ("  module and source attribution (--no-verify, with / without), same MLP",
+         f"{ts['gradmem --no-verify'] / ts['gradmem --no-verify, no module/source attribution']:.3f} "
+         f"({(ts['gradmem --no-verify'] - ts['gradmem --no-verify, no module/source attribution']) / ops * 1e6:.1f} "
+         "us per op)", "report"),
         ("  torch.profiler(profile_memory=True) / without, same MLP",
          f"{ts['torch.profiler(profile_memory)'] / ts['bare']:.2f}", "above gradmem's"),
         ("microseconds of overhead per op (MLP)", f"{(ts['gradmem'] - ts['bare']) / ops * 1e6:.0f} "

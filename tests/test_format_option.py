@@ -31,7 +31,7 @@ def test_unknown_format_is_bad_input(tmp_path):
 def test_render_with_formats_keeps_the_trace(profiled, tmp_path):
     out = tmp_path / "again"
     run_cli("render", profiled / "trace.jsonl", "-o", out, "--format", "csv", "-q", check=True)
-    assert names(out) == {"tensors.csv", "steps.csv", "nodes.csv", "events.csv", "trace.jsonl", ".gradmem-report"}
+    assert names(out) == {"tensors.csv", "steps.csv", "nodes.csv", "modules.csv", "events.csv", "trace.jsonl", ".gradmem-report"}
 
 
 def test_export_adds_files_beside_the_trace(profiled, tmp_path):

@@ -67,4 +67,4 @@ def _jsonable(v):
 
 
 CSV_WRITERS = [CsvWriter("tensors.csv", "tensors"), CsvWriter("steps.csv", "steps"),
-               CsvWriter("nodes.csv", "nodes"), EventsCsvWriter()]
+               CsvWriter("nodes.csv", "nodes"), CsvWriter("modules.csv", "modules"), EventsCsvWriter()]

@@ -12,7 +12,8 @@ import pandas as pd
 from ..trace import Trace
 from .frames import by_kind, events_table, pairs
 from .ground import reconcile
-from .modules import module_outputs, modules_table, storage_origins
+from .modules import (activations_by_module, module_outputs, modules_at_peak, modules_table, node_origins,
+                      storage_origins)
 from .naming import module_labels, node_names, op_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .story import story
@@ -54,10 +55,15 @@ def analyze(trace: Trace) -> Analysis:
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
     nodes = nodes_table(steps, frames, tensors)
+    node_module, node_source = node_origins(frames)
+    nodes["module"] = nodes["node"].map(node_module).fillna("")
+    nodes["source"] = nodes["node"].map(node_source).fillna("")
     steps, ground = reconcile(frames, steps, tensors)
     summary = {**summarize(trace, tensors, steps, d), **ground}
     _, peak_seq, _ = peak_of(d, dict(zip(steps["step"], steps["phase"])))
     modules = modules_table(frames, tensors, peak_seq)
+    summary["modules_at_peak"] = modules_at_peak(modules)
+    summary["activations_by_module"] = activations_by_module(frames, tensors, modules)
     return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d, modules)
 
 

@@ -93,6 +93,16 @@ def owner(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 
 
+def node_origins(frames: dict, modules: Timeline | None = None,
+                 sources: Timeline | None = None) -> tuple[dict[int, str], dict[int, str]]:
+    """({node: module}, {node: source}): where the forward op that made each node ran."""
+    modules = modules or running_module(frames)
+    sources = sources or running_source(frames)
+    nodes = frames["node"].drop_duplicates("node")
+    ids = nodes["node"].astype(int).tolist()
+    return dict(zip(ids, modules.at_many(nodes["seq"]))), dict(zip(ids, sources.at_many(nodes["seq"])))
+
+
 def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
     """({storage: module}, {storage: source}) for every storage, by the rules above."""
     modules, sources = running_module(frames), running_source(frames)
@@ -100,9 +110,7 @@ def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
     steps = frames["step"]
     backward_node = {int(s): n for s, n, p in zip(steps["step"], steps["node"], steps["phase"])
                      if p == "backward" and pd.notna(n)}
-    nodes = frames["node"].drop_duplicates("node")
-    node_module = dict(zip(nodes["node"].astype(int).tolist(), modules.at_many(nodes["seq"])))
-    node_source = dict(zip(nodes["node"].astype(int).tolist(), sources.at_many(nodes["seq"])))
+    node_module, node_source = node_origins(frames, modules, sources)
     held = held_by(frames)
     mod_at, src_at = modules.at_many(alloc["seq"]), sources.at_many(alloc["seq"])
     mod, src = {}, {}
@@ -183,3 +191,56 @@ def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.Data
 def empty_modules_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object if c in ("module", "type", "parent") else "int64")
                          for c in MODULE_COLUMNS})
+
+
+# -- the facts the answer and the summary lead with ------------------------------------------
+TOP_MODULES = 10
+TOP_NAMES = 3
+
+
+def modules_at_peak(table: pd.DataFrame, n: int = TOP_MODULES) -> list[dict]:
+    """The modules whose own storages held the most at the peak (parameters included)."""
+    top = table[table["peak_live_bytes"] > 0].sort_values(["peak_live_bytes", "module"], ascending=[False, True])
+    return [{"module": m, "type": ty, "bytes": int(b)}
+            for m, ty, b in zip(top["module"].head(n), top["type"].head(n), top["peak_live_bytes"].head(n))]
+
+
+def training_step_of(frames: dict, seqs) -> np.ndarray:
+    """For each seq, the backward call (1, 2, ...) that follows it: the training step a
+    forward storage belongs to. Past the last backward: one more than the number of calls."""
+    begins = np.sort(frames["backward_begin"]["seq"].to_numpy(dtype="int64"))
+    return np.searchsorted(begins, np.asarray(seqs, dtype="int64"), side="left") + 1
+
+
+def activations_by_module(frames: dict, tensors: pd.DataFrame, table: pd.DataFrame) -> dict | None:
+    """The new bytes forward saved for backward in one training step (the one that saved
+    the most), grouped by module, largest first; and the saves that cost nothing new.
+    None when no module ran."""
+    if not len(table):
+        return None
+    act = tensors[(tensors["role"] == "activation") & (tensors["alloc_seq"] >= 0)]
+    calls = int(len(frames["backward_begin"]))
+    if not len(act):
+        return {"backward": 1, "backward_calls": calls, "bytes": 0, "count": 0, "modules": [],
+                "zero_cost": zero_cost_saves(tensors)}
+    act = act.assign(_step=training_step_of(frames, act["alloc_seq"]))
+    per_step = act.groupby("_step")["nbytes"].sum()
+    step = int(per_step.idxmax())
+    mine = act[act["_step"] == step]
+    types = dict(zip(table["module"], table["type"]))
+    groups = []
+    for module, g in mine.groupby("module", sort=False):
+        g = g.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
+        groups.append({"module": module, "type": types.get(module, ""), "bytes": int(g["nbytes"].sum()),
+                       "count": int(len(g)), "top": [{"name": str(n), "bytes": int(b), "source": s}
+                                                     for n, b, s in zip(g["name"].head(TOP_NAMES), g["nbytes"].head(TOP_NAMES),
+                                                                        g["source"].head(TOP_NAMES))]})
+    groups.sort(key=lambda x: (-x["bytes"], x["module"]))
+    return {"backward": step, "backward_calls": calls, "bytes": int(mine["nbytes"].sum()), "count": int(len(mine)),
+            "modules": groups, "zero_cost": zero_cost_saves(tensors)}
+
+
+def zero_cost_saves(tensors: pd.DataFrame) -> dict:
+    """{role: storages} saved for backward that were not new memory (parameters, inputs)."""
+    saved = tensors[(tensors["saved_by"] != "") & (tensors["role"] != "activation")]
+    return {str(r): int(n) for r, n in saved["role"].value_counts().sort_index().items()}

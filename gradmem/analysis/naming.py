@@ -73,8 +73,10 @@ def op_names(frames: dict[str, pd.DataFrame]) -> dict[int, str]:
 
 
 def short_module(path: str) -> str:
-    """``model.layers.0.dropout1`` -> ``layers.0.dropout1``: the root's variable is implied."""
-    return path.split(".", 1)[1] if "." in path else path
+    """``model.layers.0.dropout1`` -> ``layers.0.dropout1``: the root's variable is implied,
+    unless what is left is a bare index (``model.1``, an ``nn.Sequential`` child)."""
+    short = path.split(".", 1)[1] if "." in path else path
+    return path if short[:1].isdigit() else short
 
 
 def module_labels(frames: dict, modules: dict[int, str], outputs: set[tuple[int, str]]) -> dict[int, str]:

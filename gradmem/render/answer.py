@@ -49,6 +49,42 @@ def saved_section(t: pd.DataFrame) -> dict:
     return {"head": head, "lines": lines}
 
 
+OUTSIDE = "(outside any module)"
+
+
+def _module(path: str) -> str:
+    return f"`{path}`" if path else OUTSIDE
+
+
+def modules_section(facts: dict) -> dict:
+    """What forward saved for backward in one training step, by module, largest first (the
+    answer's lead on a model). The per-storage list stays in the tables."""
+    step = (f"training step {facts['backward']} of {facts['backward_calls']}" if facts["backward_calls"] > 1
+            else "the training step")
+    head = (f"In {step}, forward saved {human_bytes(facts['bytes'])} of new memory for backward "
+            f"({facts['count']:,} activation(s)), by module:") if facts["count"] else \
+        "Forward saved no new memory for backward (no activation)."
+    lines = []
+    for g in facts["modules"][:MAX_LINES]:
+        top = ", ".join(f"`{t['name']}` {human_bytes(t['bytes'])}" for t in g["top"])
+        kind = f" ({g['type']})" if g["type"] else ""
+        lines.append(f"{_module(g['module'])}{kind}: {human_bytes(g['bytes'])} in {g['count']:,} tensor(s); largest {top}.")
+    _more(lines, len(facts["modules"]), "see the module tree and modules.csv")
+    free = facts["zero_cost"]
+    if free:
+        lines.append("Also saved, at no new cost (they existed already): "
+                     + ", ".join(f"{n:,} {role}(s)" for role, n in free.items()) + ".")
+    return {"head": head, "lines": lines}
+
+
+def peak_modules_line(s: dict) -> list[str]:
+    top = s.get("modules_at_peak") or []
+    if not top:
+        return []
+    return ["Modules holding the most at that moment (their own storages, parameters included): "
+            + ", ".join(f"`{m['module']}` {human_bytes(m['bytes'])}" for m in top[:5]) + "."]
+
+
 def peak_section(analysis, peak_seq: int) -> dict:
     s, t, steps = analysis.summary, analysis.tensors, analysis.steps.set_index("step")
     step = s["peak_step"]
@@ -61,7 +97,7 @@ def peak_section(analysis, peak_seq: int) -> dict:
                          for r in made.head(MAX_LINES).to_dict("records")) + "."] if len(made) else []
     roles = sorted(((b, r) for r, b in s["peak_by_role"].items() if b), reverse=True)
     lines.append("Live at that moment, by role: " + ", ".join(f"{r} {human_bytes(b)}" for b, r in roles) + ".")
-    return {"head": head, "lines": lines}
+    return {"head": head, "lines": lines + peak_modules_line(s)}
 
 
 def _node_line(row: dict, t: pd.DataFrame) -> str:
@@ -74,7 +110,8 @@ def _node_line(row: dict, t: pd.DataFrame) -> str:
     return text + "."
 
 
-def freed_section(analysis) -> dict:
+def freed_section(analysis, brief: bool = False) -> dict:
+    """``brief`` (a model's run): only the nodes that freed something are listed."""
     t, nodes = analysis.tensors, analysis.nodes
     grads = t[t["role"] == "gradient"]
     consumer_step = {}
@@ -86,6 +123,8 @@ def freed_section(analysis) -> dict:
             if len(grads) else "Backward created no gradient that was handed between nodes.")
     late = grads[[not p for p in prompt]]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
+    if brief:
+        nodes = nodes[nodes["step"].isin(set(t["free_step"].dropna().astype(int)))]
     lines += [_node_line(r, t) for r in nodes.head(MAX_LINES).to_dict("records")]
     return {"head": head, "lines": _more(lines, len(nodes), "see the table \u201cwhat backward needs\u201d")}
 
@@ -125,5 +164,9 @@ def retained_section(t: pd.DataFrame) -> dict:
 def answer(analysis, peak_seq: int) -> list[dict]:
     """Sections {head, lines} in reading order."""
     t = analysis.tensors
-    return [saved_section(t), peak_section(analysis, peak_seq), freed_section(analysis),
+    facts = analysis.summary.get("activations_by_module")
+    if facts is None:   # no nn.Module ran (the seed examples): every saved tensor, in order
+        return [saved_section(t), peak_section(analysis, peak_seq), freed_section(analysis),
+                held_section(t), retained_section(t)]
+    return [modules_section(facts), peak_section(analysis, peak_seq), freed_section(analysis, brief=True),
             held_section(t), retained_section(t)]

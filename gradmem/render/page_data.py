@@ -23,6 +23,7 @@ MAX_STORAGES = 2000      # storages the page knows by name (hover lists, lifetim
 LIFETIME_ROWS = 200      # bars in the lifetime chart
 NODE_ROWS = 1000         # rows of the "what backward needs" table
 PEAK_ROWS = 500          # rows of the "at the peak" table
+MODULE_ROWS = 2000       # rows of the module tree
 
 
 def page_data(analysis) -> dict:
@@ -44,7 +45,23 @@ def page_data(analysis) -> dict:
         "nodes_total": int(len(analysis.nodes)),
         "at_peak": peak_rows(analysis, peak_seq, PEAK_ROWS),
         "answer": answer(analysis, peak_seq),
+        **module_data(analysis),
     }
+
+
+MODULE_FIELDS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
+                 "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total"]
+
+
+def module_data(analysis) -> dict:
+    """The module tree (modules.csv's rows, in model order; past `MODULE_ROWS`, the
+    shallowest) and the modules holding the peak."""
+    m = analysis.modules
+    total = int(len(m))
+    if total > MODULE_ROWS:
+        m = m.sort_values(["depth"], kind="stable").head(MODULE_ROWS).sort_index()
+    rows = [{k: _cell(r[k]) for k in MODULE_FIELDS} for r in m.to_dict("records")] if total else []
+    return {"modules": rows, "modules_total": total, "modules_at_peak": analysis.summary.get("modules_at_peak") or []}
 
 
 def _plain(summary: dict) -> dict:
@@ -150,6 +167,7 @@ def storage_rows(shown: pd.DataFrame, frames: dict) -> dict:
         "a": [int(a) for a in shown["alloc_step"]],
         "f": [int(f) if pd.notna(f) else -1 for f in shown["free_step"]],
         "saved_by": list(shown["saved_by"]),
+        "module": [str(m) for m in shown["module"]], "source": [str(s) for s in shown["source"]],
         "saved": [saved.get(i, []) for i in ids], "unpacked": [unpacked.get(i, []) for i in ids],
         "released": [released.get(i, []) for i in ids],
     }
@@ -176,7 +194,7 @@ def node_storages(analysis, known: set) -> dict[str, dict[int, list[int]]]:
 
 
 NODE_FIELDS = ["step", "name", "unpacked", "unpacked_bytes", "unpacked_made_by", "grads_in", "grads_out",
-               "freed", "released", "live_before", "live_after", "peak_bytes"]
+               "freed", "released", "live_before", "live_after", "peak_bytes", "module", "source"]
 
 
 def node_rows(analysis, known: set, limit: int = NODE_ROWS) -> list[dict]:

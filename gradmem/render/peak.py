@@ -62,6 +62,6 @@ def peak_rows(analysis, peak_seq: int, limit: int) -> dict:
     slots, names, consumers = open_slots(f, nn, peak_seq), program_names(f), gradient_consumers(f, nn)
     tensor_names = dict(zip(analysis.tensors["id"], analysis.tensors["name"]))
     rows = [{"id": int(r.id), "name": str(r.name), "role": r.role, "bytes": int(r.nbytes), "shape": r.shape,
-             "why": why_alive(r, slots, names, consumers, tensor_names)}
+             "why": why_alive(r, slots, names, consumers, tensor_names), "module": str(r.module), "source": str(r.source)}
             for r in live.head(limit).itertuples()]
     return {"rows": rows, "total": int(len(live)), "bytes": int(live["nbytes"].sum())}

@@ -25,6 +25,15 @@ def _saved_lines(tensors) -> list[str]:
     return lines
 
 
+def _module_lines(s: dict) -> list[str]:
+    """The modules whose own storages (parameters included) held the most at the peak."""
+    top = s.get("modules_at_peak") or []
+    if not top:
+        return []
+    return ["  modules holding the peak (their own storages; modules.csv has them all):",
+            *[f"    {m['module']} ({m['type']}) {human_bytes(m['bytes'])}" for m in top[:TOP]]]
+
+
 def _allocator_lines(est: dict | None) -> list[str]:
     if not est:
         return []
@@ -65,6 +74,7 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         f"gradmem: {s['scenario'] or 'capture'} on {s['device']} (torch {s['torch_version']}){status}",
         f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
         f"  live at the peak: {_roles(s['peak_by_role'])}",
+        *_module_lines(s),
         *_ground_lines(s),
         f"  backward: {s['backward_nodes']} nodes; its peak {human_bytes(s['backward_peak_bytes'])} at step {s['backward_peak_step']}",
         "  saved for backward:",

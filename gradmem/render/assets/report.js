@@ -279,7 +279,8 @@
       if (b > labelW && a < w - 10) {
         const bar = svg("rect", { class: "bar", x: a, y: y + 1, width: Math.max(b - a, 1.5), height: rowH - 4, fill: COLOR[S.role[i]] || "#999" });
         bar.appendChild(svg("title", {}, S.name[i] + " " + S.shape[i] + " " + bytes(S.bytes[i]) + " [" + S.role[i] + "]: step "
-          + S.a[i] + " to " + (S.f[i] === -1 ? "the end" : S.f[i]) + (S.saved_by[i] ? "; saved by " + S.saved_by[i] : "")));
+          + S.a[i] + " to " + (S.f[i] === -1 ? "the end" : S.f[i]) + (S.saved_by[i] ? "; saved by " + S.saved_by[i] : "")
+          + (S.module && S.module[i] ? "; module " + S.module[i] : "") + (S.source && S.source[i] ? "; made at " + S.source[i] : "")));
         g.appendChild(bar);
       }
       marks(g, S.saved[i], x, y, "saved", labelW, w);
@@ -313,7 +314,8 @@
   const NODE_COLS = [["step", "step", 1], ["name", "node"], ["unpacked", "unpacked (saved tensors used)"],
     ["unpacked_bytes", "bytes", 1], ["unpacked_made_by", "made by"], ["grads_in", "gradients in"],
     ["grads_out", "gradients out"], ["freed", "freed right after"], ["released", "slots released"],
-    ["live", "live before \u2192 after", 1], ["peak_bytes", "peak inside", 1]];
+    ["live", "live before \u2192 after", 1], ["peak_bytes", "peak inside", 1], ["module", "module"],
+    ["source", "forward line"]];
   const BYTE_COLS = new Set(["unpacked_bytes", "live_before", "live_after", "peak_bytes"]);
   function cellText(key, v) {
     if (key === "live") return bytes(v[0]) + " \u2192 " + bytes(v[1]);
@@ -327,8 +329,11 @@
     const body = t.appendChild(el("tbody"));
     D.nodes.forEach((n, k) => {
       const tr = el("tr", { "data-k": k, "data-step": n.step });
-      NODE_COLS.forEach(([key, , num]) => tr.appendChild(el("td", num ? { class: "num" } : {},
-        cellText(key, key === "live" ? [n.live_before, n.live_after] : n[key]))));
+      NODE_COLS.forEach(([key, , num]) => {
+        if (key === "module") { tr.appendChild(el("td")).appendChild(moduleLink(n.module)); return; }
+        if (key === "source") { tr.appendChild(el("td")).appendChild(sourceText(n.source)); return; }
+        tr.appendChild(el("td", num ? { class: "num" } : {}, cellText(key, key === "live" ? [n.live_before, n.live_after] : n[key])));
+      });
       tr.addEventListener("click", () => selectNode(k === state.selected ? -1 : k));
       body.appendChild(tr);
     });
@@ -339,7 +344,7 @@
   }
   function peakTable() {
     const P = D.at_peak, t = document.getElementById("peak-table"), head = el("tr");
-    [["name"], ["role"], ["bytes", 1], ["shape"], ["why alive"]].forEach(([l, num]) => head.appendChild(el("th", num ? { class: "num" } : {}, l)));
+    [["name"], ["role"], ["bytes", 1], ["shape"], ["why alive"], ["module"], ["source line"]].forEach(([l, num]) => head.appendChild(el("th", num ? { class: "num" } : {}, l)));
     t.appendChild(el("thead")).appendChild(head);
     const body = t.appendChild(el("tbody"));
     P.rows.forEach(r => {
@@ -350,12 +355,75 @@
       tr.appendChild(el("td", { class: "num" }, bytes(r.bytes)));
       tr.appendChild(el("td", {}, r.shape));
       tr.appendChild(withCode(el("td"), r.why));
+      tr.appendChild(el("td")).appendChild(moduleLink(r.module));
+      tr.appendChild(el("td")).appendChild(sourceText(r.source));
       body.appendChild(tr);
     });
     const left = P.total - P.rows.length;
     document.getElementById("peak-note").textContent = "Every storage live at the peak (" + bytes(D.peak.bytes) + ", step "
       + D.peak.step + ", " + D.peak.op + "): " + P.total.toLocaleString() + " storages, " + bytes(P.bytes) + ". "
       + (left > 0 ? "Showing the " + P.rows.length + " largest; " + left.toLocaleString() + " left out." : "");
+  }
+
+  // -- memory by module: a collapsible tree, and links to it from the tables ----------------
+  const MODS = D.modules || [], modRows = new Map();
+  function sourceText(src) { // "file:line" shown as "name.py:line", the full path on hover
+    const el2 = el("span", { title: src || "" }, src ? src.split("/").pop() : "");
+    return el2;
+  }
+  function moduleLink(path) { // the module's path; a click opens the tree at it
+    if (!path) return el("span", { class: "note" }, "\u2014");
+    if (!modRows.has(path)) return el("span", {}, path);
+    const a = el("a", { class: "module-link", href: "#modules" }, path);
+    a.addEventListener("click", e => { e.preventDefault(); showModule(path); });
+    return a;
+  }
+  function showModule(path) {
+    const d = modRows.get(path);
+    if (!d) return;
+    for (let p = d.parentElement; p; p = p.parentElement) if (p.tagName === "DETAILS") p.open = true;
+    document.querySelectorAll("#module-tree summary.target").forEach(s => s.classList.remove("target"));
+    const sum = d.querySelector("summary");
+    sum.classList.add("target");
+    sum.scrollIntoView({ block: "center" });
+  }
+  function moduleSummary(m, max) {
+    const sum = el("summary", { title: m.module + " (" + m.type + "): activations " + bytes(m.activation_bytes) + " own, "
+      + bytes(m.activation_bytes_total) + " with children; parameters " + bytes(m.parameter_bytes) + "; gradients "
+      + bytes(m.gradient_bytes) + "; live at the peak " + bytes(m.peak_live_bytes_total) + "; ran " + m.calls + " time(s)" });
+    const short = m.parent ? m.module.slice(m.parent.length + 1) : m.module;
+    sum.appendChild(el("span", {}, short));
+    sum.appendChild(el("span", { class: "type" }, m.type));
+    const bar = el("div", { class: "mbar" });
+    bar.style.width = (max ? 100 * m.activation_bytes_total / max : 0) + "%";
+    sum.appendChild(el("span")).appendChild(bar);
+    [m.activation_bytes_total, m.activation_bytes, m.parameter_bytes, m.peak_live_bytes_total]
+      .forEach(v => sum.appendChild(el("span", { class: "num" }, bytes(v))));
+    return sum;
+  }
+  function moduleTree() {
+    if (!MODS.length) return;
+    document.getElementById("modules").hidden = false;
+    const box = document.getElementById("module-tree");
+    const head = el("summary", { class: "head" });
+    ["module", "type", "", "activations", "own activations", "own parameters", "at the peak"]
+      .forEach((l, k) => head.appendChild(el("span", k > 2 ? { class: "num" } : {}, l)));
+    box.appendChild(el("details", { open: "" })).appendChild(head);
+    const max = Math.max(1, ...MODS.map(m => m.activation_bytes_total));
+    const hasChild = new Set(MODS.map(m => m.parent));
+    MODS.forEach(m => {
+      const d = el("details", hasChild.has(m.module) ? {} : { class: "leaf" });
+      if (m.depth < 2) d.open = true;
+      d.appendChild(moduleSummary(m, max));
+      (modRows.get(m.parent) || box).appendChild(d);
+      modRows.set(m.module, d);
+    });
+    const left = D.modules_total - MODS.length;
+    document.getElementById("modules-note").textContent = "One row per nn.Module, as named_modules() spells it under the "
+      + "program's variable. Bar and first column: new bytes saved for backward (activations) by ops that ran in the "
+      + "module and its children, over the whole run; then the module's own activations, its own parameters, and what "
+      + "it and its children held at the peak (" + bytes(D.peak.bytes) + "). modules.csv has every column."
+      + (left > 0 ? " Showing the " + MODS.length + " shallowest of " + D.modules_total.toLocaleString() + " modules." : "");
   }
 
   function selectNode(k) {
@@ -365,6 +433,6 @@
   }
   function redraw() { drawChart(); drawLifetimes(); }
 
-  legend(); lifetimesNote(); nodesTable(); peakTable(); redraw();
-  window.gradmemReport = { data: D, state: state, selectNode: selectNode };
+  moduleTree(); legend(); lifetimesNote(); nodesTable(); peakTable(); redraw();
+  window.gradmemReport = { data: D, state: state, selectNode: selectNode, showModule: showModule };
 })();

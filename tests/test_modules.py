@@ -171,3 +171,24 @@ def test_seed_two_rows_error_source(seed_reports):
     modules = pd.read_csv(seed_reports["seed_two_rows"] / "modules.csv")
     assert list(modules.columns)[:7] == ["module", "type", "parent", "depth", "calls", "parameter_bytes",
                                          "activation_bytes"] and len(modules) == 0
+
+
+def test_chrome_trace_has_nested_module_spans_and_memory_viz_the_source():
+    import json
+
+    from gradmem.render.chrome import ChromeTraceWriter
+    from gradmem.render.memory_viz import snapshot
+    from trace_event_format import problems
+    cap, model = profile("custom")
+    doc = json.loads(ChromeTraceWriter().render(cap.analysis))
+    assert problems(doc) == []
+    track = next(e["tid"] for e in doc["traceEvents"] if e["ph"] == "M" and e["args"].get("name") == "modules")
+    spans = sorted((e for e in doc["traceEvents"] if e["ph"] == "X" and e["tid"] == track), key=lambda e: e["ts"])
+    assert [e["name"] for e in spans] == ["model", "model.head"]
+    outer, inner = spans
+    assert outer["ts"] <= inner["ts"] and inner["ts"] + inner["dur"] <= outer["ts"] + outer["dur"] + 1e-6
+    gelu = cap.tensors[cap.tensors["created_by"] == "gelu"].iloc[0]
+    allocs = [r for tr in snapshot(cap.analysis)["device_traces"] for r in tr if r["action"] == "alloc"]
+    frames = next(r["frames"] for r in allocs if r["frames"][0]["name"].startswith(gelu["name"] + " ["))
+    file, _, line = gelu["source"].rpartition(":")
+    assert frames[1] == {"filename": file, "line": int(line), "name": "model"}

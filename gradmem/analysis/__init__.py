@@ -13,7 +13,7 @@ from ..trace import Trace
 from .frames import by_kind, events_table, pairs
 from .ground import reconcile
 from .modules import (activations_by_module, module_outputs, modules_at_peak, modules_table, node_origins,
-                      storage_origins)
+                      spans, storage_origins)
 from .naming import module_labels, node_names, op_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .story import story
@@ -33,6 +33,7 @@ class Analysis:
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
     modules: pd.DataFrame = field(default_factory=pd.DataFrame)   # one row per nn.Module
+    module_spans: list = field(default_factory=list, repr=False)   # each module call: module, depth, t0_ns, t1_ns
 
     @property
     def events(self) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def analyze(trace: Trace) -> Analysis:
     modules = modules_table(frames, tensors, peak_seq)
     summary["modules_at_peak"] = modules_at_peak(modules)
     summary["activations_by_module"] = activations_by_module(frames, tensors, modules)
-    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d, modules)
+    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d, modules, spans(frames))
 
 
 __all__ = ["Analysis", "analyze", "storage_names"]

@@ -10,7 +10,9 @@ What is in it (all on one process, times in microseconds since the capture began
 - one async span ("b"/"e") per storage lifetime on the "storages" track, id = gradmem's
   storage id (never an address), named after the tensor, category = its role;
 - flows ("s"/"f") from the forward op that saved a tensor to each backward node that
-  unpacked it.
+  unpacked it;
+- a "modules" track: one complete event per ``nn.Module`` call, nested as the calls were
+  (name = the module's path, e.g. ``model.layers.0.self_attn``).
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import pandas as pd
 from ..roles import ROLE_ORDER
 
 PID = 1
-TRACKS = {"forward": 1, "backward": 2, "storages": 3}
-TRACK_NAMES = {1: "forward ops", 2: "backward nodes", 3: "storages"}
+TRACKS = {"forward": 1, "backward": 2, "storages": 3, "modules": 4}
+TRACK_NAMES = {1: "forward ops", 2: "backward nodes", 3: "storages", 4: "modules"}
 
 
 class Clock:
@@ -115,7 +117,7 @@ def _storage_args(t) -> dict:
             "created_by": t.created_by, "alloc_step": int(t.alloc_step)}
     if pd.notna(t.free_step):
         args["free_step"] = int(t.free_step)
-    for key in ("saved_by", "unpacked_by", "value"):
+    for key in ("saved_by", "unpacked_by", "value", "module", "source"):
         value = getattr(t, key)
         if isinstance(value, str) and value:
             args[key] = value
@@ -142,6 +144,17 @@ def flows(analysis, slices: dict[int, dict]) -> list[dict]:
     return events
 
 
+def module_spans(analysis, clock: Clock) -> list[dict]:
+    """One "X" event per module call; a call still running at the end lasts until then."""
+    events = []
+    for span in analysis.module_spans:
+        start = clock.us(span["t0_ns"])
+        end = clock.us(span["t1_ns"]) if span["t1_ns"] is not None else clock.end
+        events.append({"ph": "X", "name": span["module"], "cat": "module", "pid": PID, "tid": TRACKS["modules"],
+                       "ts": start, "dur": max(end - start, 0.0), "args": {"depth": span["depth"]}})
+    return events
+
+
 def _middle(slice_: dict) -> float:
     return slice_["ts"] + slice_["dur"] / 2
 
@@ -149,7 +162,8 @@ def _middle(slice_: dict) -> float:
 def chrome_trace(analysis) -> dict:
     clock = Clock(analysis.trace)
     slices = step_slices(analysis, clock)
-    timed = list(slices.values()) + counters(analysis, clock) + lifetimes(analysis, clock) + flows(analysis, slices)
+    timed = (list(slices.values()) + counters(analysis, clock) + lifetimes(analysis, clock) + flows(analysis, slices)
+             + module_spans(analysis, clock))
     timed.sort(key=lambda e: e["ts"])    # stable: a span's "b" stays before its "e"
     s = analysis.summary
     other = {k: s[k] for k in ("scenario", "device", "status", "torch_version", "gradmem_version")}

@@ -55,10 +55,15 @@ def addresses(tensors: pd.DataFrame, devices: pd.Series) -> dict[int, int]:
 
 
 def frames_of(t, scenario: str) -> list[dict]:
+    """The block's description, then the user's line that made it (named by its module)."""
     made = f"made by {t.created_by} at step {t.alloc_step}"
     saved = f", saved by {t.saved_by}" if t.saved_by else ""
-    return [{"filename": scenario or "gradmem", "line": int(t.alloc_step),
-             "name": f"{t.name} [{t.role}] {t.shape} {t.dtype}, {made}{saved}"}]
+    frames = [{"filename": scenario or "gradmem", "line": int(t.alloc_step),
+               "name": f"{t.name} [{t.role}] {t.shape} {t.dtype}, {made}{saved}"}]
+    file, _, line = str(t.source).rpartition(":")
+    if file and line.isdigit():
+        frames.append({"filename": file, "line": int(line), "name": t.module or "(no module)"})
+    return frames
 
 
 def _alloc(t, addr: int, scenario: str) -> dict:

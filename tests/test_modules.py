@@ -192,3 +192,11 @@ def test_chrome_trace_has_nested_module_spans_and_memory_viz_the_source():
     frames = next(r["frames"] for r in allocs if r["frames"][0]["name"].startswith(gelu["name"] + " ["))
     file, _, line = gelu["source"].rpartition(":")
     assert frames[1] == {"filename": file, "line": int(line), "name": "model"}
+
+
+def test_terminal_lists_the_modules_holding_the_peak():
+    from gradmem.render.terminal import summary_text
+    cap, _ = profile("mlp")
+    text = summary_text(cap.analysis)
+    top = cap.summary["modules_at_peak"][0]
+    assert "modules holding the peak" in text and f"    {top['module']} ({top['type']})" in text

@@ -16,7 +16,7 @@ from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .story import story
 from .storages import tensors_table
-from .summary import summarize
+from .summary import Peak, Summary, find_peak, summarize
 from .timeline import deltas, live_by_step, steps_frame
 
 
@@ -26,7 +26,9 @@ class Analysis:
     tensors: pd.DataFrame
     steps: pd.DataFrame
     nodes: pd.DataFrame
-    summary: dict
+    summary: Summary
+    peak: Peak                                   # the peak, with its place in the event log
+    backward_peak: Peak                          # the highest point within backward
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
@@ -51,8 +53,9 @@ def analyze(trace: Trace) -> Analysis:
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
     nodes = nodes_table(steps, frames, tensors)
     steps, ground = reconcile(frames, steps, tensors)
-    summary = {**summarize(trace, tensors, steps, d), **ground}
-    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
+    peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
+    summary = summarize(trace, tensors, steps, peak, backward_peak, ground)
+    return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, frames, nnames, d)
 
 
-__all__ = ["Analysis", "analyze", "storage_names"]
+__all__ = ["Analysis", "Peak", "Summary", "analyze", "storage_names"]

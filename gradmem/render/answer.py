@@ -51,15 +51,15 @@ def saved_section(t: pd.DataFrame) -> dict:
 
 def peak_section(analysis, peak_seq: int) -> dict:
     s, t, steps = analysis.summary, analysis.tensors, analysis.steps.set_index("step")
-    step = s["peak_step"]
+    step = s.peak_step
     before = int(steps["live_bytes"].shift(1).fillna(0).get(step, 0))
     live = live_at(t, peak_seq)
     made = live[live["alloc_step"] == step].sort_values("alloc_seq")
-    head = f"The peak: {human_bytes(s['peak_bytes'])} at step {step}, during `{s['peak_op']}` ({s['peak_phase']})."
+    head = f"The peak: {human_bytes(s.peak_bytes)} at step {step}, during `{s.peak_op}` ({s.peak_phase})."
     lines = [f"{human_bytes(before)} were live before that step; it added "
              + ", ".join(f"`{r['name']}` {human_bytes(r['nbytes'])} ({r['role']})"
                          for r in made.head(MAX_LINES).to_dict("records")) + "."] if len(made) else []
-    roles = sorted(((b, r) for r, b in s["peak_by_role"].items() if b), reverse=True)
+    roles = sorted(((b, r) for r, b in s.peak_by_role.items() if b), reverse=True)
     lines.append("Live at that moment, by role: " + ", ".join(f"{r} {human_bytes(b)}" for b, r in roles) + ".")
     return {"head": head, "lines": lines}
 

@@ -49,7 +49,7 @@ class Clock:
 def metadata(analysis) -> list[dict]:
     s = analysis.summary
     events = [{"ph": "M", "name": "process_name", "pid": PID, "tid": 0,
-               "args": {"name": f"gradmem: {s['scenario'] or 'capture'} on {s['device']}"}}]
+               "args": {"name": f"gradmem: {s.scenario or 'capture'} on {s.device}"}}]
     for tid, name in TRACK_NAMES.items():
         events.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": name}})
         events.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": tid}})

@@ -79,8 +79,8 @@ def comparison_page_data(c) -> dict:
 
 def _run(label: str, analysis) -> dict:
     s = analysis.summary
-    return {"label": label, "scenario": s["scenario"], "params": s["params"], "device": s["device"],
-            "status": s["status"], "peak_bytes": s["peak_bytes"], "peak_step": s["peak_step"], "steps": s["steps"]}
+    return {"label": label, "scenario": s.scenario, "params": s.params, "device": s.device,
+            "status": s.status, "peak_bytes": s.peak_bytes, "peak_step": s.peak_step, "steps": s.steps}
 
 
 def meta_html(runs: list[dict]) -> str:

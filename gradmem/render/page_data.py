@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
-from ..analysis.summary import peak_of
 from .answer import answer
 from .peak import peak_rows
 
@@ -28,26 +27,26 @@ PEAK_ROWS = 500          # rows of the "at the peak" table
 def page_data(analysis) -> dict:
     tensors, steps = analysis.tensors, analysis.steps
     shown = chosen_storages(tensors)
-    peak_bytes, peak_seq, peak_step = peak_of(analysis.timeline, dict(zip(steps["step"], steps["phase"])))
+    peak = analysis.peak
     return {
-        "title": analysis.summary["scenario"] or "capture",
+        "title": analysis.summary.scenario or "capture",
         "summary": _plain(analysis.summary),
         "roles": [{"role": r, "color": ROLE_COLORS[r], "meaning": ROLE_MEANINGS[r]} for r in used_roles(steps)],
         "memory": memory_series(steps, analysis.timeline),
         "phases": phase_ranges(steps),
-        "peak": {"bytes": peak_bytes, "step": peak_step, "seq": peak_seq,
-                 "t": step_times(steps).get(peak_step, 0.0), "op": analysis.summary["peak_op"]},
+        "peak": {"bytes": peak.bytes, "step": peak.step, "seq": peak.seq,
+                 "t": step_times(steps).get(peak.step, 0.0), "op": peak.op},
         "storages": storage_rows(shown, analysis.frames),
         "storages_total": int(len(tensors)),
         "lifetime_ids": lifetime_ids(shown),
         "nodes": node_rows(analysis, set(shown["id"])),
         "nodes_total": int(len(analysis.nodes)),
-        "at_peak": peak_rows(analysis, peak_seq, PEAK_ROWS),
-        "answer": answer(analysis, peak_seq),
+        "at_peak": peak_rows(analysis, peak.seq, PEAK_ROWS),
+        "answer": answer(analysis, peak.seq),
     }
 
 
-def _plain(summary: dict) -> dict:
+def _plain(summary) -> dict:
     keep = ("scenario", "params", "device", "status", "error", "notes", "torch_version", "gradmem_version",
             "peak_bytes", "peak_step", "peak_op", "peak_phase", "steps", "backward_nodes", "storages")
     return {k: summary.get(k) for k in keep}

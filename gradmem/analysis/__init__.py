@@ -11,9 +11,11 @@ import pandas as pd
 
 from ..trace import Trace
 from .frames import by_kind, events_table, pairs
+from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
 from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
+from .slots import Slots, build_slots
 from .story import story
 from .storages import tensors_table
 from .summary import Peak, Summary, find_peak, summarize
@@ -29,6 +31,8 @@ class Analysis:
     summary: Summary
     peak: Peak                                   # the peak, with its place in the event log
     backward_peak: Peak                          # the highest point within backward
+    slots: Slots = field(repr=False)             # saved slots: pack -> storage, owner, events
+    consumers: dict = field(repr=False)          # {gradient storage: Consumer}
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
@@ -38,24 +42,26 @@ class Analysis:
         return events_table(self.frames)
 
     def story(self) -> list[str]:
-        return story(self.trace, self.tensors, self.steps, self.frames, self.node_names)
+        return story(self.trace, self.tensors, self.steps, self.slots, self.node_names)
 
 
 def analyze(trace: Trace) -> Analysis:
     frames = by_kind(trace)
     snames = storage_names(frames)
     nnames = node_names(frames["node"], snames)
+    slots = build_slots(frames, nnames)
     steps = steps_frame(frames, nnames)
     phase = steps.set_index("step")["phase"]
     op = pairs(steps["step"], steps["op"])
-    tensors = tensors_table(frames, phase, op, nnames, snames)
+    tensors = tensors_table(frames, phase, op, nnames, snames, slots)
     d = deltas(tensors)
-    steps = annotate_steps(live_by_step(steps, d), frames, tensors)
-    nodes = nodes_table(steps, frames, tensors)
+    steps = annotate_steps(live_by_step(steps, d), frames, tensors, slots)
+    nodes = nodes_table(steps, frames, tensors, slots)
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     summary = summarize(trace, tensors, steps, peak, backward_peak, ground)
-    return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, frames, nnames, d)
+    return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots,
+                    gradient_consumers(frames["node_end"], nnames), frames, nnames, d)
 
 
-__all__ = ["Analysis", "Peak", "Summary", "analyze", "storage_names"]
+__all__ = ["Analysis", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]

@@ -207,29 +207,19 @@ def kept_rows(a, kept: pd.DataFrame) -> list[dict]:
     """Each storage B kept past backward; for a retained gradient, what became of the
     gradient that flowed through that tensor in A (``grad(error)``): when A freed it."""
     ta = a.tensors.set_index("name")
-    consumers = _consumers(a.nodes)
     rows = []
     for r in kept.itertuples():
         flow = f"grad({r.grad_of})" if r.grad_of else ""
         hit = ta.loc[[flow]] if flow in ta.index else None
         free = hit["free_step"].iloc[0] if hit is not None and len(hit) == 1 else pd.NA
+        consumer = a.consumers.get(int(hit["id"].iloc[0])) if hit is not None else None
         rows.append({"name": r.name, "role": r.role, "nbytes": int(r.nbytes), "alloc_step": int(r.alloc_step),
                      "free_step": None if pd.isna(r.free_step) else int(r.free_step), "grad_of": r.grad_of,
                      "flow": flow if hit is not None else "", "flow_free_step": None if pd.isna(free) else int(free),
                      "flow_freed_after": str(hit["freed_after"].iloc[0]) if hit is not None and pd.notna(free) else "",
                      "flow_made_by": str(hit["created_by"].iloc[0]) if hit is not None else "",
-                     "consumer": consumers.get(flow, ("", None))[0], "consumer_step": consumers.get(flow, ("", None))[1]})
+                     "consumer": consumer.name if consumer else "", "consumer_step": consumer.step if consumer else None})
     return rows
-
-
-def _consumers(nodes: pd.DataFrame) -> dict[str, tuple[str, int]]:
-    """{gradient name: (first backward node that took it in, its step)}."""
-    out: dict[str, tuple[str, int]] = {}
-    for step, name, grads_in in zip(nodes["step"], nodes["name"], nodes["grads_in"]):
-        for g in str(grads_in or "").split(";"):
-            if g:
-                out.setdefault(g, (str(name), int(step)))
-    return out
 
 
 def headline(a, b, labels, extra: pd.DataFrame, aligned: pd.DataFrame) -> dict:

@@ -77,11 +77,8 @@ def _node_line(row: dict, t: pd.DataFrame) -> str:
 def freed_section(analysis) -> dict:
     t, nodes = analysis.tensors, analysis.nodes
     grads = t[t["role"] == "gradient"]
-    consumer_step = {}
-    for step, ins in zip(nodes["step"], nodes["grads_in"]):
-        for name in (ins or "").split(";"):
-            consumer_step.setdefault(name, step)
-    prompt = [pd.notna(f) and consumer_step.get(n) == f for n, f in zip(grads["name"], grads["free_step"])]
+    consumers = analysis.consumers
+    prompt = [pd.notna(f) and i in consumers and consumers[i].step == f for i, f in zip(grads["id"], grads["free_step"])]
     head = (f"{sum(prompt):,} of {len(grads):,} gradient(s) were freed right after the backward node that consumed them."
             if len(grads) else "Backward created no gradient that was handed between nodes.")
     late = grads[[not p for p in prompt]]

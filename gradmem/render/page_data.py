@@ -36,7 +36,7 @@ def page_data(analysis) -> dict:
         "phases": phase_ranges(steps),
         "peak": {"bytes": peak.bytes, "step": peak.step, "seq": peak.seq,
                  "t": step_times(steps).get(peak.step, 0.0), "op": peak.op},
-        "storages": storage_rows(shown, analysis.frames),
+        "storages": storage_rows(shown, analysis.slots),
         "storages_total": int(len(tensors)),
         "lifetime_ids": lifetime_ids(shown),
         "nodes": node_rows(analysis, set(shown["id"])),
@@ -129,20 +129,10 @@ def lifetime_ids(shown: pd.DataFrame, limit: int = LIFETIME_ROWS) -> list[int]:
     return [int(i) for i in top.sort_values("alloc_seq", kind="stable")["id"]]
 
 
-def _steps_by_storage(frames: dict, kind: str, ids: set) -> dict[int, list[int]]:
-    storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
-    ev = frames[kind].assign(storage=frames[kind]["pack"].map(storage_of))
-    ev = ev[ev["storage"].isin(ids)]
-    out: dict[int, set] = {}
-    for s, step in zip(ev["storage"].astype(int), ev["step"].astype(int)):
-        out.setdefault(s, set()).add(step)
-    return {s: sorted(v) for s, v in out.items()}
-
-
-def storage_rows(shown: pd.DataFrame, frames: dict) -> dict:
+def storage_rows(shown: pd.DataFrame, slots) -> dict:
     """Columnar rows for the page: a/f are the alloc and free steps (f = -1: alive at the end)."""
     ids = [int(i) for i in shown["id"]]
-    saved, unpacked, released = (_steps_by_storage(frames, k, set(ids)) for k in ("saved", "unpacked", "released"))
+    saved, unpacked, released = (slots.steps_by_storage(k, set(ids)) for k in ("saved", "unpacked", "released"))
     return {
         "id": ids, "name": [str(n) for n in shown["name"]], "role": list(shown["role"]),
         "bytes": [int(b) for b in shown["nbytes"]], "shape": list(shown["shape"]),
@@ -166,9 +156,7 @@ def node_storages(analysis, known: set) -> dict[str, dict[int, list[int]]]:
     """{step: ids} the storages each step allocated and freed, and {node: ids} each node
     unpacked, among the storages the page knows."""
     t = analysis.tensors[analysis.tensors["id"].isin(known)]
-    f = analysis.frames
-    storage_of = dict(zip(f["saved"]["pack"], f["saved"]["storage"]))
-    unp = f["unpacked"].assign(storage=f["unpacked"]["pack"].map(storage_of))
+    unp = analysis.slots.unpacked
     unp = unp[unp["storage"].isin(known)]
     return {"produced": _group(t["alloc_step"], t["id"]), "freed": _group(t["free_step"], t["id"]),
             "unpacked": _group(unp["node"], unp["storage"])}

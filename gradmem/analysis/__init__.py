@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..trace import Trace
 from .frames import by_kind, events_table, pairs
+from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
 from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
 from .naming import node_names, storage_names
@@ -33,6 +34,8 @@ class Analysis:
     backward_peak: Peak                          # the highest point within backward
     slots: Slots = field(repr=False)             # saved slots: pack -> storage, owner, events
     consumers: dict = field(repr=False)          # {gradient storage: Consumer}
+    at_peak: AtPeak = field(repr=False)          # what was alive at the peak, and why
+    answer_facts: AnswerFacts = field(repr=False)   # the storages the plain answer speaks of
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
@@ -60,8 +63,10 @@ def analyze(trace: Trace) -> Analysis:
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     summary = summarize(trace, tensors, steps, peak, backward_peak, ground)
-    return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots,
-                    gradient_consumers(frames["node_end"], nnames), frames, nnames, d)
+    consumers = gradient_consumers(frames["node_end"], nnames)
+    return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
+                    at_peak(tensors, steps, frames, slots, consumers, peak),
+                    answer_facts(tensors, nodes, consumers), frames, nnames, d)
 
 
-__all__ = ["Analysis", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]
+__all__ = ["Analysis", "AnswerFacts", "AtPeak", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]

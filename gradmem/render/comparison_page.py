@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
-from .comparison import answer
-from .. import __version__
+from ..version import __version__
+from .comparison_answer import answer
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
 

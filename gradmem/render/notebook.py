@@ -11,6 +11,7 @@ import html
 
 import pandas as pd
 
+from . import FORMATS
 from .terminal import summary_text
 from .units import human_bytes
 
@@ -50,7 +51,6 @@ def iframe(page: str, height: int = IFRAME_HEIGHT) -> str:
 
 
 def report_html(analysis) -> str:
-    from . import FORMATS
     writers = FORMATS.get("html")
     if writers:
         return iframe(writers[0].render(analysis))

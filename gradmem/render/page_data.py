@@ -41,8 +41,8 @@ def page_data(analysis) -> dict:
         "lifetime_ids": lifetime_ids(shown),
         "nodes": node_rows(analysis, set(shown["id"])),
         "nodes_total": int(len(analysis.nodes)),
-        "at_peak": peak_rows(analysis, peak.seq, PEAK_ROWS),
-        "answer": answer(analysis, peak.seq),
+        "at_peak": peak_rows(analysis, PEAK_ROWS),
+        "answer": answer(analysis),
     }
 
 

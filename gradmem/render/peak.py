@@ -1,23 +1,18 @@
-"""What was live at the peak, and why each storage was still alive then. Imports no torch."""
+"""What was live at the peak, and why each storage was still alive then, in words: the facts
+are ``analysis.at_peak``. Imports no torch."""
 from __future__ import annotations
-
-import pandas as pd
-
-from ..analysis.timeline import live_at
 
 HOLDERS = {"variable": "program variable", "parameter": "module parameter", "buffer": "module buffer"}
 
 
-def program_names(frames: dict) -> dict[int, str]:
-    """{storage: 'program variable `x`'} for storages the program's own names pointed at."""
-    names = frames["name"][frames["name"]["source"].isin(list(HOLDERS))]
-    first = names.drop_duplicates("storage")
-    return {int(s): f"{HOLDERS[src]} `{n}`" for s, n, src in zip(first["storage"], first["name"], first["source"])}
+def holder_text(holders: dict) -> dict[int, str]:
+    """{storage: 'program variable `x`'}."""
+    return {sid: f"{HOLDERS[src]} `{name}`" for sid, (src, name) in holders.items()}
 
 
-def why_alive(row, slots: dict, names: dict, consumers: dict, tensor_names: dict) -> str:
+def why_alive(row, slots: dict, names: dict, consumers: dict) -> str:
     reasons = [f"saved slot {s}" for s in slots.get(row.id, [])]
-    target = tensor_names.get(int(row.grad_of), "?") if pd.notna(row.grad_of) else "?"
+    target = row.grad_of_name
     if row.role == "param_grad":
         reasons.append(f"`{target}.grad` (a leaf's gradient)")
     elif row.role == "retained_grad":
@@ -32,13 +27,11 @@ def why_alive(row, slots: dict, names: dict, consumers: dict, tensor_names: dict
     return "; ".join(reasons) or "no holder recorded (an unnamed reference in the program or the graph)"
 
 
-def peak_rows(analysis, peak_seq: int, limit: int) -> dict:
+def peak_rows(analysis, limit: int) -> dict:
     """Every storage live at the peak (largest first, up to `limit`), with why it was alive."""
-    live = live_at(analysis.tensors, peak_seq).sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
-    slots, names = analysis.slots.open_at(peak_seq, "(unknown node)"), program_names(analysis.frames)
-    consumers = analysis.consumers
-    tensor_names = dict(zip(analysis.tensors["id"], analysis.tensors["name"]))
+    p = analysis.at_peak
+    live, names = p.live, holder_text(p.holders)
     rows = [{"id": int(r.id), "name": str(r.name), "role": r.role, "bytes": int(r.nbytes), "shape": r.shape,
-             "why": why_alive(r, slots, names, consumers, tensor_names)}
+             "why": why_alive(r, p.open_slots, names, p.consumers)}
             for r in live.head(limit).itertuples()]
     return {"rows": rows, "total": int(len(live)), "bytes": int(live["nbytes"].sum())}

@@ -1,7 +1,11 @@
 """Analysis: events become DataFrames, then pure passes. Imports no torch.
 
-``analyze(trace)`` is the recipe: frames by kind, node names, the per-storage table with
-roles, steps with live bytes by role, the per-node table, the summary.
+``analyze(trace)`` is the recipe: frames by kind, node names, the saved slots, the
+per-storage table with roles, steps with live bytes by role, the per-node table, the peak,
+the summary, and the facts the reports word (which node consumed each gradient, what was
+alive at the peak and why, the storages the plain answer names). Every fact is worked out
+here once; render only formats the ``Analysis`` (see docs/reports.md, "The analysis, from
+Python").
 """
 from __future__ import annotations
 

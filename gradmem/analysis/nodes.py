@@ -27,7 +27,7 @@ def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slo
     cols = {
         "allocated": _names_by_step(alloc, names),
         "freed": _names_by_step(frames["free"], names),
-        "saved": _names_by_step(frames["saved"], names),
+        "saved": _names_by_step(slots.saved, names),
         "unpacked": _names_by_step(slots.unpacked, names),
         "released": _names_by_step(slots.released, names),
     }

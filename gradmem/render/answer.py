@@ -73,10 +73,9 @@ def _node_line(row: dict, freed_at: dict) -> str:
 def freed_section(analysis) -> dict:
     f, nodes = analysis.answer_facts, analysis.nodes
     grads = f.gradients
-    prompt = list(grads["freed_promptly"])
-    head = (f"{sum(prompt):,} of {len(grads):,} gradient(s) were freed right after the backward node that consumed them."
+    head = (f"{int(grads['freed_promptly'].sum()):,} of {len(grads):,} gradient(s) were freed right after the backward node that consumed them."
             if len(grads) else "Backward created no gradient that was handed between nodes.")
-    late = grads[[not p for p in prompt]]
+    late = grads[~grads["freed_promptly"].astype(bool)]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
     lines += [_node_line(r, f.freed_at) for r in nodes.head(MAX_LINES).to_dict("records")]
     return {"head": head, "lines": _more(lines, len(nodes), "see the table \u201cwhat backward needs\u201d")}

@@ -8,7 +8,28 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import types  # noqa: E402
+
 from .trace import Trace, read_trace, write_trace  # noqa: E402
+
+
+class _CallableModule(types.ModuleType):
+    """``gradmem.capture`` is both the capture package and the public function: importing
+    the package makes ``gradmem.capture`` the module, so the module answers the call. The
+    call returns a ``Session`` (gradmem/session.py): the capture with its results."""
+
+    def __call__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
+                 fake: bool = False, verify: bool = True):
+        """Record what a block of PyTorch code allocates, saves and frees.
+        ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated.
+        ``verify=False`` skips the allocator's own record (see capture/ground.py)."""
+        from .session import Session
+        return Session(scenario, params, retain_grad, fake, verify)
+
+
+def callable_module(module: types.ModuleType) -> None:
+    """Called by gradmem/capture/__init__.py on itself (see ``_CallableModule``)."""
+    module.__class__ = _CallableModule
 
 
 def __getattr__(name: str):

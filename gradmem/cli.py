@@ -33,14 +33,13 @@ class Progress:
         self.every_s = float(os.environ.get("GRADMEM_PROGRESS_EVERY", 2.0)) if every_s is None else every_s
         self.start = self.last = None
 
-    def __call__(self, rec) -> None:
+    def __call__(self, step: int, phase: str, events: int) -> None:
         now = time.monotonic()
         if self.start is None:
             self.start = self.last = now
         if now - self.last >= self.every_s:
             self.last = now
-            where = "backward" if rec.in_backward else "forward"
-            click.echo(f"gradmem: {now - self.start:.0f} s, step {rec.step:,} ({where}), {len(rec.events):,} events", err=True)
+            click.echo(f"gradmem: {now - self.start:.0f} s, step {step:,} ({str(phase)}), {events:,} events", err=True)
 
 
 FORMAT_HELP = "Comma-separated report formats, e.g. csv,chrome,memory_viz [default: the standard reports, see docs/reports.md]. trace.jsonl is always written."

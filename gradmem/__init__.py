@@ -22,7 +22,7 @@ class _CallableModule(types.ModuleType):
                  fake: bool = False, verify: bool = True):
         """Record what a block of PyTorch code allocates, saves and frees.
         ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated.
-        ``verify=False`` skips the allocator's own record (see capture/ground.py)."""
+        ``verify=False`` skips the allocator's own record (see capture/truth.py)."""
         from .session import Session
         return Session(scenario, params, retain_grad, fake, verify)
 
@@ -33,10 +33,12 @@ def callable_module(module: types.ModuleType) -> None:
 
 
 def __getattr__(name: str):
-    if name in ("capture", "Capture"):   # imported on first use: it needs torch
+    if name == "capture":   # imported on first use: it needs torch
         import importlib   # not `from . import capture`: that asks this __getattr__ again
-        module = importlib.import_module(".capture", __name__)
-        return module if name == "capture" else module.Capture   # the module is callable
+        return importlib.import_module(".capture", __name__)   # the module is callable
+    if name == "Capture":   # the public class: a capture with its results (gradmem.session)
+        from .session import Session
+        return Session
     raise AttributeError(f"module 'gradmem' has no attribute {name!r}")
 
 
@@ -47,8 +49,8 @@ def analyze(trace: Trace):
 
 
 def load_ipython_extension(shell) -> None:
-    """``%load_ext gradmem``: adds the ``%%gradmem`` cell magic (see gradmem.notebook)."""
-    from .notebook import load_ipython_extension as load
+    """``%load_ext gradmem``: adds the ``%%gradmem`` cell magic (see gradmem.magic)."""
+    from .magic import load_ipython_extension as load
     load(shell)
 
 

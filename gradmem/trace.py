@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 from .errors import TraceFileError
+from .files import atomic_open
 from .events import EventKind  # noqa: F401  (the vocabulary; re-exported for readers of traces)
 
 SCHEMA_VERSION = 1
@@ -70,15 +71,13 @@ def _meta_line(meta: Meta) -> dict:
 def write_trace(trace: Trace, path: str | os.PathLike) -> Path:
     """Write the trace atomically: a reader never sees half a file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+    with atomic_open(path) as out:
         out.write(json.dumps(_meta_line(trace.meta)) + "\n")
         for ev in trace.events:
             line = {"seq": ev.seq, "t": ev.t_ns, "kind": str(ev.kind), "step": ev.step}
             line.update(ev.data)
             out.write(json.dumps(line) + "\n")
         out.write(json.dumps({"kind": "end", "events": len(trace.events)}) + "\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -15,7 +15,7 @@ nothing here analyses or formats it (``gradmem.session`` does that for
     OpWatcher (ops.py)          aten ops: the steps (TorchDispatchMode)
     SavedTensorWatcher (saved.py)  saved-tensor pack/unpack/release
     Namer (names.py)            the program's variable names
-    GroundTruth (ground.py)     the allocator's record and resident memory beside the hooks
+    GroundTruth (truth.py)     the allocator's record and resident memory beside the hooks
 
 Known limitations:
     - Buffers that kernels allocate internally (convolution workspaces) are not seen by
@@ -24,7 +24,7 @@ Known limitations:
       (``torch.utils.checkpoint``, ``save_on_cpu``) are reported as hidden slots.
     - ``torch.compile`` collapses the graph into one node with no saved fields.
     - ``verify=True`` (the default) records the CPU allocator's own allocations beside the
-      hooks (``ground.py``); it cannot run inside another ``torch.profiler`` session, and
+      hooks (``truth.py``); it cannot run inside another ``torch.profiler`` session, and
       then the summary says so. Resident memory is sampled every 10 ms on a thread.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from .facts import TensorFacts
 from .fake import fake_modes
 from .graph import Graph
 from .grads import GradWatcher
-from .ground import GroundTruth
+from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
 from .names import Namer
 from .ops import OpWatcher

@@ -1,5 +1,5 @@
 """The comparison of two runs: comparison.csv, the plain answer, the terminal summary, and
-the writer of a comparison folder. Formats what ``analysis.compare`` computed; imports no
+the folder check (the folder's writer is comparison_page.write_comparison). Formats what ``analysis.compare`` computed; imports no
 torch. Columns are documented in docs/reports.md.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import MARKER, check_target, write_atomic
+from . import MARKER, check_target
 from .units import human_bytes
 
 CSV_COLUMNS = ["kind", "role", "peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff",
@@ -141,12 +141,3 @@ def claim_folder(out_dir: Path, force: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / MARKER).write_text("written by gradmem\n", encoding="utf-8")
 
-
-def write_comparison(c, out_dir, force: bool = False) -> list[Path]:
-    """comparison.csv and comparison.html into ``out_dir``, each written atomically."""
-    from .comparison_page import ComparisonHtmlWriter
-
-    out_dir = Path(out_dir)
-    claim_folder(out_dir, force)
-    return [write_atomic(out_dir / "comparison.csv", comparison_csv(c)),
-            write_atomic(out_dir / "comparison.html", ComparisonHtmlWriter().render(c))]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import html
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
-from .comparison import answer
+from . import write_atomic
+from .comparison import answer, claim_folder, comparison_csv
 from .. import __version__
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
@@ -104,3 +106,11 @@ class ComparisonHtmlWriter:
             "data": json_island(data),
         }
         return fill_page("compare.html", fill)
+
+
+def write_comparison(c, out_dir, force: bool = False) -> list[Path]:
+    """comparison.csv and comparison.html into ``out_dir``, each written atomically."""
+    out_dir = Path(out_dir)
+    claim_folder(out_dir, force)
+    return [write_atomic(out_dir / "comparison.csv", comparison_csv(c)),
+            write_atomic(out_dir / "comparison.html", ComparisonHtmlWriter().render(c))]

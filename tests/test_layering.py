@@ -51,3 +51,24 @@ def test_no_import_cycle():
 
 def test_a_cycle_is_found():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}, skip=set()) == [["a", "b", "c", "a"]]
+
+
+def _attributes(cls) -> set[str]:
+    import ast
+    return {t.attr for node in ast.walk(cls) if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self"}
+
+
+def test_capture_stays_small():
+    """The capture package's entry is a short file and no class holds more than a dozen
+    attributes (the split that keeps each piece's job plain)."""
+    import ast
+    from layering_graph import PACKAGE
+    assert len((PACKAGE / "capture" / "__init__.py").read_text().splitlines()) < 150
+    big = {}
+    for path in PACKAGE.rglob("*.py"):
+        for cls in ast.walk(ast.parse(path.read_text())):
+            if isinstance(cls, ast.ClassDef) and len(_attributes(cls)) > 12:
+                big[f"{path.name}:{cls.name}"] = sorted(_attributes(cls))
+    assert big == {}

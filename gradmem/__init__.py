@@ -6,11 +6,10 @@ re-rendered anywhere.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import types
 
-import types  # noqa: E402
-
-from .trace import Trace, read_trace, write_trace  # noqa: E402
+from .trace import Trace, read_trace, write_trace
+from .version import __version__
 
 
 class _CallableModule(types.ModuleType):

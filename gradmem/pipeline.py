@@ -22,8 +22,7 @@ from .analysis import Analysis, analyze
 from .analysis.compare import Comparison, compare as compare_runs
 from .errors import GradmemError, Interrupted, ScenarioError, TraceFileError, UsageError
 from .render import write_files, write_reports
-from .render.comparison import claim_folder
-from .render.comparison_page import write_comparison
+from .render.comparison import claim_folder, write_comparison
 from .scenario import describe_failure, load_scenario, parse_params, run_scenario
 from .trace import read_trace
 

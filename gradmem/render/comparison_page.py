@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import html
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
-from . import write_atomic
-from .comparison import answer, claim_folder, comparison_csv
-from .. import __version__
+from ..version import __version__
+from .comparison_answer import answer
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
 
@@ -81,8 +79,8 @@ def comparison_page_data(c) -> dict:
 
 def _run(label: str, analysis) -> dict:
     s = analysis.summary
-    return {"label": label, "scenario": s["scenario"], "params": s["params"], "device": s["device"],
-            "status": s["status"], "peak_bytes": s["peak_bytes"], "peak_step": s["peak_step"], "steps": s["steps"]}
+    return {"label": label, "scenario": s.scenario, "params": s.params, "device": s.device,
+            "status": s.status, "peak_bytes": s.peak_bytes, "peak_step": s.peak_step, "steps": s.steps}
 
 
 def meta_html(runs: list[dict]) -> str:
@@ -106,11 +104,3 @@ class ComparisonHtmlWriter:
             "data": json_island(data),
         }
         return fill_page("compare.html", fill)
-
-
-def write_comparison(c, out_dir, force: bool = False) -> list[Path]:
-    """comparison.csv and comparison.html into ``out_dir``, each written atomically."""
-    out_dir = Path(out_dir)
-    claim_folder(out_dir, force)
-    return [write_atomic(out_dir / "comparison.csv", comparison_csv(c)),
-            write_atomic(out_dir / "comparison.html", ComparisonHtmlWriter().render(c))]

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import read_tensors
-from gradmem.capture import Capture
+from gradmem import Capture
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from browser import assert_clean_offline, browser, open_page, screenshot  # noqa: F401
-from gradmem.capture import Capture
+from gradmem import Capture
 
 pytestmark = pytest.mark.browser
 

@@ -23,8 +23,12 @@ import weakref
 import torch
 from torch.nn.modules import module as _nn_module
 
-from ..trace import KIND
+from ..events import EventKind
 from .names import SKIP_DIRS, _read_locals
+
+# plain strings for the hot path (an Enum lookup per event costs more)
+MODULE, ENTER, EXIT = EventKind.MODULE.value, EventKind.MODULE_ENTER.value, EventKind.MODULE_EXIT.value
+SOURCE, NOTE = EventKind.SOURCE.value, EventKind.NOTE.value
 
 HOOK_FAILED = "gradmem's module hook failed ({error}); module attribution after it may be incomplete. This is gradmem's fault, not the program's."
 
@@ -39,11 +43,13 @@ class ModuleWatcher:
         self._handles: list = []
         self._failed = False
 
-    def start(self) -> None:
+    def __enter__(self) -> "ModuleWatcher":
+        """Entered and left with the capture's modes: hooks on only while it records."""
         self._handles = [_nn_module.register_module_forward_pre_hook(self._pre),
                          _nn_module.register_module_forward_hook(self._post, always_call=True)]
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc) -> None:
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -54,7 +60,7 @@ class ModuleWatcher:
             if path is None:
                 path = self._name(module)
             self._stack.append(path)
-            self.rec.emit(KIND.MODULE_ENTER, module=path)
+            self.rec.emit(ENTER, module=path)
         except Exception as exc:   # noqa: BLE001 - never fail the program
             self._fail(exc)
 
@@ -66,7 +72,7 @@ class ModuleWatcher:
             if path in self._stack:    # unwind modules whose exit was never seen
                 while self._stack.pop() != path:
                     pass
-            self.rec.emit(KIND.MODULE_EXIT, module=path, outputs=self._outputs(output))
+            self.rec.emit(EXIT, module=path, outputs=self._outputs(output))
         except Exception as exc:   # noqa: BLE001
             self._fail(exc)
 
@@ -89,7 +95,7 @@ class ModuleWatcher:
         for name, sub in root.named_modules(prefix=prefix, remove_duplicate=True):
             if sub not in self._paths:
                 self._paths[sub] = name
-                self.rec.emit(KIND.MODULE, module=name, type=type(sub).__name__)
+                self.rec.emit(MODULE, module=name, type=type(sub).__name__)
         self._paths[root] = prefix
         return prefix
 
@@ -110,7 +116,7 @@ class ModuleWatcher:
     def _fail(self, exc: Exception) -> None:
         if not self._failed:
             self._failed = True
-            self.rec.emit(KIND.NOTE, text=HOOK_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
+            self.rec.emit(NOTE, text=HOOK_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
 
 
 def _parent_children(paths, parent_path: str):
@@ -146,6 +152,6 @@ class SourceWatcher:
         if where != self._last:
             self._last = where
             if where is None:
-                self.rec.emit(KIND.SOURCE, file=None, line=None, function=None)
+                self.rec.emit(SOURCE, file=None, line=None, function=None)
             else:
-                self.rec.emit(KIND.SOURCE, file=where[0], line=where[1], function=where[2])
+                self.rec.emit(SOURCE, file=where[0], line=where[1], function=where[2])

@@ -82,7 +82,7 @@ def short_module(path: str) -> str:
 def module_labels(frames: dict, modules: dict[int, str], outputs: set[tuple[int, str]]) -> dict[int, str]:
     """{storage: ``layers.0.dropout1: mask``} for storages an op made inside a module: what
     the module returned is its ``output``, a bool tensor a ``mask``, else the op's name;
-    a label used more than once gets ``#k``."""
+    a label used again gets ``#2``, ``#3``, ... (the first keeps it plain)."""
     labels: dict[int, str] = {}
     alloc = frames["alloc"].drop_duplicates("storage")
     types = dict(zip(frames["module"]["module"], frames["module"]["type"]))
@@ -91,13 +91,10 @@ def module_labels(frames: dict, modules: dict[int, str], outputs: set[tuple[int,
         if not module or pre:
             continue
         labels[sid] = f"{short_module(module)}: {_what(sid, module, op, dtype, types, outputs)}"
-    counts: dict[str, int] = {}
-    for label in labels.values():
-        counts[label] = counts.get(label, 0) + 1
     seen: dict[str, int] = {}
-    for sid, label in labels.items():
-        if counts[label] > 1:
-            seen[label] = seen.get(label, 0) + 1
+    for sid, label in labels.items():   # the first keeps the plain label: a later repeat (a
+        seen[label] = seen.get(label, 0) + 1   # second call, a checkpoint's recompute) never renames it
+        if seen[label] > 1:
             labels[sid] = f"{label}#{seen[label]}"
     return labels
 

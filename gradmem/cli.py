@@ -18,6 +18,8 @@ Examples:
   gradmem profile scenarios/linear_mse.py -p n=1000000 -p d=256 -o reports/big
   gradmem profile scenarios/mlp.py --device cuda
   gradmem profile scenarios/linear_mse.py --fake -p n=1000000000 -p d=256
+  gradmem profile --nproc-per-node 2 scenarios/ddp.py -o reports/ddp
+  torchrun --nproc-per-node 2 -m gradmem profile scenarios/ddp.py -o reports/ddp
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),
@@ -79,10 +81,13 @@ def main() -> None:
               "--device cuda needs no GPU.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Record the CPU allocator's own allocations and frees beside the hooks, to report unattributed bytes.")
-def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify):
+@click.option("--nproc-per-node", "nproc", type=int, metavar="N",
+              help="Start N ranks through torch.distributed.run (each writes OUT/rank<R>/), then merge them into OUT/.")
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, nproc):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
+    from . import ranks
     from .analysis import analyze
-    from .render import write_reports
+    from .render import write_reports, writers_for
     from .render.terminal import summary_text
     from .scenario import describe_failure, load_scenario, parse_params, run_scenario
 
@@ -90,12 +95,22 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         sc = load_scenario(scenario)
         values = parse_params(params, sc)
         out_dir = out_dir or Path("reports") / sc.name
-        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
-                                    verify=verify)
-        analysis = analyze(cap.trace)
-        files = write_reports(analysis, out_dir, force=force, **_formats(formats))
-        if not quiet:
-            click.echo(summary_text(analysis, files))
+        writers_for(_formats(formats).get("formats", ()))   # a bad --format fails before anything runs
+        if nproc is not None:
+            return ranks.launch(sc.path, out_dir, nproc, ranks.forwarded_options(params, device, retain_grad, force,
+                                                                                  formats, verify, fake), force, quiet)
+        job = ranks.RankJob.here(out_dir, force)     # None outside a torchrun job
+        out_dir = job.folder if job else out_dir
+        with ranks.sigterm_guard(job is not None) as scenario_done:
+            cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
+                                        verify=verify)
+            scenario_done()
+            analysis = analyze(cap.trace)
+            files = write_reports(analysis, out_dir, force=force, **_formats(formats))
+            if not quiet and job is None:
+                click.echo(summary_text(analysis, files))
+            if job is not None:
+                job.finish(quiet)
         if failure is not None:
             error = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
             raise error(f"{describe_failure(sc, cap, failure)}\n"

@@ -42,6 +42,8 @@ class EventKind(str, Enum):
     CLOCK = "clock"                    # how the allocator's clock was aligned with the hooks' clock
     RSS = "rss"                        # the process's resident memory, sampled every few ms
     DEVICE_MEMORY = "device_memory"    # a CUDA allocator reading (allocated, reserved) after a step
+    COLLECTIVE = "collective"          # a c10d collective (all-reduce, all-gather...) and the storages it touched
+    WRAPPED = "wrapped"                # a storage is the inside of a wrapper subclass (DTensor's local shard)
 
     def __str__(self) -> str:
         return self.value
@@ -84,6 +86,7 @@ class Meta:
     error: dict | None = None          # type, message, file, line of the failure
     notes: tuple = ()                  # caveats the capture wants the reader to see
     mode: str = "real"                 # real | fake (fake tensors: shapes and bytes, no data: an estimate)
+    distributed: dict | None = None    # under torchrun: rank, local_rank, world_size, host, run_id, backend
 
 
 @dataclass(frozen=True)

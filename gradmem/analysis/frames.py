@@ -11,7 +11,7 @@ from ..trace import Trace
 KIND_COLUMNS = {
     "step": ["phase", "op", "node", "backward"],
     "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute",
-              "grad_args", "ptr"],
+              "grad_args", "ptr", "lineage"],
     "free": ["storage"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf"],
@@ -33,6 +33,8 @@ KIND_COLUMNS = {
     "clock": ["method", "offset_ns", "error_ns", "markers"],
     "rss": ["rss"],
     "device_memory": ["device", "allocated", "reserved"],
+    "collective": ["op", "index", "storages", "nbytes"],
+    "wrapped": ["storage", "wrapper", "requires_grad", "leaf"],
 }
 
 

@@ -42,6 +42,7 @@ from .grads import GradWatcher
 from .ground import GroundTruth
 from .names import SKIP_DIRS, Namer
 from .ops import OpWatcher
+from .ranks import Collectives, StorageResizes, rank_env, rank_meta
 from .recorder import Recorder
 from .saved import SavedTensorWatcher
 from .storages import Storages
@@ -71,6 +72,7 @@ class Capture:
         self.namer = Namer(self.rec, self.storages)
         self.ops_paused = False   # set while gradmem runs an op of its own (see paused_ops)
         self.saved = SavedTensorWatcher(self.rec, self.storages, self._current_node, self.paused_ops)
+        self.collectives = Collectives(self.rec, self.storages, rank_env())
         self._modes = []
         self._started = ""
         self._facts_seen: set[tuple] = set()
@@ -85,7 +87,7 @@ class Capture:
         self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.namer.entry = sys._getframe(1)
         self._modes = fake_modes() if self.fake else []   # below our modes: they see fake outputs
-        self._modes += [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
+        self._modes += [StorageResizes(self.storages), self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
         self.ground.start()
         entered = []
         try:
@@ -128,7 +130,7 @@ class Capture:
                 python_version=platform.python_version(), started_at=self._started,
                 status="partial" if error else "complete", error=error,
                 notes=(FAKE_NOTE,) * self.fake + self._notes(), mode="fake" if self.fake else "real",
-                retain_grad=self.retain_grad,
+                retain_grad=self.retain_grad, distributed=rank_meta(self.collectives.info, _device(self.params)),
             )
             self.trace = Trace(meta, self.rec.sorted_events())
         return self.trace

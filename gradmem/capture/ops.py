@@ -10,8 +10,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .fake import unrecorded
+from .ranks import is_collective
 
 _op_names: dict = {}
+_collectives: dict = {}   # func -> is it a c10d collective (cached: the check is per op)
 
 
 def op_name(func) -> str:
@@ -47,6 +49,11 @@ class OpWatcher(TorchDispatchMode):
             return func(*args, **(kwargs or {}))                # plumbing a real run never dispatches
         name = op_name(func)
         has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
+        collective = _collectives.get(func)
+        if collective is None:
+            collective = _collectives[func] = is_collective(func)
+        if collective:
+            cap.collectives.seen(name, args, kwargs)
         out = func(*args, **(kwargs or {}))
         cap.op_outputs(name, out, not has_inputs, grad_args)
         return out

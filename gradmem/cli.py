@@ -102,8 +102,8 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         job = ranks.RankJob.here(out_dir, force)     # None outside a torchrun job
         out_dir = job.folder if job else out_dir
         with ranks.sigterm_guard(job is not None) as scenario_done:
-            cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
-                                        verify=verify)
+            cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=None if job and job.quiet else Progress(),
+                                        fake=fake, verify=verify)
             scenario_done()
             analysis = analyze(cap.trace)
             files = write_reports(analysis, out_dir, force=force, **_formats(formats))

@@ -170,8 +170,13 @@ class RankJob:
         claim_folder(Path(job_dir), force)
         return cls(job_dir, info)
 
+    @property
+    def quiet(self) -> bool:
+        """Only rank 0 of a plain torchrun job speaks; under the launcher, the launcher does."""
+        return self.info["rank"] != 0 or bool(os.environ.get(LAUNCHED))
+
     def finish(self, quiet: bool) -> None:
-        if self.info["rank"] != 0 or os.environ.get(LAUNCHED):
+        if self.quiet:
             return
         world, run_id = self.info["world_size"], self.info["run_id"]
         wait_for_ranks(self.job_dir, world, run_id, float(os.environ.get(MERGE_WAIT, WAIT_S)))

@@ -48,9 +48,10 @@ class RankMerge:
     analyses: dict[int, Analysis] = field(repr=False)
 
 
-RANK_COLUMNS = (["rank", "status", "host", "local_rank", "device", "backend", "peak_bytes", "allocator_peak_bytes",
-                 "peak_step", "peak_op", "peak_phase", "peak_x", "capacity_bytes", "headroom_bytes"]
-                + [f"peak_{r}" for r in ROLES] + [f"diff_{r}" for r in ROLES])
+RANK_COLUMNS = (["rank", "status", "host", "local_rank", "device", "backend", "peak_bytes", "peak_source",
+                 "tracked_peak_bytes", "allocator_peak_bytes", "peak_step", "peak_op", "peak_phase", "peak_x",
+                 "capacity_bytes", "headroom_bytes"]
+                + [f"peak_{r}" for r in ROLES + ["unattributed"]] + [f"diff_{r}" for r in ROLES + ["unattributed"]])
 
 
 # -- the logical clock ------------------------------------------------------------------------
@@ -81,8 +82,10 @@ def logical_x(steps: pd.DataFrame, anchor_steps: pd.Series) -> np.ndarray:
 
 def lane(a: Analysis, max_points: int = MAX_LANE_POINTS) -> pd.DataFrame:
     s = a.steps
+    source = peak_step_of(a)[1]
+    high = s["allocator_peak_bytes"].fillna(s["peak_bytes"]) if source == "allocator" else s["peak_bytes"]
     frame = pd.DataFrame({"x": logical_x(s, anchors(a)["step"]), "step": s["step"].to_numpy(), "op": s["op"].astype(str).to_numpy(),
-                          "phase": s["phase"].astype(str).to_numpy(), "peak_bytes": s["peak_bytes"].to_numpy(),
+                          "phase": s["phase"].astype(str).to_numpy(), "peak_bytes": high.to_numpy(dtype="int64"),
                           "live_bytes": s["live_bytes"].to_numpy()})
     if len(frame) <= max_points:
         return frame
@@ -110,22 +113,44 @@ def envelope(lanes: dict[int, pd.DataFrame], points: int = ENVELOPE_POINTS) -> p
 
 
 # -- one row per rank -----------------------------------------------------------------------
-def at_peak(a: Analysis) -> pd.DataFrame:
-    phase = dict(zip(a.steps["step"], a.steps["phase"]))
-    _, seq, _ = peak_of(a.timeline, phase)
+def peak_step_of(a: Analysis) -> tuple[int, str]:
+    """The rank's peak: the allocator's when it was recorded (what the process held,
+    kernels' and collectives' own buffers included), else gradmem's tracked peak."""
+    alloc = a.summary.get("allocator") or {}
+    if alloc.get("source") and alloc.get("peak_bytes") is not None:
+        return int(alloc["peak_step"]), "allocator"
+    return int(a.summary["peak_step"]), "tracked"
+
+
+def at_peak(a: Analysis, step: int | None = None) -> pd.DataFrame:
+    """Storages alive at the highest tracked moment inside ``step`` (the rank's peak
+    step by default), or after the last event before it when nothing happened in it."""
+    step = peak_step_of(a)[0] if step is None else step
+    d = a.timeline
+    inside = d[d["step"] == step]
+    if len(inside):
+        seq = int(inside.at[inside["live"].idxmax(), "seq"])
+    else:
+        before = d[d["step"] < step]
+        seq = int(before["seq"].iloc[-1]) if len(before) else -1
     return live_at(a.tensors, seq)
 
 
 def rank_row(rank: int, a: Analysis, x_of_step: dict) -> dict:
     s, d = a.summary, a.trace.meta.distributed or {}
     alloc = s.get("allocator") or {}
-    by_role = at_peak(a).groupby("role")["nbytes"].sum()
+    step, source = peak_step_of(a)
+    row_of = a.steps.set_index("step")
+    alive = at_peak(a, step)
+    by_role = alive.groupby("role")["nbytes"].sum()
+    peak = int(alloc["peak_bytes"]) if source == "allocator" else int(s["peak_bytes"])
     row = {"rank": rank, "status": s["status"], "host": d.get("host", ""), "local_rank": d.get("local_rank"),
-           "device": s["device"], "backend": d.get("backend") or "", "peak_bytes": s["peak_bytes"],
-           "allocator_peak_bytes": alloc.get("peak_bytes"), "peak_step": s["peak_step"], "peak_op": s["peak_op"],
-           "peak_phase": s["peak_phase"], "peak_x": round(float(x_of_step.get(s["peak_step"], 0.0)), 3),
-           "capacity_bytes": d.get("capacity_bytes")}
+           "device": s["device"], "backend": d.get("backend") or "", "peak_bytes": peak, "peak_source": source,
+           "tracked_peak_bytes": s["peak_bytes"], "allocator_peak_bytes": alloc.get("peak_bytes"), "peak_step": step,
+           "peak_op": row_of.at[step, "op"], "peak_phase": row_of.at[step, "phase"],
+           "peak_x": round(float(x_of_step.get(step, 0.0)), 3), "capacity_bytes": d.get("capacity_bytes")}
     row.update({f"peak_{r}": int(by_role.get(r, 0)) for r in ROLES})
+    row["peak_unattributed"] = max(0, peak - int(alive["nbytes"].sum())) if source == "allocator" else 0
     return row
 
 
@@ -136,7 +161,7 @@ def missing_row(rank: int, why: str) -> dict:
 def headroom(ranks: pd.DataFrame) -> pd.Series:
     """Capacity left at the peak. A GPU is one rank's; a CPU host's memory is shared by
     its ranks, so their peaks are summed (as if they peaked together: the safe bound)."""
-    peak = ranks["allocator_peak_bytes"].fillna(ranks["peak_bytes"])
+    peak = ranks["peak_bytes"]
     cpu = ranks["device"].astype(str).str.startswith("cpu")
     shared = peak.groupby(ranks["host"].where(cpu, ranks["rank"].astype(str))).transform("sum")
     return ranks["capacity_bytes"] - shared.where(cpu, peak)
@@ -152,9 +177,9 @@ def why_differs(k: int, m: int, analyses: dict, ranks: pd.DataFrame) -> dict:
     """How rank k's peak differs from the median rank m's: by role (largest difference
     first), and for each role the storages behind it, matched by name across the ranks."""
     rk, rm = ranks.set_index("rank").loc[k], ranks.set_index("rank").loc[m]
-    pk, pm = at_peak(analyses[k]), at_peak(analyses[m])
+    pk, pm = at_peak(analyses[k]), at_peak(analyses[m])   # unattributed blocks have no names: no storages
     roles = []
-    for r in ROLES:
+    for r in ROLES + ["unattributed"]:
         diff = int(rk[f"peak_{r}"] - rm[f"peak_{r}"])
         if diff:
             roles.append({"role": r, "diff": diff, "bytes": int(rk[f"peak_{r}"]), "median_bytes": int(rm[f"peak_{r}"]),
@@ -206,7 +231,7 @@ def merge(traces: dict[int, Trace | None], world_size: int, missing: dict[int, s
     least = int(room.sort_values(["headroom_bytes", "peak_bytes"], ascending=[True, False]).iloc[0]["rank"]) if len(room) else None
     if m is not None:
         med = ranks.set_index("rank").loc[m]
-        for r in ROLES:
+        for r in ROLES + ["unattributed"]:
             ranks[f"diff_{r}"] = ranks[f"peak_{r}"] - med[f"peak_{r}"]
     why = why_differs(worst, m, analyses, ranks) if worst is not None and m is not None and worst != m else None
     scenario = next((a.summary["scenario"] for a in analyses.values()), "")

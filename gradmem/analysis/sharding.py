@@ -6,9 +6,13 @@ role passes; it reads only facts the capture recorded:
   ``comm_buffer`` (DDP's buckets, the ``.grad`` that is a view of a bucket with
   ``gradient_as_bucket_view=True``, broadcast and all-gather buffers). The storage is one
   row, so a bucket and the grads viewing it are counted once.
-- ``wrapped`` events say a storage is the local shard inside a DTensor: a shard of a leaf
-  that requires grad is a ``sharded_param``; a shard named ``<param>.grad`` is a
-  ``sharded_grad`` (FSDP2 sets it after the reduce-scatter, whose output it views).
+- ``wrapped`` events say a storage is the local shard inside a DTensor: a shard the
+  program names as a module's parameter is a ``sharded_param``; a shard named
+  ``<param>.grad`` is a ``sharded_grad`` (FSDP2 sets it after the reduce-scatter, whose
+  output it views).
+- A forward op's output that a library then wraps as a leaf (FSDP2 passes a layer's inputs
+  through an autograd Function that makes them leaves requiring grad) is not a parameter:
+  it keeps the role of what the op made.
 - ``lineage`` links the generations of a storage resized in place: a parameter whose
   storage FSDP2 frees and re-allocates by ``resize_`` is an ``unsharded_param`` in every
   generation, and a ``.grad`` of one is an ``unsharded_grad``.
@@ -38,8 +42,18 @@ def set_rank_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     t["collective"] = t["id"].map(comm).fillna("")
     touched = (t["collective"] != "") & ~t["role"].isin(KEEP)
     t.loc[touched, "role"] = Role.COMM_BUFFER.value
+    t = _made_then_leaf(t, frames)
     t = _unsharded(t, frames)
     return _sharded(t, frames)
+
+
+def _made_then_leaf(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    facts = frames["tensor"]
+    made = set(facts.loc[facts["leaf"] == False, "storage"].astype(int))  # noqa: E712
+    wrong = (t["role"] == Role.PARAMETER.value) & t["id"].isin(made) & (t["phase"] == "forward")
+    t.loc[wrong, "_leaf_param"] = False
+    t.loc[wrong, "role"] = [Role.ACTIVATION.value if s else Role.INTERMEDIATE.value for s in t.loc[wrong, "saved_by"]]
+    return t
 
 
 def _unsharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
@@ -56,10 +70,9 @@ def _unsharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
 
 
 def _sharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    w = frames["wrapped"]
-    shard_of_param = set(w.loc[(w["requires_grad"] == True) & (w["leaf"] == True), "storage"].astype(int))  # noqa: E712
-    t.loc[t["id"].isin(shard_of_param), "role"] = Role.SHARDED_PARAM.value
-    names = frames["name"]
-    grads = set(names.loc[names["source"] == "grad", "storage"].astype(int)) & set(w["storage"].astype(int))
-    t.loc[t["id"].isin(grads - shard_of_param), "role"] = Role.SHARDED_GRAD.value
+    shards, names = set(frames["wrapped"]["storage"].astype(int)), frames["name"]
+    named = lambda source: set(names.loc[names["source"] == source, "storage"].astype(int)) & shards  # noqa: E731
+    params = named("parameter") | set(frames["wrapped"].loc[frames["wrapped"]["requires_grad"] == True, "storage"].astype(int))  # noqa: E712
+    t.loc[t["id"].isin(params), "role"] = Role.SHARDED_PARAM.value
+    t.loc[t["id"].isin(named("grad") - params), "role"] = Role.SHARDED_GRAD.value
     return t

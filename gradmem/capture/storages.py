@@ -28,6 +28,7 @@ class Storages:
         self._wrapped: set[tuple] = set()              # (id(wrapper), inner ids) already reported
         self._lineage: dict[int, int] = {}             # resized generation -> first generation's id
         self._orphans: dict[int, tuple] = {}           # id(storage) resized to 0 -> (lineage, weakref)
+        self._by_ptr: dict[int, int] = {}              # data address -> gradmem id of a live storage there
 
     def lookup(self, t: torch.Tensor) -> int | None:
         inner = inner_tensors(t)
@@ -51,9 +52,23 @@ class Storages:
             return None
         sid = self._ids.get(id(s))
         if sid is None:
+            if id(s) in self._orphans:   # resized to 0 (FSDP2 resharded it): no memory until it grows
+                return None
+            if preexisting:
+                alias = self._alias(s, t)
+                if alias is not None:
+                    return alias
             flags = {k: True for k, v in (("recompute", recompute), ("grad_args", grad_args)) if v}
             sid = self._track(s, t, op, preexisting, factory, flags)
         return sid
+
+    def _alias(self, s, t) -> int | None:
+        """A storage first met as an op's input whose memory is a tracked storage's: C++ code
+        (gloo's reduce-scatter) can wrap the same memory in a second storage object. It
+        owns no bytes; counting it as alive since before the capture would count them twice."""
+        ptr = _ptr(s, t)
+        sid = self._by_ptr.get(ptr) if ptr else None
+        return sid if sid is not None and sid in self._refs else None
 
     def _see_wrapped(self, t, inner, op, preexisting, factory, recompute, grad_args) -> int | None:
         sids = [self.see(x, op, preexisting, factory, recompute, grad_args) for x in inner]
@@ -83,21 +98,27 @@ class Storages:
         self._ids[key] = sid
         self._lineage[sid] = lineage if lineage is not None else sid
         self._refs[sid] = weakref.ref(s, lambda _ref, key=key, sid=sid: self._freed(key, sid))
+        ptr = _storage_ptr(s)
+        if ptr:
+            self._by_ptr[ptr] = sid
         self.rec.emit(KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(s.device), dtype="uint8",
                       shape=(s.nbytes(),), op="resize_", preexisting=False, factory=False, value=None,
-                      lineage=self._lineage[sid], ptr=_storage_ptr(s))
+                      lineage=self._lineage[sid], ptr=ptr)
 
     def _track(self, s, t: torch.Tensor, op: str, preexisting: bool, factory: bool, flags: dict) -> int:
         sid = next(self._next)
         key = id(s)
         self._ids[key] = sid
         self._refs[sid] = weakref.ref(s, lambda _ref, key=key, sid=sid: self._freed(key, sid))
+        ptr = _ptr(s, t)
+        if ptr and not preexisting:
+            self._by_ptr[ptr] = sid
         self.rec.emit(
             KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting or op in UNINITIALIZED else preview(t),
             **flags,
-            ptr=_ptr(s, t),
+            ptr=ptr,
         )
         return sid
 
@@ -111,6 +132,8 @@ class Storages:
         """Stop watching: dropping the weakrefs means their callbacks never run."""
         self._refs.clear()
         self._ids.clear()
+        self._by_ptr.clear()
+        self._orphans.clear()
 
 
 def _storage_ptr(s) -> int | None:

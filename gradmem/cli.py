@@ -159,6 +159,23 @@ def export(trace_file, formats, out_dir):
         _fail(exc)
 
 
+@main.command()
+@click.argument("job_dir", type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
+def merge(job_dir, quiet):
+    """Merge the rank<R>/ reports of a multi-process run in JOB_DIR again: ranks.csv,
+    report.html and trace.chrome.json (a missing or partial rank is said so)."""
+    from .ranks import merge_folder
+    from .render.ranks import summary_text
+
+    try:
+        result, files = merge_folder(job_dir)
+        if not quiet:
+            click.echo(summary_text(result, files))
+    except GradmemError as exc:
+        _fail(exc)
+
+
 COMPARE_EXAMPLES = """
 \b
 Examples:

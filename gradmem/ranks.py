@@ -148,6 +148,8 @@ def merge_folder(out_dir: Path, world: int | None = None, run_id: str | None = N
     """Merge the ranks' reports in ``out_dir`` and write the merged files beside them."""
     from .analysis.ranks import merge
     from .render.ranks import write_merge
+    if run_id is None:   # re-merging a folder: rank 0's job is the one to merge
+        run_id = ((_meta_of(rank_folder(out_dir, 0) / "trace.jsonl") or {}).get("distributed") or {}).get("run_id")
     traces, missing, world = read_ranks(out_dir, world, run_id)
     result = merge(traces, world, missing)
     return result, write_merge(result, Path(out_dir))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
+from .births import late_births
 from .frames import by_kind, events_table, pairs
 from .ground import reconcile
 from .naming import node_names, storage_names
@@ -40,7 +41,7 @@ class Analysis:
 
 
 def analyze(trace: Trace) -> Analysis:
-    frames = by_kind(trace)
+    frames = late_births(by_kind(trace))
     snames = storage_names(frames)
     nnames = node_names(frames["node"], snames)
     steps = steps_frame(frames, nnames)

@@ -12,7 +12,7 @@ KIND_COLUMNS = {
     "step": ["phase", "op", "node", "backward"],
     "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute",
               "grad_args", "ptr", "lineage"],
-    "free": ["storage"],
+    "free": ["storage", "resized"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf"],
     "saved": ["pack", "storage", "shape", "dtype", "numel", "element_size"],

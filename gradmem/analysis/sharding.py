@@ -5,7 +5,9 @@ role passes; it reads only facts the capture recorded:
 - ``collective`` events name every storage a c10d collective read or wrote: those are
   ``comm_buffer`` (DDP's buckets, the ``.grad`` that is a view of a bucket with
   ``gradient_as_bucket_view=True``, broadcast and all-gather buffers). The storage is one
-  row, so a bucket and the grads viewing it are counted once.
+  row, so a bucket and the grads viewing it are counted once. The gradient AccumulateGrad
+  hands over, which DDP copies into such a bucket and frees within the backward, is a
+  ``gradient`` in passing, not a ``.grad`` kept.
 - ``wrapped`` events say a storage is the local shard inside a DTensor: a shard the
   program names as a module's parameter is a ``sharded_param``; a shard named
   ``<param>.grad`` is a ``sharded_grad`` (FSDP2 sets it after the reduce-scatter, whose
@@ -14,8 +16,8 @@ role passes; it reads only facts the capture recorded:
   through an autograd Function that makes them leaves requiring grad) is not a parameter:
   it keeps the role of what the op made.
 - ``lineage`` links the generations of a storage resized in place: a parameter whose
-  storage FSDP2 frees and re-allocates by ``resize_`` is an ``unsharded_param`` in every
-  generation, and a ``.grad`` of one is an ``unsharded_grad``.
+  storage FSDP2 frees (a ``free`` with ``resized``) or re-allocates by ``resize_`` is an
+  ``unsharded_param`` in every generation, and a ``.grad`` of one is an ``unsharded_grad``.
 """
 from __future__ import annotations
 
@@ -42,9 +44,24 @@ def set_rank_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     t["collective"] = t["id"].map(comm).fillna("")
     touched = (t["collective"] != "") & ~t["role"].isin(KEEP)
     t.loc[touched, "role"] = Role.COMM_BUFFER.value
+    t = _copied_into_buckets(t, frames)
     t = _made_then_leaf(t, frames)
     t = _unsharded(t, frames)
     return _sharded(t, frames)
+
+
+def _copied_into_buckets(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    """With ``gradient_as_bucket_view=True`` a parameter's ``.grad`` is a view of a bucket;
+    the gradient AccumulateGrad hands over is copied into it and freed within the same
+    backward: that one is a ``gradient`` in passing, not a ``.grad`` kept."""
+    names = frames["name"]
+    views = set(names.loc[names["source"] == "grad", "storage"].astype(int))
+    if not (t["id"].isin(views) & (t["role"] == Role.COMM_BUFFER.value)).any():
+        return t
+    phase = dict(zip(frames["step"]["step"], frames["step"]["phase"]))
+    passing = (t["role"] == Role.PARAM_GRAD.value) & t["free_step"].map(lambda s: pd.notna(s) and phase.get(int(s)) == "backward")
+    t.loc[passing.astype(bool), "role"] = Role.GRADIENT.value
+    return t
 
 
 def _made_then_leaf(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
@@ -60,9 +77,11 @@ def _unsharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     alloc = frames["alloc"].drop_duplicates("storage")
     lineage = dict(zip(alloc["storage"].astype(int), alloc["lineage"]))
     line = t["id"].map(lambda i: lineage.get(i) if pd.notna(lineage.get(i)) else i).astype("int64")
-    resized = line[line != t["id"]].unique()
+    free = frames["free"]
+    shrunk = set(free.loc[free["resized"] == True, "storage"].astype(int))  # noqa: E712
+    resized = set(line[(line != t["id"]) | t["id"].isin(shrunk)])
     params = set(line[t["_leaf_param"]])
-    unsharded = line.isin(set(resized) & params)
+    unsharded = line.isin(resized & params)
     t.loc[unsharded, "role"] = Role.UNSHARDED_PARAM.value
     targets = set(t.loc[unsharded, "id"])
     t.loc[t["grad_of"].isin(targets).fillna(False).astype(bool), "role"] = Role.UNSHARDED_GRAD.value

@@ -88,7 +88,7 @@ class Storages:
         old = self._ids.pop(key, None)
         if old is not None:
             self._refs.pop(old, None)    # the old weakref goes, and its callback with it
-            self.rec.emit(KIND.FREE, storage=old)
+            self.rec.emit(KIND.FREE, storage=old, resized=True)
         lineage = self._lineage.pop(old, old)
         if s.nbytes() == 0:   # remembered while the storage object lives, for its next growth
             self._orphans[key] = (lineage, weakref.ref(s, lambda _ref, key=key: self._orphans.pop(key, None)))

@@ -41,7 +41,7 @@ def collective_storages(frames: dict) -> dict[int, str]:
 
 def set_rank_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     comm = collective_storages(frames)
-    t["collective"] = t["id"].map(comm).fillna("")
+    t["collective"] = [comm.get(i, "") for i in t["id"].tolist()]
     touched = (t["collective"] != "") & ~t["role"].isin(KEEP)
     t.loc[touched, "role"] = Role.COMM_BUFFER.value
     t = _copied_into_buckets(t, frames)

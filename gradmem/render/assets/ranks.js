@@ -9,7 +9,7 @@
   const xmax = Math.max(1, ...ranks.map(r => Math.max(...data.lanes[r].x)), ...data.envelope.x.filter(v => v !== null));
   const ymax = Math.max(1, ...ranks.map(r => Math.max(...data.lanes[r].y)));
   const yTicks = C.niceBytesTicks(ymax);
-  const ytop = Math.max(ymax, yTicks[yTicks.length - 1]);
+  const ytop = Math.max(ymax * 1.08, yTicks[yTicks.length - 1]);
 
   function frame(h) {
     const s = C.svg("svg", { viewBox: `0 0 ${W} ${h}`, height: h });
@@ -22,12 +22,14 @@
     });
     s.appendChild(g);
     const ax = C.svg("g", { class: "axis" });
-    const every = Math.max(1, Math.ceil(data.anchors.length / 12));
+    const every = Math.max(1, Math.ceil(data.anchors.length / 7));   // every anchor a tick, some labelled
     data.anchors.forEach((label, k) => {
-      if (k % every) return;
       const x = sx(k + 1);
-      ax.appendChild(C.svg("line", { x1: x, x2: x, y1: M.t, y2: h - M.b }));
-      const t = C.svg("text", { x: x, y: h - M.b + 14, "text-anchor": "middle" }, label);
+      const tick = C.svg("line", { x1: x, x2: x, y1: M.t, y2: h - M.b });
+      tick.appendChild(C.svg("title", {}, `anchor ${k + 1}: ${label}`));
+      ax.appendChild(tick);
+      if (k % every) return;
+      const t = C.svg("text", { x: x + 3, y: h - M.b + 14, "text-anchor": "start" }, label);
       t.appendChild(C.svg("title", {}, `anchor ${k + 1}: ${label}`));
       ax.appendChild(t);
     });
@@ -93,10 +95,12 @@
     const t = document.getElementById("ranks-table");
     const cols = ["rank", "status", "host", "device", "backend", "peak_bytes", "allocator_peak_bytes", "peak_step",
       "peak_op", "headroom_bytes"];
-    const roleCols = Object.keys(data.ranks[0] || {}).filter(k => k.startsWith("peak_") && !["peak_bytes", "peak_step", "peak_op", "peak_phase", "peak_x"].includes(k)
+    const notRoles = ["peak_bytes", "peak_source", "peak_step", "peak_op", "peak_phase", "peak_x"];
+    const roleCols = Object.keys(data.ranks[0] || {}).filter(k => k.startsWith("peak_") && !notRoles.includes(k)
       && data.ranks.some(row => row[k]));
     const head = C.el("tr");
     cols.concat(roleCols).forEach(c => head.appendChild(C.el("th", {}, c.replace(/^peak_(?!bytes|step|op)/, "at peak: "))));
+    head.appendChild(C.el("th", {}, "report"));
     t.appendChild(C.el("thead")).appendChild(head);
     const body = t.appendChild(C.el("tbody"));
     data.ranks.forEach(row => {
@@ -106,6 +110,9 @@
         const isBytes = /bytes$/.test(c) || roleCols.includes(c);
         tr.appendChild(C.el("td", isBytes ? { class: "num" } : {}, v === null || v === undefined ? "" : isBytes ? C.bytes(v) : v));
       });
+      const link = C.el("td");
+      if (row.peak_bytes !== null) link.appendChild(C.el("a", { href: `rank${Number(row.rank)}/report.html` }, `rank${Number(row.rank)}/`));
+      tr.appendChild(link);
       body.appendChild(tr);
     });
   }

@@ -18,8 +18,8 @@ Examples:
   gradmem profile scenarios/linear_mse.py -p n=1000000 -p d=256 -o reports/big
   gradmem profile scenarios/mlp.py --device cuda
   gradmem profile scenarios/linear_mse.py --fake -p n=1000000000 -p d=256
-  gradmem profile --nproc-per-node 2 scenarios/ddp.py -o reports/ddp
-  torchrun --nproc-per-node 2 -m gradmem profile scenarios/ddp.py -o reports/ddp
+  gradmem profile --nproc-per-node 2 scenarios/distributed/ddp.py -o reports/ddp
+  torchrun --nproc-per-node 2 -m gradmem profile scenarios/distributed/ddp.py -o reports/ddp
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from conftest import ROOT, SCENARIOS
 from gradmem.cli import main
 
+DISTRIBUTED = SCENARIOS / "distributed"
 LAUNCH_TIMEOUT_S = 240
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "GRADMEM_MERGE_WAIT": "60"}
 
@@ -50,8 +51,8 @@ def meta(folder, rank):
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "job"
-    code, stdout, stderr = launch("-m", "gradmem", "profile", "--nproc-per-node", "2", SCENARIOS / "ddp.py", "-o", out,
-                                  "-p", "bucket_view=true")
+    code, stdout, stderr = launch("-m", "gradmem", "profile", "--nproc-per-node", "2", DISTRIBUTED / "ddp.py",
+                                  "-o", out, "-p", "bucket_view=true")
     assert code == 0, stderr[-3000:]
     return out, stdout
 
@@ -124,7 +125,7 @@ def sharded_bytes(shape, world=2, itemsize=4):
 
 def test_fsdp2_sharded_and_unsharded_parameter_bytes(tmp_path):
     out = tmp_path / "job"
-    code, stdout, stderr = launch("-m", "gradmem", "profile", "--nproc-per-node", "2", SCENARIOS / "fsdp2.py",
+    code, stdout, stderr = launch("-m", "gradmem", "profile", "--nproc-per-node", "2", DISTRIBUTED / "fsdp2.py",
                                   "-o", out, "-p", "steps=1")
     assert code == 0, stderr[-3000:]
     shapes = [(256, 64), (256,), (64, 256), (64,), (1, 64), (1,)]      # the MLP's parameters, as built

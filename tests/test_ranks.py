@@ -6,6 +6,7 @@ shards (dim 0 split in world-size chunks, padded to equal size)."""
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -99,11 +100,17 @@ def test_ddp_buckets_are_comm_buffers_counted_once(ddp):
         assert set(named["role"]) <= {"comm_buffer"}
 
 
-def test_ddp_perfetto_export_has_one_process_per_rank(ddp):
+def test_ddp_exports_have_one_process_and_one_device_trace_per_rank(ddp):
     out, _ = ddp
     events = json.loads((out / "trace.chrome.json").read_text())["traceEvents"]
     names = {e["pid"]: e["args"]["name"] for e in events if e.get("name") == "process_name"}
     assert sorted(names) == [1, 2] and names[1].startswith("rank 0:") and names[2].startswith("rank 1:")
+    snap = pickle.loads((out / "memory_viz.pickle").read_bytes())
+    assert len(snap["device_traces"]) == 2
+    for r in (0, 1):   # every storage of the rank's own report is an allocation in its trace
+        sizes = sorted(e["size"] for e in snap["device_traces"][r] if e["action"] == "alloc" and e["size"])
+        t = tensors(out, r)
+        assert sizes == sorted(t.loc[t["nbytes"] > 0, "nbytes"])
 
 
 def test_merge_again_with_a_missing_rank(ddp, tmp_path):

@@ -4,7 +4,8 @@
 - ``report.html``: one memory lane per rank on a shared y axis, the min / median / max
   envelope, the worst rank and the one with least headroom, why the worst rank differs
   from the median rank (``ranks_page.py``);
-- ``trace.chrome.json``: each rank's Perfetto trace as one process (pid = rank + 1).
+- ``trace.chrome.json``: each rank's Perfetto trace as one process (pid = rank + 1);
+- ``memory_viz.pickle``: PyTorch's memory viewer, one device trace per rank.
 
 Each file is written atomically. ``summary_text`` is what rank 0 (or the launcher) prints.
 Formats facts ``analysis.ranks.merge`` computed; derives none. Imports no torch.
@@ -12,10 +13,12 @@ Formats facts ``analysis.ranks.merge`` computed; derives none. Imports no torch.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 from . import MARKER, write_atomic
 from .chrome import ChromeTraceWriter
+from .memory_viz import snapshot
 from .ranks_page import RanksHtmlWriter
 from .units import human_bytes
 
@@ -47,7 +50,24 @@ def chrome_json(result) -> str:
     return json.dumps({"traceEvents": events, "displayTimeUnit": "ms"})
 
 
-MERGED = {"ranks.csv": ranks_csv, "report.html": lambda r: RanksHtmlWriter().render(r), "trace.chrome.json": chrome_json}
+def memory_viz(result) -> bytes:
+    """PyTorch's memory viewer with one device trace per rank (device r is rank r): each
+    rank's busiest device, as its own report's ``memory_viz.pickle`` has it."""
+    traces, segments = [], []
+    for r in range(result.world_size):
+        a = result.analyses.get(r)
+        if a is None:
+            traces.append([])
+            continue
+        snap = snapshot(a)
+        home = max(range(len(snap["device_traces"])), key=lambda i: len(snap["device_traces"][i]))
+        traces.append(snap["device_traces"][home])
+        segments += [{**seg, "device": r} for seg in snap["segments"] if seg["device"] == home]
+    return pickle.dumps({"segments": segments, "device_traces": traces}, protocol=4)
+
+
+MERGED = {"ranks.csv": ranks_csv, "report.html": lambda r: RanksHtmlWriter().render(r),
+          "trace.chrome.json": chrome_json, "memory_viz.pickle": memory_viz}
 
 
 def write_merge(result, out_dir: Path) -> list[Path]:

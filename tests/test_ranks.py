@@ -188,3 +188,24 @@ def test_a_raising_rank_under_torchrun(tmp_path):
     assert "rank 1 is partial" in stdout and "rank 1 gives up" in stdout   # rank 0 printed the merge
     assert stdout.count("gradmem:") == 1                                     # and rank 1 printed nothing
     assert (out / "report.html").is_file() and (out / "rank0" / "report.html").is_file()
+
+
+# -- the merge's arithmetic, on hand-built frames (no launch) ------------------------------------
+def test_logical_clock_puts_each_anchor_at_the_same_x_on_every_rank():
+    from gradmem.analysis.ranks import logical_x
+    # rank a: 2 steps, an all-reduce in step 2, 3 steps; rank b: 4 steps, the all-reduce in step 4, 1 step
+    a = logical_x(pd.DataFrame({"step": [0, 1, 2, 3, 4, 5]}), pd.Series([2]))
+    b = logical_x(pd.DataFrame({"step": [0, 1, 2, 3, 4, 5]}), pd.Series([4]))
+    assert list(a) == [0, 0.5, 1, 1 + 1 / 4, 1 + 2 / 4, 1 + 3 / 4]
+    assert list(b) == [0, 0.25, 0.5, 0.75, 1, 1.5]
+    assert a[2] == b[4] == 1          # the step holding the collective: x = 1 on both
+
+
+def test_median_rank_and_headroom():
+    from gradmem.analysis.ranks import headroom, pick_median
+    ranks = pd.DataFrame({"rank": [0, 1, 2, 3], "peak_bytes": [10.0, 40.0, 20.0, None],
+                          "device": ["cpu", "cpu", "cuda:0", "cpu"], "host": ["a", "a", "b", "b"],
+                          "capacity_bytes": [100.0, 100.0, 50.0, 100.0]})
+    assert pick_median(ranks) == 2                       # peaks 10, 20, 40 (rank 3 has none): the middle one
+    room = headroom(ranks)
+    assert list(room[:3]) == [50.0, 50.0, 30.0]          # host a's CPU ranks share 100: 100 - 10 - 40

@@ -209,3 +209,31 @@ def test_median_rank_and_headroom():
     assert pick_median(ranks) == 2                       # peaks 10, 20, 40 (rank 3 has none): the middle one
     room = headroom(ranks)
     assert list(room[:3]) == [50.0, 50.0, 30.0]          # host a's CPU ranks share 100: 100 - 10 - 40
+
+
+STOPPED = """
+import os
+import signal
+import torch
+
+w = torch.randn(8, requires_grad=True)
+(w * 2).sum().backward()
+os.kill(os.getpid(), signal.SIGTERM)     # what torchrun sends every rank when one fails
+never = torch.ones(3)
+"""
+
+
+def test_a_rank_stopped_by_sigterm_writes_its_partial_report(tmp_path, monkeypatch):
+    """In-process: the environment of rank 0 of a one-rank torchrun job, no process group."""
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "TORCHELASTIC_RUN_ID": "t1"}.items():
+        monkeypatch.setenv(key, value)
+    scenario = tmp_path / "stopped.py"
+    scenario.write_text(STOPPED)
+    before = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(main, ["profile", str(scenario), "-o", str(tmp_path / "job")])
+    assert result.exit_code == 3
+    assert "RankStopped: stopped by SIGTERM" in result.output
+    s = json.loads((tmp_path / "job" / "rank0" / "summary.json").read_text())
+    assert s["status"] == "partial" and s["error"]["line"] == 8 and s["backward_nodes"] >= 1
+    assert ranks_csv(tmp_path / "job").loc[0, "status"] == "partial"      # rank 0 merged its one-rank job
+    assert signal.getsignal(signal.SIGTERM) is before                     # gradmem's handler is gone

@@ -63,11 +63,19 @@ def _capacity(device: str) -> int | None:
         return None
 
 
+_WRAPPER: dict[type, bool] = {torch.Tensor: False, torch.nn.Parameter: False}   # per type: on the hot path
+
+
 def inner_tensors(t: torch.Tensor) -> list[torch.Tensor] | None:
     """The plain tensors inside a wrapper subclass (DTensor's ``_local_tensor``), or None
     for a tensor that owns its storage. A wrapper's own storage holds no memory: counting
-    it would count the global size on top of the local shard."""
-    if type(t) is torch.Tensor or not hasattr(t, "__tensor_flatten__"):
+    it would count the global size on top of the local shard. Called for every tensor an
+    op sees, so the answer for plain tensors is one dict lookup."""
+    cls = type(t)
+    wrapper = _WRAPPER.get(cls)
+    if wrapper is None:
+        wrapper = _WRAPPER[cls] = hasattr(cls, "__tensor_flatten__")
+    if not wrapper:
         return None
     try:
         names = t.__tensor_flatten__()[0]

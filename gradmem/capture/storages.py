@@ -15,6 +15,8 @@ import torch
 
 from ..trace import KIND
 from .ranks import inner_tensors
+
+PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})   # no wrapper to look into: the hot path
 from .recorder import Recorder
 from .values import UNINITIALIZED, _is_fake, preview
 
@@ -31,7 +33,7 @@ class Storages:
         self._by_ptr: dict[int, int] = {}              # data address -> gradmem id of a live storage there
 
     def lookup(self, t: torch.Tensor) -> int | None:
-        inner = inner_tensors(t)
+        inner = inner_tensors(t) if type(t) not in PLAIN else None
         if inner is not None:   # DTensor: its local shard is the memory
             return self.lookup(inner[0]) if inner else None
         try:
@@ -43,9 +45,10 @@ class Storages:
             recompute: bool = False, grad_args: bool = False) -> int | None:
         """The id of ``t``'s storage, tracking it first if it is new. A wrapper subclass
         (DTensor) is looked through: the storages are its inner tensors'."""
-        inner = inner_tensors(t)
-        if inner is not None:
-            return self._see_wrapped(t, inner, op, preexisting, factory, recompute, grad_args)
+        if type(t) not in PLAIN:   # DTensor and other wrappers: the memory is inside them
+            inner = inner_tensors(t)
+            if inner is not None:
+                return self._see_wrapped(t, inner, op, preexisting, factory, recompute, grad_args)
         try:
             s = t.untyped_storage()
         except (RuntimeError, NotImplementedError):

@@ -237,3 +237,23 @@ def test_a_rank_stopped_by_sigterm_writes_its_partial_report(tmp_path, monkeypat
     assert s["status"] == "partial" and s["error"]["line"] == 8 and s["backward_nodes"] >= 1
     assert ranks_csv(tmp_path / "job").loc[0, "status"] == "partial"      # rank 0 merged its one-rank job
     assert signal.getsignal(signal.SIGTERM) is before                     # gradmem's handler is gone
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--nproc-per-node", "0"], "give at least 1"),
+    (["--nproc-per-node", "2", "--fake"], "--fake with --nproc-per-node"),
+    (["--nproc-per-node", "2", "--format", "nope"], "unknown report format"),
+])
+def test_launcher_options_are_checked_before_anything_runs(tmp_path, args, message):
+    result = CliRunner().invoke(main, ["profile", str(DISTRIBUTED / "ddp.py"), "-o", str(tmp_path / "job"), *args])
+    assert result.exit_code == 2 and message in result.output
+    assert not (tmp_path / "job" / "rank0").exists()
+
+
+def test_launcher_leaves_a_folder_it_did_not_write_alone(tmp_path):
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["profile", str(DISTRIBUTED / "ddp.py"), "-o", str(tmp_path / "job"),
+                                       "--nproc-per-node", "2"])
+    assert result.exit_code == 2 and "gradmem did not write" in result.output
+    assert [p.name for p in (tmp_path / "job").iterdir()] == ["notes.txt"]

@@ -23,7 +23,6 @@ import pandas as pd
 from ..roles import ROLE_ORDER
 from ..trace import Trace
 from . import Analysis, analyze
-from .summary import peak_of
 from .timeline import live_at
 
 ROLES = [r for r in ROLE_ORDER if r != "unattributed"]

@@ -34,6 +34,7 @@ RUN_ID = "GRADMEM_RUN_ID"          # the launcher's id for one job (torchrun --s
 MERGE_WAIT = "GRADMEM_MERGE_WAIT"  # seconds rank 0 waits for the others under plain torchrun
 WAIT_S = 60.0
 POLL_S = 0.2
+STOP_ASKED = threading.Event()     # a SIGTERM came while the reports were being written
 
 
 class RankStopped(Exception):
@@ -61,14 +62,16 @@ def claim_folder(out_dir: Path, force: bool) -> None:
 @contextlib.contextmanager
 def sigterm_guard(active: bool):
     """While the scenario runs, SIGTERM raises RankStopped in it; once ``done()`` is
-    called (the reports are being written) a SIGTERM waits until they are. The previous
-    handler comes back on exit."""
+    called (the reports are being written) a SIGTERM waits until they are, and rank 0
+    stops waiting for the other ranks (``STOP_ASKED``). The previous handler comes back
+    on exit."""
     state = {"running": True}
     if not active or threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
 
     def handler(signum, frame):
+        STOP_ASKED.set()
         if state["running"]:
             state["running"] = False
             raise RankStopped("stopped by SIGTERM: the launcher stops every rank when one of them fails")
@@ -105,7 +108,7 @@ def rank_status(out_dir: Path, rank: int, run_id: str | None) -> tuple[Path | No
 
 def wait_for_ranks(out_dir: Path, world: int, run_id: str | None, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not STOP_ASKED.is_set():   # the launcher wants us gone: merge now
         if all(rank_status(out_dir, r, run_id)[0] for r in range(world)):
             return
         time.sleep(POLL_S)

@@ -66,6 +66,7 @@ def sigterm_guard(active: bool):
     stops waiting for the other ranks (``STOP_ASKED``). The previous handler comes back
     on exit."""
     state = {"running": True}
+    STOP_ASKED.clear()
     if not active or threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 import math
 
-from .. import __version__
+from ..version import __version__
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
 

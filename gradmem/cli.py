@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GradmemError, Interrupted, ScenarioError
+from .errors import GradmemError
 
 EXAMPLES = """
 \b
@@ -35,25 +35,23 @@ class Progress:
         self.every_s = float(os.environ.get("GRADMEM_PROGRESS_EVERY", 2.0)) if every_s is None else every_s
         self.start = self.last = None
 
-    def __call__(self, rec) -> None:
+    def __call__(self, step: int, phase: str, events: int) -> None:
         now = time.monotonic()
         if self.start is None:
             self.start = self.last = now
         if now - self.last >= self.every_s:
             self.last = now
-            where = "backward" if rec.in_backward else "forward"
-            click.echo(f"gradmem: {now - self.start:.0f} s, step {rec.step:,} ({where}), {len(rec.events):,} events", err=True)
+            click.echo(f"gradmem: {now - self.start:.0f} s, step {step:,} ({str(phase)}), {events:,} events", err=True)
 
 
 FORMAT_HELP = "Comma-separated report formats, e.g. csv,chrome,memory_viz [default: the standard reports, see docs/reports.md]. trace.jsonl is always written."
 
 
-def _formats(text: str | None) -> dict:
-    """--format csv,chrome -> write_reports' keyword (none when not given: its defaults)."""
+def _formats(text: str | None) -> tuple | None:
+    """--format csv,chrome -> ("csv", "chrome"); None when not given (the defaults)."""
     if not text:
-        return {}
-    names = [f.strip() for f in text.split(",") if f.strip()]
-    return {"formats": tuple(dict.fromkeys(names + ["trace"]))}
+        return None
+    return tuple(f.strip() for f in text.split(",") if f.strip())
 
 
 def _fail(exc: GradmemError) -> None:
@@ -85,36 +83,23 @@ def main() -> None:
               help="Start N ranks through torch.distributed.run (each writes OUT/rank<R>/), then merge them into OUT/.")
 def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, nproc):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
-    from . import ranks
-    from .analysis import analyze
-    from .render import write_reports, writers_for
+    from . import pipeline
+    from .render.ranks import summary_text as ranks_summary
     from .render.terminal import summary_text
-    from .scenario import describe_failure, load_scenario, parse_params, run_scenario
 
     try:
-        sc = load_scenario(scenario)
-        values = parse_params(params, sc)
-        out_dir = out_dir or Path("reports") / sc.name
-        writers_for(_formats(formats).get("formats", ()))   # a bad --format fails before anything runs
         if nproc is not None:
-            return ranks.launch(sc.path, out_dir, nproc, ranks.forwarded_options(params, device, retain_grad, force,
-                                                                                  formats, verify, fake), force, quiet)
-        job = ranks.RankJob.here(out_dir, force)     # None outside a torchrun job
-        out_dir = job.folder if job else out_dir
-        with ranks.sigterm_guard(job is not None) as scenario_done:
-            cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=None if job and job.quiet else Progress(),
-                                        fake=fake, verify=verify)
-            scenario_done()
-            analysis = analyze(cap.trace)
-            files = write_reports(analysis, out_dir, force=force, **_formats(formats))
-            if not quiet and job is None:
-                click.echo(summary_text(analysis, files))
-            if job is not None:
-                job.finish(quiet)
-        if failure is not None:
-            error = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
-            raise error(f"{describe_failure(sc, cap, failure)}\n"
-                        f"The events recorded before the failure are in {out_dir}/ (marked partial).")
+            done = pipeline.profile_ranks(scenario, nproc, params, device, retain_grad, out_dir, force,
+                                          _formats(formats), verify, fake)
+        else:
+            done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
+                                    fake, verify, on_progress=Progress())
+        if not quiet and done.merged is not None:
+            click.echo(ranks_summary(*done.merged))
+        elif not quiet and done.speaks:
+            click.echo(summary_text(done.analysis, done.files))
+        if done.error is not None:
+            raise done.error
     except GradmemError as exc:
         _fail(exc)
 
@@ -126,14 +111,11 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
 def render(trace_file, out_dir, formats, quiet):
     """Redraw every report from a saved TRACE_FILE without re-running the scenario."""
-    from .analysis import analyze
-    from .render import write_reports
+    from . import pipeline
     from .render.terminal import summary_text
-    from .trace import read_trace
 
     try:
-        analysis = analyze(read_trace(trace_file))
-        files = write_reports(analysis, out_dir or trace_file.parent, **_formats(formats))
+        analysis, files = pipeline.render(trace_file, out_dir, _formats(formats))
         if not quiet:
             click.echo(summary_text(analysis, files))
     except GradmemError as exc:
@@ -147,13 +129,10 @@ def render(trace_file, out_dir, formats, quiet):
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: the trace's folder].")
 def export(trace_file, formats, out_dir):
     """Add files of other formats beside a saved TRACE_FILE; the folder's other files stay."""
-    from .analysis import analyze
-    from .render import write_files
-    from .trace import read_trace
+    from . import pipeline
 
     try:
-        names = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "trace"]
-        for path in write_files(analyze(read_trace(trace_file)), out_dir or trace_file.parent, names):
+        for path in pipeline.export(trace_file, _formats(formats) or (), out_dir):
             click.echo(str(path))
     except GradmemError as exc:
         _fail(exc)
@@ -169,9 +148,9 @@ def merge(job_dir, quiet):
     from .render.ranks import summary_text
 
     try:
-        result, files = merge_folder(job_dir)
+        merged = merge_folder(job_dir)
         if not quiet:
-            click.echo(summary_text(result, files))
+            click.echo(summary_text(*merged))
     except GradmemError as exc:
         _fail(exc)
 
@@ -199,41 +178,19 @@ not a trace.
 def compare(paths, out_dir, params, device, as_written, force, quiet):
     """Run SCENARIO with retain_grad off and on and compare the two runs, or compare two
     saved TRACE files: comparison.csv, comparison.html and a summary."""
-    from .compare import compare_traces, default_folder, labels_for, run_mode
-    from .errors import UsageError
-    from .render.comparison import claim_folder, summary_text, write_comparison
-    from .scenario import load_scenario, parse_params
+    from . import pipeline
+    from .render.comparison import signed, summary_text
 
     try:
-        if len(paths) == 2:
-            if params or device or as_written:
-                raise UsageError("-p, --device and --as-written apply to a scenario; two trace files are compared as they are.")
-            c = compare_traces(paths[0], paths[1], labels_for(*paths))
-            out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"])
-        elif len(paths) == 1:
-            sc = load_scenario(paths[0])
-            parse_params(params, sc)   # a bad -p fails before anything runs
-            out_dir = out_dir or default_folder(sc.name, sc.name)
-            claim_folder(out_dir, force)
-            modes = ("off", "on", "as-written") if as_written else ("off", "on")
-            traces = {m: run_mode(sc.path, params, device, m, out_dir / m, force) for m in modes}
-            c = compare_traces(traces["off"], traces["on"], ("off", "on"))
-        else:
-            raise UsageError(f"give one scenario, or two trace files to compare (got {len(paths)} paths).")
-        files = write_comparison(c, out_dir, force=force)
+        done = pipeline.compare(paths, out_dir, params, device, as_written, force)
         if not quiet:
-            click.echo(summary_text(c, files))
-            if len(paths) == 1 and as_written:
-                w = compare_traces(traces["off"], traces["as-written"], ("off", "as-written"))
-                click.echo(f"  as written: peak {w.headline['peak_b']:,} B, after backward {signed_bytes(w.headline['end_diff'])} "
-                           f"vs off ({w.headline['kept_count']} storages kept); report in {out_dir / 'as-written'}/")
+            click.echo(summary_text(done.comparison, done.files))
+            w = done.as_written
+            if w is not None:
+                click.echo(f"  as written: peak {w.headline['peak_b']:,} B, after backward {signed(w.headline['end_diff'])} "
+                           f"vs off ({w.headline['kept_count']} storages kept); report in {done.out_dir / 'as-written'}/")
     except GradmemError as exc:
         _fail(exc)
-
-
-def signed_bytes(n: int) -> str:
-    from .render.comparison import signed
-    return signed(n)
 
 
 if __name__ == "__main__":  # pragma: no cover

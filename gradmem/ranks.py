@@ -181,21 +181,19 @@ class RankJob:
         """Only rank 0 of a plain torchrun job speaks; under the launcher, the launcher does."""
         return self.info["rank"] != 0 or bool(os.environ.get(LAUNCHED))
 
-    def finish(self, quiet: bool) -> None:
+    def finish(self):
+        """Rank 0 of a plain torchrun job: (RankMerge, files) once the others wrote; else None."""
         if self.quiet:
-            return
+            return None
         world, run_id = self.info["world_size"], self.info["run_id"]
         wait_for_ranks(self.job_dir, world, run_id, float(os.environ.get(MERGE_WAIT, WAIT_S)))
-        result, files = merge_folder(self.job_dir, world, run_id)
-        if not quiet:
-            from .render.ranks import summary_text
-            print(summary_text(result, files), flush=True)
+        return merge_folder(self.job_dir, world, run_id)
 
 
 # -- the launcher -----------------------------------------------------------------------------
-def launch(scenario: Path, out_dir: Path, nproc: int, forwarded: list[str], force: bool, quiet: bool) -> None:
+def launch(scenario: Path, out_dir: Path, nproc: int, forwarded: list[str], force: bool, env: dict | None = None):
     """``gradmem profile --nproc-per-node N``: N ranks through torch's own launcher, then
-    the merge. Raises ScenarioError (exit 3) when a rank failed, after the merge."""
+    the merge. Returns ((RankMerge, files), the error to raise after showing it or None)."""
     if nproc < 1:
         raise UsageError(f"--nproc-per-node {nproc}: give at least 1.")
     if "--fake" in forwarded:
@@ -207,8 +205,7 @@ def launch(scenario: Path, out_dir: Path, nproc: int, forwarded: list[str], forc
     run_id = uuid.uuid4().hex
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "gradmem", "profile", str(scenario), "-o", str(out_dir), *forwarded]
-    env = {**os.environ, LAUNCHED: "1", RUN_ID: run_id}
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env={**(env or os.environ), LAUNCHED: "1", RUN_ID: run_id})
     interrupted = False
     try:
         code = proc.wait()
@@ -216,16 +213,15 @@ def launch(scenario: Path, out_dir: Path, nproc: int, forwarded: list[str], forc
         interrupted = True
         code = proc.wait()
     result, files = merge_folder(out_dir, nproc, run_id)
-    if not quiet:
-        from .render.ranks import summary_text
-        print(summary_text(result, files), flush=True)
+    error = None
     if interrupted:
-        raise Interrupted(f"interrupted (Ctrl-C); what every rank recorded is in {out_dir}/.")
-    if code != 0:
+        error = Interrupted(f"interrupted (Ctrl-C); what every rank recorded is in {out_dir}/.")
+    elif code != 0:
         bad = [f"rank {r.rank}: {r.status}" for r in result.ranks.itertuples() if r.status != "complete"]
-        raise ScenarioError(f"{scenario}: the job failed (torch.distributed.run exit code {code}); "
-                            + ("; ".join(bad) or "every rank wrote a complete report")
-                            + f". Each rank's report is in {out_dir}/rank<R>/, the merge in {out_dir}/.")
+        error = ScenarioError(f"{scenario}: the job failed (torch.distributed.run exit code {code}); "
+                              + ("; ".join(bad) or "every rank wrote a complete report")
+                              + f". Each rank's report is in {out_dir}/rank<R>/, the merge in {out_dir}/.")
+    return (result, files), error
 
 
 def forwarded_options(params, device, retain_grad, force, formats, verify, fake=False) -> list[str]:

@@ -26,7 +26,7 @@ import socket
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 
 ENV_KEYS = ("RANK", "LOCAL_RANK", "WORLD_SIZE")
 
@@ -108,7 +108,7 @@ class Collectives:
             self.info["backend"] = _backend()
         tensors = _flat_tensors(list(args) + list((kwargs or {}).values()), [])
         sids = tuple(dict.fromkeys(s for s in (self.storages.see(t) for t in tensors) if s is not None))
-        self.rec.emit(KIND.COLLECTIVE, op=name, index=self.count, storages=sids,
+        self.rec.emit(EventKind.COLLECTIVE.value, op=name, index=self.count, storages=sids,
                       nbytes=sum(t.numel() * t.element_size() for t in tensors))
         self.count += 1
 

@@ -13,12 +13,14 @@ import weakref
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 from .ranks import inner_tensors
-
-PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})   # no wrapper to look into: the hot path
 from .recorder import Recorder
 from .values import UNINITIALIZED, _is_fake, preview
+
+ALLOC, FREE = EventKind.ALLOC.value, EventKind.FREE.value   # plain strs: the hot path
+WRAPPED = EventKind.WRAPPED.value
+PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})   # no wrapper to look into: the hot path
 
 
 class Storages:
@@ -80,7 +82,7 @@ class Storages:
             self._wrapped.add(key)
             for sid in sids:
                 if sid is not None:
-                    self.rec.emit(KIND.WRAPPED, storage=sid, wrapper=type(t).__name__,
+                    self.rec.emit(WRAPPED, storage=sid, wrapper=type(t).__name__,
                                   requires_grad=bool(t.requires_grad), leaf=bool(t.is_leaf))
         return sids[0] if sids else None
 
@@ -91,7 +93,7 @@ class Storages:
         old = self._ids.pop(key, None)
         if old is not None:
             self._refs.pop(old, None)    # the old weakref goes, and its callback with it
-            self.rec.emit(KIND.FREE, storage=old, resized=True)
+            self.rec.emit(FREE, storage=old, resized=True)
         lineage = self._lineage.pop(old, old)
         if s.nbytes() == 0:   # remembered while the storage object lives, for its next growth
             self._orphans[key] = (lineage, weakref.ref(s, lambda _ref, key=key: self._orphans.pop(key, None)))
@@ -104,7 +106,7 @@ class Storages:
         ptr = _storage_ptr(s)
         if ptr:
             self._by_ptr[ptr] = sid
-        self.rec.emit(KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(s.device), dtype="uint8",
+        self.rec.emit(ALLOC, storage=sid, nbytes=s.nbytes(), device=str(s.device), dtype="uint8",
                       shape=(s.nbytes(),), op="resize_", preexisting=False, factory=False, value=None,
                       lineage=self._lineage[sid], ptr=ptr)
 
@@ -117,7 +119,7 @@ class Storages:
         if ptr and not preexisting:
             self._by_ptr[ptr] = sid
         self.rec.emit(
-            KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
+            ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting or op in UNINITIALIZED else preview(t),
             **flags,
@@ -129,7 +131,7 @@ class Storages:
         if self._ids.get(key) == sid:
             del self._ids[key]
         self._refs.pop(sid, None)
-        self.rec.emit(KIND.FREE, storage=sid)
+        self.rec.emit(FREE, storage=sid)
 
     def close(self) -> None:
         """Stop watching: dropping the weakrefs means their callbacks never run."""

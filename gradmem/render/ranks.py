@@ -19,7 +19,7 @@ from pathlib import Path
 from . import MARKER, write_atomic
 from .chrome import ChromeTraceWriter
 from .memory_viz import snapshot
-from .ranks_page import RanksHtmlWriter
+from .ranks_page import RanksHtmlWriter, why_lines
 from .units import human_bytes
 
 
@@ -77,27 +77,6 @@ def write_merge(result, out_dir: Path) -> list[Path]:
 
 
 # -- the terminal summary -----------------------------------------------------------------------
-def why_lines(why: dict | None) -> list[str]:
-    """The plain answer: why the worst rank differs from the median rank, line by line."""
-    if not why:
-        return []
-    k, m, a, b = why["rank"], why["median_rank"], why["at_rank"], why["at_median"]
-    lines = [f"rank {k} peaks at {human_bytes(a['peak_bytes'])} (step {a['peak_step']}, {a['peak_op']}, {a['peak_phase']}), "
-             f"{human_bytes(abs(why['gap']))} {'above' if why['gap'] >= 0 else 'below'} rank {m}, the median rank "
-             f"({human_bytes(b['peak_bytes'])} at step {b['peak_step']}, {b['peak_op']})."]
-    for d in why["roles"]:
-        sign = "+" if d["diff"] > 0 else "-"
-        line = (f"{d['role']}: {sign}{human_bytes(abs(d['diff']))} on rank {k} at its peak "
-                f"({human_bytes(d['bytes'])} against {human_bytes(d['median_bytes'])} on rank {m})")
-        parts = [f"`{s['name']}` {s['shape']} {human_bytes(s['nbytes'])} ("
-                 + (f"{s['median_shape']} {human_bytes(s['median_nbytes'])} on rank {m}" if s["median_shape"] else f"none on rank {m}")
-                 + ")" for s in d["storages"]]
-        lines.append(line + (": " + "; ".join(parts) if parts else ""))
-    if not why["roles"]:
-        lines.append("at their peaks both ranks hold the same bytes in every role.")
-    return lines
-
-
 def rank_line(r) -> str:
     if r.peak_bytes != r.peak_bytes:     # NaN: no report from this rank
         return f"  rank {r.rank}: {r.status}"

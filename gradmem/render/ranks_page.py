@@ -25,8 +25,28 @@ def _rows(result) -> list[dict]:
     return [{k: _num(v) for k, v in row.items()} for row in result.ranks.to_dict("records")]
 
 
+def why_lines(why: dict | None) -> list[str]:
+    """The plain answer: why the worst rank differs from the median rank, line by line."""
+    if not why:
+        return []
+    k, m, a, b = why["rank"], why["median_rank"], why["at_rank"], why["at_median"]
+    lines = [f"rank {k} peaks at {human_bytes(a['peak_bytes'])} (step {a['peak_step']}, {a['peak_op']}, {a['peak_phase']}), "
+             f"{human_bytes(abs(why['gap']))} {'above' if why['gap'] >= 0 else 'below'} rank {m}, the median rank "
+             f"({human_bytes(b['peak_bytes'])} at step {b['peak_step']}, {b['peak_op']})."]
+    for d in why["roles"]:
+        sign = "+" if d["diff"] > 0 else "-"
+        line = (f"{d['role']}: {sign}{human_bytes(abs(d['diff']))} on rank {k} at its peak "
+                f"({human_bytes(d['bytes'])} against {human_bytes(d['median_bytes'])} on rank {m})")
+        parts = [f"`{s['name']}` {s['shape']} {human_bytes(s['nbytes'])} ("
+                 + (f"{s['median_shape']} {human_bytes(s['median_nbytes'])} on rank {m}" if s["median_shape"] else f"none on rank {m}")
+                 + ")" for s in d["storages"]]
+        lines.append(line + (": " + "; ".join(parts) if parts else ""))
+    if not why["roles"]:
+        lines.append("at their peaks both ranks hold the same bytes in every role.")
+    return lines
+
+
 def answer_sections(result) -> list[dict]:
-    from .ranks import why_lines
     r = result.ranks.set_index("rank")
     first = []
     if result.worst is not None:

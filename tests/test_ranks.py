@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT, SCENARIOS
+from browser import assert_clean_offline, browser, open_page, screenshot  # noqa: F401 (fixture)
 from gradmem.cli import main
 
 DISTRIBUTED = SCENARIOS / "distributed"
@@ -257,3 +258,16 @@ def test_launcher_leaves_a_folder_it_did_not_write_alone(tmp_path):
                                        "--nproc-per-node", "2"])
     assert result.exit_code == 2 and "gradmem did not write" in result.output
     assert [p.name for p in (tmp_path / "job").iterdir()] == ["notes.txt"]
+
+
+def test_ddp_merged_page_draws_every_rank_offline(ddp, browser):
+    out, _ = ddp
+    page = out / "report.html"
+    open_page(browser, page)   # a fresh browser logs its own start-up (chrome:// pages) on the first load
+    open_page(browser, page)
+    assert_clean_offline(browser, page)
+    lines = browser.execute_script("return document.querySelectorAll('#lanes-box path.lane-line').length")
+    rows = browser.execute_script("return document.querySelectorAll('#ranks-table tbody tr').length")
+    worst = browser.execute_script("return document.querySelector('#ranks-table tr.worst td').textContent")
+    assert (lines, rows, worst) == (2, 2, "1")
+    screenshot(browser, "ranks-ddp.png")

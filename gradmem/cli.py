@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GradmemError, Interrupted, ScenarioError
+from .errors import GradmemError, InternalError, Interrupted, ScenarioError
 
 EXAMPLES = """
 \b
@@ -21,7 +21,8 @@ Examples:
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),
-4 unreadable trace file, 130 interrupted.
+4 unreadable trace file, 5 gradmem's own code failed (a bug in gradmem: the scenario
+ran on; reports cover the run up to the failure), 130 interrupted.
 """
 
 
@@ -84,7 +85,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
     from .analysis import analyze
     from .render import write_reports
     from .render.terminal import summary_text
-    from .scenario import describe_failure, load_scenario, parse_params, run_scenario
+    from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
 
     try:
         sc = load_scenario(scenario)
@@ -97,7 +98,8 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         if not quiet:
             click.echo(summary_text(analysis, files))
         if failure is not None:
-            error = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
+            error = (Interrupted if isinstance(failure, KeyboardInterrupt) else
+                     InternalError if isinstance(failure, GradmemFault) else ScenarioError)
             raise error(f"{describe_failure(sc, cap, failure)}\n"
                         f"The events recorded before the failure are in {out_dir}/ (marked partial).")
     except GradmemError as exc:

@@ -101,7 +101,9 @@ class Capture:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.namer.scan_stack(sys._getframe(1))
+            self.rec.guard.call(self.namer.scan_stack, sys._getframe(1))
+            if exc is not None:   # the failing frames' variables name what the program made
+                self.rec.guard.call(self.namer.scan_traceback, exc.__traceback__)
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
@@ -121,7 +123,7 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            error = self._error
+            error = self._error or self.rec.guard.failure
             meta = Meta(
                 scenario=self.scenario, params=self.params, device=_device(self.params),
                 torch_version=torch.__version__, gradmem_version=_version(),
@@ -196,7 +198,10 @@ class Capture:
     def tensor_facts(self, t: torch.Tensor, track: bool = True) -> None:
         """Record once per (storage, node) that ``t`` requires grad, and which node made it.
         With ``track=False`` only storages already seen by an op are considered."""
-        grad_fn = t.grad_fn
+        try:
+            grad_fn = t.grad_fn
+        except RuntimeError:   # a view made under no_grad and then modified in place: torch
+            return             # refuses to say (nn.Embedding's padding row); nothing to record
         sid = self.storages.see(t) if track else self.storages.lookup(t)
         nid = self.graph.node_id(grad_fn) if grad_fn is not None else None
         if sid is None or (sid, nid) in self._facts_seen:
@@ -209,6 +214,26 @@ class Capture:
         self.grads.forward_output(t)
 
     def run_backward(self, kind: str, func, args, kwargs, caller):
+        guard = self.rec.guard
+        try:
+            handles = self._begin_backward(kind, args, kwargs, caller)
+        except Exception as exc:   # gradmem's fault: backward still runs as without gradmem
+            guard.failed(exc)
+            return func(*args, **kwargs)
+        rec = self.rec
+        rec.in_backward += 1
+        outer_create_graph, self._create_graph = self._create_graph, bool(kwargs.get("create_graph"))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            rec.in_backward -= 1
+            self._create_graph = outer_create_graph
+            for h in handles:
+                h.remove()
+            guard.call(self._end_backward, caller)
+
+    def _begin_backward(self, kind: str, args, kwargs, caller) -> list:
+        """Discover the graph, hook its nodes and tensors; returns the hooks' handles."""
         rec = self.rec
         roots = _roots_of(args, kwargs)
         grad_fns = [t.grad_fn for t in roots]
@@ -223,22 +248,16 @@ class Capture:
         rec.emit(KIND.BACKWARD_BEGIN, index=rec.backward_index, call=kind,
                  roots=tuple(self.storages.see(t) for t in roots),
                  retain_graph=bool(kwargs.get("retain_graph")), create_graph=bool(kwargs.get("create_graph")))
-        del roots
-        rec.in_backward += 1
-        outer_create_graph, self._create_graph = self._create_graph, bool(kwargs.get("create_graph"))
-        try:
-            return func(*args, **kwargs)
-        finally:
-            rec.in_backward -= 1
-            self._create_graph = outer_create_graph
-            for h in handles:
-                h.remove()
-            rec.node = None
-            rec.emit(KIND.BACKWARD_END, index=rec.backward_index)
-            self.grads.record_retained()
-            self.namer.scan_stack(caller)
-            if not rec.in_backward:   # frees from here on are the program's, not the engine's
-                rec.begin_step("forward", AFTER_BACKWARD)
+        return handles
+
+    def _end_backward(self, caller) -> None:
+        rec = self.rec
+        rec.node = None
+        rec.emit(KIND.BACKWARD_END, index=rec.backward_index)
+        self.grads.record_retained()
+        self.namer.scan_stack(caller)
+        if not rec.in_backward:   # frees from here on are the program's, not the engine's
+            rec.begin_step("forward", AFTER_BACKWARD)
 
     # -- results ----------------------------------------------------------------------------
     @property

@@ -13,6 +13,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from .fake import making_parameter
+from .graph import grad_fn_of
 
 BACKWARD_FUNCS = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward",
                   torch.autograd.grad: "grad"}
@@ -28,27 +29,28 @@ class CallWatcher(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.cap.fake and making_parameter():   # fake-tensor plumbing a real run never calls
+        guard = self.cap.rec.guard
+        if guard.broken or (self.cap.fake and making_parameter()):   # fake-tensor plumbing a real run never calls
             return func(*args, **kwargs)
         kind = BACKWARD_FUNCS.get(func) if not isinstance(func, type) else None
         if kind is not None:
             return self.cap.run_backward(kind, func, args, kwargs, sys._getframe(1))
         if func is RETAIN_GRAD:
             return self._retain(func, args, kwargs)
-        self._inputs(args)
+        guard.call(self._inputs, args)
         self.cap.saved.fresh_call = True
         try:
             out = func(*args, **kwargs)
         finally:
             self.cap.saved.fresh_call = False
-        self._outputs(out)
+        guard.call(self._outputs, out)
         return out
 
     def _retain(self, func, args, kwargs):
         if self.retain_grad == "off":
             return None
         out = func(*args, **kwargs)
-        self.cap.grads.retaining(args[0])
+        self.cap.rec.guard.call(self.cap.grads.retaining, args[0])
         return out
 
     def _inputs(self, args) -> None:
@@ -75,6 +77,6 @@ class CallWatcher(TorchFunctionMode):
         if not t.requires_grad:
             return
         self.cap.tensor_facts(t)
-        if t.grad_fn is not None and self.retain_grad == "on" and not t.retains_grad:
+        if self.retain_grad == "on" and not t.retains_grad and grad_fn_of(t) is not None:
             t.retain_grad()
             self.cap.grads.retaining(t)

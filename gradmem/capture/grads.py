@@ -38,7 +38,7 @@ class GradWatcher:
         handles = []
         for t in self._alive(self._outputs):
             if t.grad_fn is not None:
-                handles.append(t.register_hook(partial(self._grad, self.storages.see(t))))
+                handles.append(t.register_hook(partial(self.rec.guard.call, self._grad, self.storages.see(t))))
         return handles
 
     def hook_leaves(self, leaves) -> list:
@@ -46,8 +46,8 @@ class GradWatcher:
         and the .grad as it lands."""
         handles = []
         for leaf in leaves:
-            handles.append(leaf.register_hook(partial(self._grad, self.storages.see(leaf))))
-            handles.append(leaf.register_post_accumulate_grad_hook(self._leaf))
+            handles.append(leaf.register_hook(partial(self.rec.guard.call, self._grad, self.storages.see(leaf))))
+            handles.append(leaf.register_post_accumulate_grad_hook(partial(self.rec.guard.call, self._leaf)))
         return handles
 
     def _grad(self, target: int, grad) -> None:

@@ -23,6 +23,15 @@ ACCUMULATE = "torch::autograd::AccumulateGrad"
 RAW = "_raw_saved_"
 
 
+def grad_fn_of(t):
+    """``t.grad_fn``, or None where torch refuses to say: a view made under no_grad whose
+    base was then modified in place (``nn.Embedding``'s padding row) raises on reading it."""
+    try:
+        return t.grad_fn
+    except RuntimeError:
+        return None
+
+
 def short_name(name: str) -> str:
     return name.rsplit("::", 1)[-1]
 
@@ -128,8 +137,8 @@ class Graph:
         handles = []
         for node in self.reachable(roots):
             nid = self.node_id(node)
-            handles.append(node.register_prehook(partial(self._pre, nid, node.name())))
-            handles.append(node.register_hook(partial(self._post, nid)))
+            handles.append(node.register_prehook(partial(self.rec.guard.call, self._pre, nid, node.name())))
+            handles.append(node.register_hook(partial(self.rec.guard.call, self._post, nid)))
         return handles
 
     def _pre(self, nid: int, name: str, grad_outputs) -> None:

@@ -65,6 +65,15 @@ class Namer:
                 break
             frame = frame.f_back
 
+    def scan_traceback(self, tb) -> None:
+        """The variables of the program's frames that a failure unwound (a run that fails
+        before backward has read no names yet)."""
+        with torch._C.DisableTorchFunction():
+            while tb is not None:
+                if _user_frame(tb.tb_frame):
+                    self._scan(_read_locals(tb.tb_frame))
+                tb = tb.tb_next
+
     def scan(self, items: Iterable[tuple[str, object]] | Mapping) -> None:
         with torch._C.DisableTorchFunction():
             self._scan(items)

@@ -43,10 +43,18 @@ class OpWatcher(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         cap = self.cap
-        if cap.ops_paused or (cap.fake and unrecorded(func)):   # gradmem's own op, or fake-tensor
-            return func(*args, **(kwargs or {}))                # plumbing a real run never dispatches
-        name = op_name(func)
-        has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
-        out = func(*args, **(kwargs or {}))
-        cap.op_outputs(name, out, not has_inputs, grad_args)
+        kwargs = kwargs or {}
+        if cap.ops_paused or cap.rec.guard.broken or (cap.fake and unrecorded(func)):   # gradmem's own op,
+            return func(*args, **kwargs)          # gradmem broken, or fake-tensor plumbing a real run never dispatches
+        try:
+            name = op_name(func)
+            has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
+        except Exception as exc:   # gradmem's fault: the op still runs as without gradmem
+            cap.rec.guard.failed(exc)
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        try:
+            cap.op_outputs(name, out, not has_inputs, grad_args)
+        except Exception as exc:
+            cap.rec.guard.failed(exc)
         return out

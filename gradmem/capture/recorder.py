@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 from ..trace import KIND, Event
+from .guard import Guard
 
 
 class Recorder:
@@ -34,6 +35,7 @@ class Recorder:
         self.backward_index = 0
         self.on_progress: Callable[["Recorder"], None] | None = None
         self.before_step: Callable[[], None] | None = None   # e.g. a CUDA allocator reading
+        self.guard = Guard(self)             # every hook's bookkeeping reports its faults here
 
     def emit(self, kind: str, step: int | None = None, **data) -> None:
         if self.active:

@@ -59,6 +59,14 @@ class SavedTensorWatcher:
         self._cm = None
 
     def pack(self, t: torch.Tensor) -> Packed:
+        pid = self.rec.guard.call(self._record_pack, t) or 0   # 0: gradmem broke, nothing recorded
+        if self._outer:
+            return Packed(pid, self._outer[0](t), self.rec)
+        with self.paused_ops():   # not the program's op: not recorded
+            alias = t.detach()
+        return Packed(pid, alias, self.rec, t._version)
+
+    def _record_pack(self, t: torch.Tensor) -> int:
         pid = next(self._next)
         sid = self.storages.see(t)
         step = self.rec.step + 1 if self.fresh_call else None   # inputs are saved before the op runs
@@ -67,19 +75,18 @@ class SavedTensorWatcher:
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
             element_size=t.element_size(),
         )
-        if self._outer:
-            return Packed(pid, self._outer[0](t), self.rec)
-        with self.paused_ops():   # not the program's op: not recorded
-            alias = t.detach()
-        return Packed(pid, alias, self.rec, t._version)
+        return pid
 
     def unpack(self, p: Packed) -> torch.Tensor:
-        self.rec.emit(KIND.UNPACKED, pack=p.pid, node=self.node_of_current())
+        self.rec.guard.call(self._record_unpack, p)
         if self._outer:
             return self._outer[1](p.inner)
         if p.inner._version != p.version:
             raise RuntimeError(modified_message(p.inner, p.version))
         return p.inner
+
+    def _record_unpack(self, p: Packed) -> None:
+        self.rec.emit(KIND.UNPACKED, pack=p.pid, node=self.node_of_current())
 
     def __enter__(self):
         self._cm = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)

@@ -1,0 +1,85 @@
+"""Real model code nobody here wrote, built from torch alone: what broke under gradmem
+(issue 12) and what its reports must say about it. Sizes are tiny; each test is quick."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import gradmem
+from gradmem.capture import storages as storages_module
+from gradmem.cli import main
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def profile(path, out, *args):
+    result = CliRunner().invoke(main, ["profile", str(path), "-o", str(out), "-q", *args])
+    summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else None
+    return result, summary
+
+
+EMBEDDING = """\
+import torch
+emb = torch.nn.Embedding(10, 4, padding_idx=0)
+loss = emb(torch.tensor([[0, 1, 2]])).sum()
+loss.backward()
+"""
+
+
+# -- 1. never fail a program that runs under plain python -------------------------------------
+def test_embedding_with_padding_idx_runs(tmp_path):
+    """nn.Embedding(padding_idx=k) zeroes row k under no_grad; reading that view's grad_fn
+    raises in torch, which gradmem's hooks did and then blamed the scenario for."""
+    result, summary = profile(write(tmp_path, "emb.py", EMBEDDING), tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert summary["status"] == "complete"
+    grad = gradmem.capture  # the padding row gets no gradient, as without gradmem
+    with grad(verify=False) as cap:
+        emb = torch.nn.Embedding(10, 4, padding_idx=0)
+        emb(torch.tensor([[0, 1, 2]])).sum().backward()
+    assert emb.weight.grad[0].abs().sum() == 0 and emb.weight.grad[1].abs().sum() == 4
+    assert "emb.weight" in set(cap.tensors["name"])
+
+
+def test_gradmem_fault_in_a_hook_is_gradmem_s_not_the_scenario_s(tmp_path, monkeypatch):
+    """A bug in gradmem's own hook code (injected here into gradmem, not torch): the program
+    still runs to its end with its own results, and the message says whose fault it is."""
+    real_track = storages_module.Storages._track
+    calls = {"n": 0}
+
+    def failing_track(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyError("injected gradmem bug")
+        return real_track(self, *args, **kwargs)
+
+    monkeypatch.setattr(storages_module.Storages, "_track", failing_track)
+    path = write(tmp_path, "prog.py", "import torch\nw = torch.ones(3, requires_grad=True)\n"
+                 "loss = (w * 2).sum()\nloss.backward()\nopen(__file__ + '.done', 'w').write(str(w.grad.tolist()))\n")
+    result, summary = profile(path, tmp_path / "out")
+    assert (tmp_path / "prog.py.done").read_text() == "[2.0, 2.0, 2.0]"   # the program ran to its end
+    assert result.exit_code == 5, result.output
+    assert "gradmem's own code failed" in result.output and "not in your scenario" in result.output
+    assert "KeyError: 'injected gradmem bug'" in result.output and "failing_track" in result.output
+    assert "please report" in result.output.lower()
+    assert "the scenario raised" not in result.output
+    assert summary["status"] == "partial" and summary["error"]["gradmem"] is True
+
+
+# -- 8. names survive a failing run -----------------------------------------------------------
+def test_a_run_failing_before_backward_keeps_program_names(tmp_path):
+    module_level = write(tmp_path, "top.py", "import torch\nweights = torch.randn(4, 3)\n"
+                         "scratch = torch.empty(5)\nraise ValueError('stop')\n")
+    in_main = write(tmp_path, "inmain.py", "import torch\ndef main():\n    weights = torch.randn(4, 3)\n"
+                    "    scratch = torch.empty(5)\n    raise ValueError('stop')\n")
+    for path in (module_level, in_main):
+        out = tmp_path / path.stem
+        result, summary = profile(path, out)
+        assert result.exit_code == 3 and summary["status"] == "partial"
+        names = (out / "tensors.csv").read_text()
+        assert "weights," in names and "scratch," in names, names

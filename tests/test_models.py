@@ -1,5 +1,6 @@
 """Real model code nobody here wrote, built from torch alone: what broke under gradmem
 (issue 12) and what its reports must say about it. Sizes are tiny; each test is quick."""
+import copy
 import json
 
 import pytest
@@ -83,3 +84,41 @@ def test_a_run_failing_before_backward_keeps_program_names(tmp_path):
         assert result.exit_code == 3 and summary["status"] == "partial"
         names = (out / "tensors.csv").read_text()
         assert "weights," in names and "scratch," in names, names
+
+
+# -- 2. --fake on modules built with copy.deepcopy ------------------------------------------
+DEEPCOPIED = """\
+import copy
+import torch
+layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+encoder = torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)   # clones layer with deepcopy
+head = copy.deepcopy(torch.nn.Linear(8, 8))
+x = torch.randn(2, 3, 8)
+head(encoder(x)).sum().backward()
+"""
+
+
+def test_fake_run_of_deepcopied_modules_matches_the_real_run(tmp_path):
+    """TransformerEncoder deep-copies its layer; under --fake the copies used to carry a new
+    FakeTensorMode of their own ("Mixing fake modes NYI")."""
+    path = write(tmp_path, "deep.py", DEEPCOPIED)
+    real, real_summary = profile(path, tmp_path / "real", "--no-verify")
+    fake, fake_summary = profile(path, tmp_path / "fake", "--fake")
+    assert real.exit_code == 0, real.output
+    assert fake.exit_code == 0, fake.output
+    assert fake_summary["tracked_peak_bytes"] == real_summary["tracked_peak_bytes"]
+    assert fake_summary["storages"] == real_summary["storages"]
+    assert fake_summary["peak_by_role"] == real_summary["peak_by_role"]
+
+
+def test_fake_capture_of_a_model_made_before_it(tmp_path):
+    """Parameters made before a --fake capture (real tensors) are used as fake ones inside
+    it, deep-copied or not; afterwards the real parameters carry no fake .grad."""
+    lin = torch.nn.Linear(4, 4)
+    with gradmem.capture(fake=True) as cap:
+        copied = copy.deepcopy(lin)
+        copied(lin(torch.randn(2, 4))).sum().backward()
+    assert lin.weight.grad is None and lin.bias.grad is None
+    rows = cap.tensors.set_index("name")
+    assert rows.at["copied.weight", "role"] == "parameter" and rows.at["lin.weight.grad", "role"] == "param_grad"
+    assert rows.at["lin.weight.grad", "nbytes"] == 64 and rows.at["copied.weight.grad", "nbytes"] == 64

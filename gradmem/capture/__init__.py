@@ -108,6 +108,7 @@ class Capture:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
+            self.grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()

@@ -13,7 +13,7 @@ from functools import partial
 import torch
 
 from ..trace import KIND
-from .values import preview_now
+from .values import _is_fake, preview_now
 
 
 class GradWatcher:
@@ -22,6 +22,7 @@ class GradWatcher:
         self.storages = storages
         self._outputs: list[weakref.ref] = []   # forward outputs that require grad
         self._retaining: list[weakref.ref] = []  # tensors retain_grad() was called on
+        self._real_leaves: list[weakref.ref] = []  # real leaves a fake run gave a fake .grad
 
     def forward_output(self, t: torch.Tensor) -> None:
         self._outputs.append(weakref.ref(t))
@@ -55,9 +56,18 @@ class GradWatcher:
             self.rec.emit(KIND.GRAD, target=target, grad=self.storages.see(grad))
 
     def _leaf(self, leaf: torch.Tensor) -> None:
+        if leaf.grad is not None and _is_fake(leaf.grad) and not _is_fake(leaf):
+            self._real_leaves.append(weakref.ref(leaf))
         if leaf.grad is not None:
             self.rec.emit(KIND.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad),
                           value=preview_now(leaf.grad))
+
+    def drop_fake_grads(self) -> None:
+        """A --fake run of a model made before the capture gives its real parameters fake
+        ``.grad``s, which would break the program's next real step: they go back to None."""
+        for leaf in self._alive(self._real_leaves):
+            if leaf.grad is not None and _is_fake(leaf.grad):
+                leaf.grad = None
 
     def record_retained(self) -> None:
         for t in self._alive(self._retaining):

@@ -10,6 +10,8 @@ from click.testing import CliRunner
 import gradmem
 from gradmem.capture import storages as storages_module
 from gradmem.cli import main
+from gradmem.render.units import human_bytes
+from oracles import allocator_peak, allocator_record
 
 
 def write(tmp_path, name, text):
@@ -122,3 +124,43 @@ def test_fake_capture_of_a_model_made_before_it(tmp_path):
     rows = cap.tensors.set_index("name")
     assert rows.at["copied.weight", "role"] == "parameter" and rows.at["lin.weight.grad", "role"] == "param_grad"
     assert rows.at["lin.weight.grad", "nbytes"] == 64 and rows.at["copied.weight.grad", "nbytes"] == 64
+
+
+# -- 4. the headline peak is the allocator's true peak -----------------------------------------
+def conv_bn_lstm_step():
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+    lstm = torch.nn.LSTM(8, 8, batch_first=True)
+    image = torch.randn(4, 3, 16, 16)
+    features = conv(image).mean(dim=(2, 3)).unsqueeze(1).expand(4, 5, 8)
+    out, _ = lstm(features)
+    out.sum().backward()
+
+
+def test_peak_bytes_is_the_allocators_peak_with_kernel_scratch(tmp_path):
+    """Convolution backward and the LSTM kernels allocate buffers of their own: the first
+    line's peak counts them (it is the allocator's, as in a run without gradmem); the
+    hooks-only figure is tracked_peak_bytes, and the scratch is named by node."""
+    _, bare = allocator_record(conv_bn_lstm_step)
+    with gradmem.capture() as cap:
+        conv_bn_lstm_step()
+    s = cap.summary
+    assert s["peak_bytes"] == allocator_peak(bare) == s["allocator"]["peak_bytes"]
+    assert s["peak_source"] == "allocator"
+    assert s["tracked_peak_bytes"] < s["peak_bytes"]
+    assert s["peak_step"] == s["allocator"]["peak_step"]
+    assert sum(s["peak_by_role"].values()) == s["peak_bytes"] and s["peak_by_role"]["unattributed"] > 0
+    scratch = s["unattributed_by_node"]
+    assert scratch and all(r["max_bytes"] > 0 and r["calls"] >= 1 for r in scratch)
+    assert scratch[0]["max_bytes"] >= s["allocator"]["unattributed_blocks"][0]["nbytes"]
+    first = repr(cap).splitlines()[1]
+    assert first.startswith(f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}")
+    assert "kernel scratch" in first and human_bytes(s["peak_by_role"]["unattributed"]) in first
+
+
+def test_peak_bytes_without_the_record_is_the_tracked_peak():
+    with gradmem.capture(verify=False) as cap:
+        conv_bn_lstm_step()
+    s = cap.summary
+    assert s["peak_source"] == "tracked" and s["peak_bytes"] == s["tracked_peak_bytes"]
+    assert "unattributed" not in s["peak_by_role"]

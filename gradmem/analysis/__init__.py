@@ -12,6 +12,7 @@ import pandas as pd
 from ..trace import Trace
 from .frames import by_kind, events_table, pairs
 from .ground import reconcile
+from .headline import headline
 from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .story import story
@@ -51,7 +52,7 @@ def analyze(trace: Trace) -> Analysis:
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
     nodes = nodes_table(steps, frames, tensors)
     steps, ground = reconcile(frames, steps, tensors)
-    summary = {**summarize(trace, tensors, steps, d), **ground}
+    summary = headline({**summarize(trace, tensors, steps, d), **ground}, steps, tensors, d)
     return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
 
 

@@ -127,14 +127,14 @@ def end_of_backward(steps: pd.DataFrame) -> pd.Series:
 def role_table(a, b) -> pd.DataFrame:
     """Bytes by role at each run's peak and at the end of its backward pass."""
     ea, eb = end_of_backward(a.steps), end_of_backward(b.steps)
-    pa, pb = a.summary["peak_by_role"], b.summary["peak_by_role"]
+    pa, pb = a.summary["tracked_peak_by_role"], b.summary["tracked_peak_by_role"]   # the tracked timeline's
     rows = []
     for role in ROLE_ORDER:
         row = {"role": role, "peak_a": int(pa.get(role, 0)), "peak_b": int(pb.get(role, 0)),
                "end_a": int(ea.get(f"live_{role}", 0)), "end_b": int(eb.get(f"live_{role}", 0))}
         if any(row[k] for k in ("peak_a", "peak_b", "end_a", "end_b")):
             rows.append(row)
-    rows.append({"role": "total", "peak_a": a.summary["peak_bytes"], "peak_b": b.summary["peak_bytes"],
+    rows.append({"role": "total", "peak_a": a.summary["tracked_peak_bytes"], "peak_b": b.summary["tracked_peak_bytes"],
                  "end_a": int(ea["live_bytes"]), "end_b": int(eb["live_bytes"])})
     t = pd.DataFrame(rows)
     t.insert(3, "peak_diff", t["peak_b"] - t["peak_a"])
@@ -247,8 +247,8 @@ def headline(a, b, labels, extra: pd.DataFrame, aligned: pd.DataFrame) -> dict:
     at_peak = _extras_live(b, extra, labels[1], seq_b)
     return {
         "labels": list(labels),
-        "peak_a": pa, "peak_step_a": sa, "peak_op_a": a.summary["peak_op"], "peak_row_a": _row_of(aligned, "a", sa),
-        "peak_b": pb, "peak_step_b": sb, "peak_op_b": b.summary["peak_op"], "peak_row_b": _row_of(aligned, "b", sb),
+        "peak_a": pa, "peak_step_a": sa, "peak_op_a": a.summary["tracked_peak_op"], "peak_row_a": _row_of(aligned, "a", sa),
+        "peak_b": pb, "peak_step_b": sb, "peak_op_b": b.summary["tracked_peak_op"], "peak_row_b": _row_of(aligned, "b", sb),
         "peak_diff": pb - pa,
         "end_a": int(ea["live_bytes"]), "end_b": int(eb["live_bytes"]),
         "end_step_a": int(ea["step"]), "end_step_b": int(eb["step"]),

@@ -55,7 +55,10 @@ def peak_section(analysis, peak_seq: int) -> dict:
     before = int(steps["live_bytes"].shift(1).fillna(0).get(step, 0))
     live = live_at(t, peak_seq)
     made = live[live["alloc_step"] == step].sort_values("alloc_seq")
-    head = f"The peak: {human_bytes(s['peak_bytes'])} at step {step}, during `{s['peak_op']}` ({s['peak_phase']})."
+    head = f"The peak: {human_bytes(s['peak_bytes'])} at step {step}, during `{s['peak_op']}` ({s['peak_phase']})"
+    scratch = s["peak_by_role"].get("unattributed", 0)
+    head += (f", {human_bytes(scratch)} of it kernel scratch that no tensor explains (the allocator's record)."
+             if scratch else ".")
     lines = [f"{human_bytes(before)} were live before that step; it added "
              + ", ".join(f"`{r['name']}` {human_bytes(r['nbytes'])} ({r['role']})"
                          for r in made.head(MAX_LINES).to_dict("records")) + "."] if len(made) else []

@@ -42,8 +42,8 @@ def page_data(analysis) -> dict:
         "lifetime_ids": lifetime_ids(shown),
         "nodes": node_rows(analysis, set(shown["id"])),
         "nodes_total": int(len(analysis.nodes)),
-        "at_peak": peak_rows(analysis, peak_seq, PEAK_ROWS),
-        "answer": answer(analysis, peak_seq),
+        "at_peak": peak_rows(analysis, analysis.summary["peak_seq"], PEAK_ROWS),   # at the true peak
+        "answer": answer(analysis, analysis.summary["peak_seq"]),
     }
 
 

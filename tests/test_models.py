@@ -164,3 +164,22 @@ def test_peak_bytes_without_the_record_is_the_tracked_peak():
     s = cap.summary
     assert s["peak_source"] == "tracked" and s["peak_bytes"] == s["tracked_peak_bytes"]
     assert "unattributed" not in s["peak_by_role"]
+
+
+# -- 7. each tensor's own shape ----------------------------------------------------------------
+def test_rows_carry_the_shape_the_user_knows():
+    """A bias's .grad is made as a (1, 10) sum and handed on as (10,); a linear layer's 3-D
+    output is made by a 2-D matmul and viewed back to 3-D. The rows show (10,) and 3-D."""
+    torch.manual_seed(0)
+    with gradmem.capture(verify=False) as cap:
+        lin = torch.nn.Linear(6, 10)
+        x = torch.randn(2, 3, 6)
+        hidden = lin(x)
+        loss = hidden.pow(2).sum()
+        loss.backward()
+    rows = cap.tensors.set_index("name")
+    assert rows.at["lin.bias.grad", "shape"] == "(10,)"
+    assert rows.at["lin.weight.grad", "shape"] == "(10, 6)"
+    assert rows.at["hidden", "shape"] == "(2, 3, 10)"
+    assert rows.at["x", "shape"] == "(2, 3, 6)"
+    assert rows.at["lin.bias.grad", "nbytes"] == 10 * 4

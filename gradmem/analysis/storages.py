@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..roles import Role
 from .frames import joined, pairs
+from .naming import storage_shapes
 
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
@@ -24,7 +25,7 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "id": alloc["storage"].astype(int).values,
         "device": alloc["device"].values,
         "dtype": alloc["dtype"].values,
-        "shape": ["(" + ", ".join(str(d) for d in s) + ("," if len(s) == 1 else "") + ")" for s in alloc["shape"]],
+        "shape": [shape_text(s) for s in alloc["shape"]],
         "nbytes": alloc["nbytes"].astype("int64").values,
         "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"], alloc["preexisting"])],
         "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"], alloc["preexisting"])],
@@ -132,9 +133,15 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return t
 
 
+def shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
                   names: dict[int, str]) -> pd.DataFrame:
     t = base_table(frames, step_phase, step_op)
+    known = storage_shapes(frames)
+    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"], t["shape"])]
     t = add_saved(t, frames, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)

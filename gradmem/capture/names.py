@@ -97,12 +97,12 @@ class Namer:
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
         sid = self.storages.lookup(t)
         if sid is not None:
-            self.rec.emit(KIND.NAME, storage=sid, name=name, source=kind)
+            self.rec.emit(KIND.NAME, storage=sid, name=name, source=kind, shape=tuple(t.shape))
         grad = t.grad if t.is_leaf or t.retains_grad else None
         if grad is not None:
             gid = self.storages.lookup(grad)
             if gid is not None:
-                self.rec.emit(KIND.NAME, storage=gid, name=f"{name}.grad", source="grad")
+                self.rec.emit(KIND.NAME, storage=gid, name=f"{name}.grad", source="grad", shape=tuple(grad.shape))
 
     def _module(self, name: str, module: torch.nn.Module) -> None:
         for pname, p in module.named_parameters(prefix=name):

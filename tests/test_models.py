@@ -2,10 +2,15 @@
 (issue 12) and what its reports must say about it. Sizes are tiny; each test is quick."""
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
+
+from conftest import ROOT, SCENARIOS
 
 import gradmem
 from gradmem.capture import storages as storages_module
@@ -183,3 +188,17 @@ def test_rows_carry_the_shape_the_user_knows():
     assert rows.at["hidden", "shape"] == "(2, 3, 10)"
     assert rows.at["x", "shape"] == "(2, 3, 6)"
     assert rows.at["lin.bias.grad", "nbytes"] == 10 * 4
+
+
+# -- 9. start-up: no torch._dynamo import ------------------------------------------------------
+def test_a_profile_does_not_import_torch_dynamo(tmp_path):
+    """Torch wraps a dispatch mode in torch._dynamo.disable, which imports torch._dynamo at
+    the first op: seconds of every run's start-up (benchmarks/startup.py). A fresh process,
+    since this suite imports torch._dynamo elsewhere."""
+    code = ("import sys\nfrom gradmem.scenario import load_scenario, run_scenario\nfrom gradmem.analysis import analyze\n"
+            f"cap, failure = run_scenario(load_scenario({str(SCENARIOS / 'seed_one_weight.py')!r}), {{}})\n"
+            "assert failure is None\nanalyze(cap.trace)\nprint(sorted(m for m in sys.modules if m.startswith('torch._dynamo')))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

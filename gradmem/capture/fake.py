@@ -69,6 +69,10 @@ class UniformOnFakeCuda(TorchDispatchMode):
     below ``OpWatcher``, which still records the op.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:   # see OpWatcher: no torch._dynamo import
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten.uniform_.default and isinstance(args[0], FakeTensor) and args[0].device.type == "cuda":
             return args[0]

@@ -37,6 +37,14 @@ def _tensors(args, kwargs):
 
 
 class OpWatcher(TorchDispatchMode):
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Torch wraps a mode's ``__torch_dispatch__`` in ``torch._dynamo.disable`` unless
+        this says no: the wrapper imports ``torch._dynamo`` at the first op (2-5 s of every
+        run's start-up, measured in benchmarks/startup.py) and adds a frame to every op.
+        Nothing here is compiled: under a dispatch mode torch.compile runs eagerly."""
+        return False
+
     def __init__(self, cap):
         super().__init__()
         self.cap = cap

@@ -5,9 +5,9 @@ themselves (convolution backward's columns, an LSTM's gates): a model's true pea
 tens of percent higher than the tracked one. So ``peak_bytes`` is the allocator's peak
 (what the process really needed) with ``peak_step`` where it happened, and the tracked
 peak stays beside it as ``tracked_peak_*``. ``peak_by_role`` at the true peak is what the
-tracked storages held at their highest in that step, plus ``unattributed``: the rest of the
-allocator's peak, buffers kernels took for themselves that no tensor explains. The two add
-up to ``peak_bytes``.
+tracked storages held at the allocator's peak (at their highest in that step where the
+moment cannot be matched), plus ``unattributed``: the rest of the allocator's peak, buffers
+kernels took for themselves that no tensor explains. The two add up to ``peak_bytes``.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def headline(summary: dict, steps: pd.DataFrame, tensors: pd.DataFrame, d: pd.Da
         return out
     step = int(allocator["peak_step"])
     phase = dict(zip(steps["step"], steps["phase"]))
-    seq = _highest_seq_in(d, step)
+    seq = _moment_in(d, step, int(allocator["peak_bytes"]) - int(allocator.get("unattributed_at_peak") or 0))
     at_peak = live_at(tensors, seq)
     roles = by_role(at_peak)
     out.update(
@@ -41,10 +41,14 @@ def headline(summary: dict, steps: pd.DataFrame, tensors: pd.DataFrame, d: pd.Da
     return out
 
 
-def _highest_seq_in(d: pd.DataFrame, step: int) -> int:
-    """The event at which tracked memory was highest within ``step`` (the last before it
-    when the step made or freed nothing)."""
+def _moment_in(d: pd.DataFrame, step: int, tracked: int) -> int:
+    """The event within ``step`` at which the tracked storages held ``tracked`` bytes, what
+    they held at the allocator's peak (its peak less the scratch alive then); else the one
+    at which they held the most (the last before the step when it made or freed nothing)."""
     inside = d[d["step"] == step]
+    exact = inside[inside["live"] == tracked]
+    if len(exact):
+        return int(exact["seq"].iloc[-1])
     if len(inside):
         return int(inside.at[inside["live"].idxmax(), "seq"])
     before = d[d["step"] < step]

@@ -2,43 +2,31 @@
 
 The hooks see every tensor an op returns, but not the buffers kernels allocate for
 themselves (convolution backward's columns, an LSTM's gates): a model's true peak can be
-tens of percent higher than the tracked one. So ``peak_bytes`` is the allocator's peak
-(what the process really needed) with ``peak_step`` where it happened, and the tracked
-peak stays beside it as ``tracked_peak_*``. ``peak_by_role`` at the true peak is what the
-tracked storages held at the allocator's peak (at their highest in that step where the
-moment cannot be matched), plus ``unattributed``: the rest of the allocator's peak, buffers
-kernels took for themselves that no tensor explains. The two add up to ``peak_bytes``.
+tens of percent higher than the tracked one. So the summary's ``peak_bytes`` is the
+allocator's peak (what the process really needed) with ``peak_step`` where it happened,
+and the tracked peak stays beside it as ``tracked_peak_*``. What was live at the true
+peak is what the tracked storages held at the allocator's moment (at their highest in that
+step where the moment cannot be matched), plus ``unattributed``: the rest of the
+allocator's peak, buffers kernels took for themselves that no tensor explains. The two
+add up to ``peak_bytes``.
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from .summary import by_role, top
-from .timeline import live_at
-
-TRACKED = ("peak_bytes", "peak_seq", "peak_step", "peak_op", "peak_phase", "peak_by_role", "live_at_peak")
+from .frames import pairs
+from .summary import Peak
 
 
-def headline(summary: dict, steps: pd.DataFrame, tensors: pd.DataFrame, d: pd.DataFrame) -> dict:
-    out = dict(summary)
-    for key in TRACKED:
-        out["tracked_" + key] = summary[key]
-    allocator = summary.get("allocator") or {}
+def true_peak(tracked: Peak, allocator: dict, steps: pd.DataFrame, d: pd.DataFrame) -> Peak:
+    """The allocator's peak as a ``Peak`` (its ``seq``: the tracked storages' moment in that
+    step); the tracked peak itself when there is no allocator record."""
     if not allocator.get("source"):
-        out.update(peak_source="tracked", unattributed_by_node=[])
-        return out
+        return tracked
     step = int(allocator["peak_step"])
-    phase = dict(zip(steps["step"], steps["phase"]))
     seq = _moment_in(d, step, int(allocator["peak_bytes"]) - int(allocator.get("unattributed_at_peak") or 0))
-    at_peak = live_at(tensors, seq)
-    roles = by_role(at_peak)
-    out.update(
-        peak_source="allocator", peak_bytes=int(allocator["peak_bytes"]), peak_seq=seq, peak_step=step,
-        peak_op=allocator["peak_op"], peak_phase=phase.get(step, ""),
-        peak_by_role={**roles, "unattributed": max(int(allocator["peak_bytes"]) - sum(roles.values()), 0)},
-        live_at_peak=top(at_peak), unattributed_by_node=allocator.get("unattributed_by_node", []),
-    )
-    return out
+    return Peak(int(allocator["peak_bytes"]), seq, step, pairs(steps["step"], steps["op"]).get(step, ""),
+                pairs(steps["step"], steps["phase"]).get(step, ""))
 
 
 def _moment_in(d: pd.DataFrame, step: int, tracked: int) -> int:

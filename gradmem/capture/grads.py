@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 from .values import _is_fake, preview_now
 
 
@@ -53,13 +53,13 @@ class GradWatcher:
 
     def _grad(self, target: int, grad) -> None:
         if grad is not None:
-            self.rec.emit(KIND.GRAD, target=target, grad=self.storages.see(grad), shape=tuple(grad.shape))
+            self.rec.emit(EventKind.GRAD, target=target, grad=self.storages.see(grad), shape=tuple(grad.shape))
 
     def _leaf(self, leaf: torch.Tensor) -> None:
         if leaf.grad is not None and _is_fake(leaf.grad) and not _is_fake(leaf):
             self._real_leaves.append(weakref.ref(leaf))
         if leaf.grad is not None:
-            self.rec.emit(KIND.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad),
+            self.rec.emit(EventKind.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad),
                           value=preview_now(leaf.grad), shape=tuple(leaf.grad.shape))
 
     def drop_fake_grads(self) -> None:
@@ -72,5 +72,5 @@ class GradWatcher:
     def record_retained(self) -> None:
         for t in self._alive(self._retaining):
             if t.grad is not None:
-                self.rec.emit(KIND.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad),
+                self.rec.emit(EventKind.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad),
                               value=preview_now(t.grad), shape=tuple(t.grad.shape))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import traceback
 
-from ..trace import KIND
+from ..events import EventKind
 
 
 class Guard:
@@ -27,8 +27,8 @@ class Guard:
         """Called from an ``except Exception`` in a hook: keep the first fault, stop recording."""
         if self.failure is None:
             self.failure = {"type": type(exc).__name__, "message": str(exc), "gradmem": True,
-                            "traceback": "".join(traceback.format_exception(exc)), "step": self.rec.step}
-            self.rec.emit(KIND.NOTE, text=fault_note(self.failure))
+                            "traceback": "".join(traceback.format_exception(exc)), "step": self.rec.cursor.step}
+            self.rec.emit(EventKind.NOTE.value, text=fault_note(self.failure))
         self.rec.active = False
 
     def call(self, fn, *args):

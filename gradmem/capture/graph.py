@@ -18,9 +18,11 @@ from ..trace import KIND
 from .recorder import Recorder
 from .saved import Packed
 from .storages import Storages
+from .values import exact_now, small_attr
 
 ACCUMULATE = "torch::autograd::AccumulateGrad"
 RAW = "_raw_saved_"
+SAVED = "_saved_"
 
 
 def short_name(name: str) -> str:
@@ -74,6 +76,9 @@ class Graph:
         )}
         if name == ACCUMULATE:
             data["leaf"] = self.storages.see(node.variable)
+        attrs = self._attrs(node)
+        if attrs:
+            data["attrs"] = attrs
         self.rec.emit(KIND.NODE, **data)
         for field in self._slot_fields(node):
             self._record_slots(nid, node, field)
@@ -84,6 +89,27 @@ class Graph:
             fields = tuple(a[len(RAW):] for a in dir(node) if a.startswith(RAW))
             self._fields[type(node)] = fields
         return fields
+
+    def _attr_fields(self, node) -> tuple[str, ...]:
+        """The saved values that are not tensors (``exponent``, ``self_sym_sizes``): reading
+        them unpacks nothing, where reading a tensor field would run the unpack hook."""
+        key = (type(node), "attrs")
+        fields = self._fields.get(key)
+        if fields is None:
+            tensors = set(self._slot_fields(node))
+            fields = tuple(a[len(SAVED):] for a in dir(node)
+                           if a.startswith(SAVED) and a[len(SAVED):] not in tensors)
+            self._fields[key] = fields
+        return fields
+
+    def _attrs(self, node) -> dict:
+        out = {}
+        for field in self._attr_fields(node):
+            try:
+                out[field] = small_attr(getattr(node, SAVED + field))
+            except Exception:   # a value torch cannot give back as Python: left out
+                continue
+        return out
 
     def _record_slots(self, nid: int, node, field: str) -> None:
         try:
@@ -142,4 +168,6 @@ class Graph:
             KIND.NODE_END, node=nid,
             grads_in=tuple(see(g) if g is not None else None for g in grad_outputs),
             grads_out=tuple(see(g) if g is not None else None for g in grad_inputs),
+            values_in=tuple(exact_now(g) for g in grad_outputs),
+            values_out=tuple(exact_now(g) for g in grad_inputs),
         )

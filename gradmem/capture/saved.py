@@ -23,6 +23,7 @@ import torch
 
 from ..trace import KIND
 from .recorder import Recorder
+from .values import exact_now
 
 
 class Packed:
@@ -65,7 +66,7 @@ class SavedTensorWatcher:
         self.rec.emit(
             KIND.SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
-            element_size=t.element_size(),
+            element_size=t.element_size(), value=exact_now(t),
         )
         if self._outer:
             return Packed(pid, self._outer[0](t), self.rec)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
+from .derivation import node_rules, with_rules
 from .frames import by_kind, events_table, pairs
 from .ground import reconcile
 from .naming import node_names, storage_names
@@ -30,6 +31,7 @@ class Analysis:
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
+    rules: dict = field(default_factory=dict, repr=False)   # node -> NodeRule: its chain-rule step
 
     @property
     def events(self) -> pd.DataFrame:
@@ -49,10 +51,11 @@ def analyze(trace: Trace) -> Analysis:
     tensors = tensors_table(frames, phase, op, nnames, snames)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
-    nodes = nodes_table(steps, frames, tensors)
+    rules = node_rules(frames, snames, tensors)
+    nodes = with_rules(nodes_table(steps, frames, tensors), rules)
     steps, ground = reconcile(frames, steps, tensors)
     summary = {**summarize(trace, tensors, steps, d), **ground}
-    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
+    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d, rules)
 
 
 __all__ = ["Analysis", "analyze", "storage_names"]

@@ -170,7 +170,7 @@ class Graph:
     attrs: dict                # node -> saved non-tensor values
     outputs: dict              # (node, output_nr) -> storage
     slots: dict                # node -> {field: pack}
-    saved: dict                # pack -> (storage, shape, value)
+    saved: dict                # pack -> (storage, shape, stride, value)
     ends: dict                 # node -> (values_in, values_out)
     storage_names: dict
     shapes: dict               # storage -> shape text
@@ -178,20 +178,27 @@ class Graph:
     def tensor_name(self, node, nr) -> str:
         if node in self.leaf:
             return self.storage_names.get(self.leaf[node], f"S{self.leaf[node]}")
+        suffix = NAME_SUFFIX.get(self.name.get(node))
+        inputs = self.next.get(node, ())
+        if suffix and inputs and inputs[0] is not None:
+            return self.tensor_name(*inputs[0]) + suffix   # weight.T is named by weight
         sid = self.outputs.get((node, nr))
-        base = self.storage_names.get(sid, f"S{sid}") if sid is not None else f"output {nr} of node {node}"
-        return base + NAME_SUFFIX.get(self.name.get(node), "")
+        return self.storage_names.get(sid, f"S{sid}") if sid is not None else f"output {nr} of {self.name.get(node)}"
 
     def saved_name(self, node, f) -> str:
         pack = self.slots.get(node, {}).get(f)
         if pack is None:
             return "1"
-        sid, shape, _ = self.saved[pack]
+        sid, shape, stride, _ = self.saved[pack]
         base = self.storage_names.get(sid, f"S{sid}")
-        stored = self.shapes.get(sid, "")
-        if shape is not None and len(shape) == 2 and shape[0] != shape[1] and stored == str(tuple(shape[::-1])):
-            return base + "ᵀ"   # a transposed view of the storage's tensor (a Linear's weight)
-        return base
+        return base + "ᵀ" if _transposed(shape, stride) else base
+
+
+def _transposed(shape, stride) -> bool:
+    """A 2-D view with its strides swapped: ``w.t()`` of a contiguous ``w``."""
+    if not shape or not stride or len(shape) != 2:
+        return False
+    return tuple(stride) == (1, shape[0]) and tuple(stride) != (shape[1], 1)
 
 
 def graph_of(frames: dict, storage_names: dict, tensors: pd.DataFrame) -> Graph:
@@ -200,8 +207,9 @@ def graph_of(frames: dict, storage_names: dict, tensors: pd.DataFrame) -> Graph:
     slots: dict = {}
     for pack, nid, f in zip(frames["slot"]["pack"], frames["slot"]["node"], frames["slot"]["field"]):
         slots.setdefault(int(nid), {})[f] = pack
-    saved = {p: (int(s) if pd.notna(s) else None, sh, v) for p, s, sh, v in zip(
-        frames["saved"]["pack"], frames["saved"]["storage"], frames["saved"]["shape"], frames["saved"]["value"])}
+    sv = frames["saved"]
+    saved = {p: (int(s) if pd.notna(s) else None, sh, st, v) for p, s, sh, st, v in zip(
+        sv["pack"], sv["storage"], sv["shape"], sv["stride"], sv["value"])}
     ends = {int(n): (vi or (), vo or ()) for n, vi, vo in zip(
         frames["node_end"]["node"], frames["node_end"]["values_in"], frames["node_end"]["values_out"])}
     return Graph(
@@ -257,7 +265,7 @@ def node_rule(gr: Graph, nid: int) -> NodeRule:
     if rule is None:
         return NodeRule(nid, name, False, [], [(f, gr.saved_name(nid, f), "") for f in fields])
     env = Env([parse_value(v) for v in values_in],
-              {f: parse_value(gr.saved[p][2]) for f, p in fields.items() if p in gr.saved}, attrs)
+              {f: parse_value(gr.saved[p][3]) for f, p in fields.items() if p in gr.saved}, attrs)
     names = _namer(gr, nid)
     grads = []
     for i, expr in rule.grads.items():
@@ -285,3 +293,24 @@ def _namer(gr: Graph, nid: int):
 def node_rules(frames: dict, storage_names: dict, tensors: pd.DataFrame) -> dict[int, NodeRule]:
     gr = graph_of(frames, storage_names, tensors)
     return {nid: node_rule(gr, nid) for nid in gr.name}
+
+
+RULE_COLUMNS = ["rule", "rule_values", "rule_check", "saved_for"]
+NO_RULE = "no rule on file"
+
+
+def saved_for(r: NodeRule) -> str:
+    """'self = error: the base of the power rule; ...' (fields without a known use: just named)."""
+    return "; ".join(f"{f} = {name}" + (f": {use}" if use else "") for f, name, use in r.uses)
+
+
+def with_rules(nodes: pd.DataFrame, rules: dict[int, NodeRule]) -> pd.DataFrame:
+    """The per-node table with each node's rule, the rule on the recorded numbers, whether
+    those numbers match the gradient torch produced, and what each saved field is for."""
+    out = nodes.copy()
+    found = [rules.get(int(n)) for n in out["node"]]
+    out["rule"] = [(r.rule or NO_RULE) if r and r.on_file else NO_RULE for r in found]
+    out["rule_values"] = [r.numbers if r else "" for r in found]
+    out["rule_check"] = [r.check if r else "" for r in found]
+    out["saved_for"] = [saved_for(r) if r else "" for r in found]
+    return out

@@ -15,7 +15,7 @@ KIND_COLUMNS = {
     "free": ["storage"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf", "attrs"],
-    "saved": ["pack", "storage", "shape", "dtype", "numel", "element_size", "value"],
+    "saved": ["pack", "storage", "shape", "stride", "dtype", "numel", "element_size", "value"],
     "slot": ["pack", "node", "field"],
     "hidden_slot": ["node", "field", "hook", "storage"],
     "unpacked": ["pack", "node"],

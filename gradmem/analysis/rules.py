@@ -130,7 +130,8 @@ def _products() -> dict[str, Rule]:
         "DotBackward0": Rule("dot", {0: G * S("tensor"), 1: G * S("self")}, ("self", "tensor"), {
             "self": "grad * tensor.conj()", "tensor": "grad * self.conj()"},
             {"tensor": "the factor in self's gradient", "self": "the factor in tensor's gradient"}),
-        "AddmmBackward0": Rule("addmm", {0: G * A("beta"), 1: G @ S("mat2").T * A("alpha"),
+        "AddmmBackward0": Rule("addmm", {0: fn("bias_sum", lambda g: f"{g} summed over the rows the bias was added to",
+                                                lambda g: g, G * A("beta")), 1: G @ S("mat2").T * A("alpha"),
                                          2: S("mat1").T @ G * A("alpha")}, ("self", "mat1", "mat2"), {
             "self": "maybe_multiply(grad, beta.conj())", "mat1": mm1.format(a="mat1", k="alpha"),
             "mat2": mm2.format(b="mat1", k="alpha")},
@@ -244,15 +245,19 @@ def _lookups() -> dict[str, Rule]:
                                 "total_weight)"},
             {"target": "which class of each row gets the gradient", "total_weight": "the divisor of a mean",
              "self": "its shape only", "weight": "class weights (none: all 1)"}),
-        "MseLossBackward0": Rule("mse_loss", {
-            0: fn("mse_back", lambda g, a, b, r: f"{g} · 2 · ({a} − {b})" + (f" / numel({a})" if r == "1" else ""),
-                  m.mse_back, G, S("self"), S("target"), A("reduction")),
-            1: fn("mse_back", lambda g, a, b, r: f"{g} · 2 · ({a} − {b})" + (f" / numel({a})" if r == "1" else ""),
-                  m.mse_back, G, S("target"), S("self"), A("reduction"))}, ("self", "target"), {
-            "self": "mse_loss_backward(grad, self, target, reduction)",
-            "target": "mse_loss_backward(grad, target, self, reduction)"},
-            {"self": "the prediction, in the difference self − target", "target": "the target, in that difference"}),
+        "MseLossBackward0": (_mse(True), _mse(False)),
     }
+
+
+def _mse(mean: bool) -> Rule:
+    numel = fn("numel", lambda a: f"numel({a})", lambda a: float(a.size), S("self"))
+    diff = {0: S("self") - S("target"), 1: S("target") - S("self")}
+    grads = {i: (G * (2 * d / numel) if mean else G * (2 * d)) for i, d in diff.items()}
+    return Rule("mse_loss", grads, ("self", "target"), {
+        "self": "mse_loss_backward(grad, self, target, reduction)",
+        "target": "mse_loss_backward(grad, target, self, reduction)"},
+        {"self": "the prediction, in the difference self − target", "target": "the target, in that difference"},
+        when=lambda a: (a.get("reduction") == m.MEAN) == mean)
 
 
 def _views() -> dict[str, Rule]:
@@ -318,7 +323,7 @@ def _conv_attention() -> dict[str, Rule]:
     }
 
 
-RULES: dict[str, Rule] = {**_elementwise(), **_products(), **_reductions(), **_activations(), **_norms(),
+RULES: dict[str, Rule | tuple[Rule, ...]] = {**_elementwise(), **_products(), **_reductions(), **_activations(), **_norms(),
                           **_lookups(), **_views(), **_conv_attention()}
 
 ACCUMULATE = "AccumulateGrad"   # no derivative: it stores the gradient that arrives as the leaf's .grad
@@ -326,5 +331,8 @@ ACCUMULATE = "AccumulateGrad"   # no derivative: it stores the gradient that arr
 
 def rule_for(name: str, attrs: dict) -> Rule | None:
     """The rule on file for a node, if its saved values fit it (gelu's approximate, ...)."""
-    rule = RULES.get(name)
-    return rule if rule is not None and rule.when(attrs or {}) else None
+    found = RULES.get(name, ())
+    for rule in found if isinstance(found, tuple) else (found,):
+        if rule.when(attrs or {}):
+            return rule
+    return None

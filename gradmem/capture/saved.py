@@ -48,6 +48,15 @@ def modified_message(t: torch.Tensor, saved_version: int) -> str:
             "autograd's own check.)")
 
 
+def _stride(t: torch.Tensor):
+    """Strides tell a transposed view (a Linear's weight.T) from its base; none for layouts
+    without them (sparse, nested)."""
+    try:
+        return tuple(t.stride())
+    except RuntimeError:
+        return None
+
+
 class SavedTensorWatcher:
     def __init__(self, rec: Recorder, storages, node_of_current, paused_ops):
         self.rec = rec
@@ -64,7 +73,7 @@ class SavedTensorWatcher:
         sid = self.storages.see(t)
         step = self.rec.step + 1 if self.fresh_call else None   # inputs are saved before the op runs
         self.rec.emit(
-            KIND.SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
+            KIND.SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape), stride=_stride(t),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
             element_size=t.element_size(), value=exact_now(t),
         )

@@ -189,7 +189,9 @@ class Graph:
         pack = self.slots.get(node, {}).get(f)
         if pack is None:
             return "1"
-        sid, shape, stride, _ = self.saved[pack]
+        sid, shape, stride, value = self.saved[pack]
+        if isinstance(pack, tuple) and value is not None and "[" not in value:
+            return value   # a Python number torch wrapped as a tensor: its value is its name
         base = self.storage_names.get(sid, f"S{sid}")
         return base + "ᵀ" if _transposed(shape, stride) else base
 
@@ -210,6 +212,11 @@ def graph_of(frames: dict, storage_names: dict, tensors: pd.DataFrame) -> Graph:
     sv = frames["saved"]
     saved = {p: (int(s) if pd.notna(s) else None, sh, st, v) for p, s, sh, st, v in zip(
         sv["pack"], sv["storage"], sv["shape"], sv["stride"], sv["value"])}
+    hidden = frames["hidden_slot"]
+    for nid, f, hook, sid, v in zip(hidden["node"], hidden["field"], hidden["hook"], hidden["storage"], hidden["value"]):
+        if hook is None and pd.notna(sid):   # saved without hooks: a number torch wrapped as a tensor
+            slots.setdefault(int(nid), {})[f] = key = ("hidden", int(nid), f)
+            saved[key] = (int(sid), None, None, v)
     ends = {int(n): (vi or (), vo or ()) for n, vi, vo in zip(
         frames["node_end"]["node"], frames["node_end"]["values_in"], frames["node_end"]["values_out"])}
     return Graph(

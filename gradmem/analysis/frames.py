@@ -17,7 +17,7 @@ KIND_COLUMNS = {
     "node": ["node", "name", "next", "leaf", "attrs"],
     "saved": ["pack", "storage", "shape", "stride", "dtype", "numel", "element_size", "value"],
     "slot": ["pack", "node", "field"],
-    "hidden_slot": ["node", "field", "hook", "storage"],
+    "hidden_slot": ["node", "field", "hook", "storage", "value"],
     "unpacked": ["pack", "node"],
     "released": ["pack"],
     "node_end": ["node", "grads_in", "grads_out", "values_in", "values_out"],

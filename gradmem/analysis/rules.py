@@ -88,14 +88,10 @@ def _elementwise() -> dict[str, Rule]:
             "other": "mul_tensor_backward(grad, self, other.scalar_type())"},
             {"other": "the factor in self's gradient (d(self·other)/d(self) = other)",
              "self": "the factor in other's gradient (d(self·other)/d(other) = self)"}),
-        "MulBackward1": Rule("mul.Scalar", {0: G * A("other")}, UNARY, {
-            "self": "mul_tensor_backward(grad, other, self.scalar_type())"}),
         "DivBackward0": Rule("div.Tensor", {0: G / S("other"), 1: -G * S("self") / S("other") ** 2}, BIN, {
             "self": "div_tensor_self_backward(grad, other, self.scalar_type())",
             "other": "div_tensor_other_backward(grad, self, other)"},
             {"other": "the divisor, in both gradients", "self": "the numerator, in other's gradient"}),
-        "DivBackward1": Rule("div.Scalar", {0: G / A("other")}, UNARY, {
-            "self": "div_tensor_self_backward(grad, other, self.scalar_type())"}),
         "PowBackward0": Rule("pow.Tensor_Scalar", {0: G * (A("exponent") * S("self") ** (A("exponent") - 1))},
                              ("self",), {"self": "pow_backward(grad, self, exponent)"},
                              {"self": "the base of the power rule: d(self^n)/d(self) = n · self^(n−1)"}),
@@ -265,7 +261,6 @@ def _views() -> dict[str, Rule]:
     return {
         "ViewBackward0": Rule("view", {0: reshape(G, SIZES)}, UNARY, back),
         "UnsafeViewBackward0": Rule("_unsafe_view", {0: reshape(G, SIZES)}, UNARY, back),
-        "ReshapeAliasBackward0": Rule("_reshape_alias", {0: reshape(G, SIZES)}, UNARY, back),
         "TBackward0": Rule("t", {0: G.T}, UNARY, {"self": "grad.t()"}),
         "TransposeBackward0": Rule("transpose.int", {0: fn(
             "swap", lambda g, a, b: f"transpose({g}, {a}, {b})", m.swap, G, A("dim0"), A("dim1"))}, UNARY,

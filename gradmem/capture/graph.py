@@ -135,7 +135,8 @@ class Graph:
         if hook is None and storage is None:   # an empty slot (that gradient is not needed)
             return
         hook_name = getattr(hook, "__qualname__", repr(hook)) if hook is not None else None
-        self.rec.emit(KIND.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
+        value = exact_now(data) if hook is None else None   # a wrapped number (the 3 of x * 3)
+        self.rec.emit(KIND.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage, value=value)
 
     def reachable(self, roots: Iterable) -> list:
         seen, out, stack = set(), [], [r for r in roots if r is not None]

@@ -19,7 +19,7 @@ UNINITIALIZED = frozenset({"empty", "empty_like", "empty_strided", "empty_permut
                            "new_empty_strided"})
 
 
-SHORT, EXACT = "6g", "9g"   # a preview a reader scans; enough digits to give a float32 back exactly
+SHORT, EXACT = ".6g", ".9g"   # a preview a reader scans; enough digits to give a float32 back exactly
 
 
 def _number(v, digits: str = SHORT) -> str:

@@ -11,7 +11,7 @@ from ..trace import Trace
 KIND_COLUMNS = {
     "step": ["phase", "op", "node", "backward"],
     "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute",
-              "grad_args", "ptr"],
+              "grad_args", "ptr", "line"],
     "free": ["storage"],
     "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
     "node": ["node", "name", "next", "leaf", "attrs"],

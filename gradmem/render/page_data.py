@@ -16,6 +16,7 @@ import pandas as pd
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
 from ..analysis.summary import peak_of
 from .answer import answer
+from .derivation import forward_values, made_words, rule_rows
 from .peak import peak_rows
 
 MAX_POINTS = 4000        # memory-curve buckets
@@ -44,6 +45,8 @@ def page_data(analysis) -> dict:
         "nodes_total": int(len(analysis.nodes)),
         "at_peak": peak_rows(analysis, peak_seq, PEAK_ROWS),
         "answer": answer(analysis, peak_seq),
+        "forward": forward_values(tensors),
+        "rules": rule_rows(analysis, NODE_ROWS),
     }
 
 
@@ -185,15 +188,31 @@ def node_rows(analysis, known: set, limit: int = NODE_ROWS) -> list[dict]:
     if len(nodes) > limit:
         nodes = nodes.sort_values(["peak_bytes", "step"], ascending=[False, True]).head(limit).sort_values("step")
     rows, times, ids = [], step_times(analysis.steps), node_storages(analysis, known)
+    made, used = made_words(analysis), _unpacked_by_node(analysis)
     for r in nodes.to_dict("records"):
         step, node = int(r["step"]), int(r["node"])
         row = {k: _cell(r[k]) for k in NODE_FIELDS}
         row["t"] = times.get(step, 0.0)
+        row["unpacked_made_by"] = ";".join(made.get(i, "") for i in used.get(node, []))
         row["unpacked_ids"] = sorted(set(ids["unpacked"].get(node, [])))
         row["produced_ids"] = sorted(ids["produced"].get(step, []))
         row["freed_ids"] = sorted(ids["freed"].get(step, []))
         rows.append(row)
     return rows
+
+
+def _unpacked_by_node(analysis) -> dict[int, list[int]]:
+    """{node: the storages it unpacked}, in the order nodes.csv lists them."""
+    f = analysis.frames
+    storage_of = dict(zip(f["saved"]["pack"], f["saved"]["storage"]))
+    out: dict[int, list[int]] = {}
+    for n, p in zip(f["unpacked"]["node"].tolist(), f["unpacked"]["pack"].tolist()):
+        sid = storage_of.get(p)
+        if n is not None and not pd.isna(n) and sid is not None:
+            seen = out.setdefault(int(n), [])
+            if int(sid) not in seen:
+                seen.append(int(sid))
+    return out
 
 
 def _cell(v):

@@ -365,6 +365,66 @@
   }
   function redraw() { drawChart(); drawLifetimes(); }
 
-  legend(); lifetimesNote(); nodesTable(); peakTable(); redraw();
+  // -- the chain rule, node by node ----------------------------------------------------------
+  function forwardValues() {
+    const box = document.getElementById("forward-values");
+    if (!D.forward.length) return;
+    box.appendChild(el("h3", {}, "Forward pass: the values"));
+    const t = el("table"), head = el("tr");
+    ["tensor", "value", "made by", "saved for backward by"].forEach(h => head.appendChild(el("th", {}, h)));
+    t.appendChild(el("thead")).appendChild(head);
+    const body = t.appendChild(el("tbody"));
+    D.forward.forEach(f => {
+      const tr = el("tr", { "data-name": f.name });
+      tr.appendChild(el("td")).appendChild(el("code", {}, f.name));
+      tr.appendChild(el("td", { class: "num" }, f.value));
+      tr.appendChild(el("td", {}, f.made));
+      tr.appendChild(el("td", {}, f.saved_by ? f.saved_by.split(";").join(", ") : "\u2014"));
+      body.appendChild(tr);
+    });
+    box.appendChild(t);
+  }
+  function gradientLines(box, g) {
+    box.appendChild(el("div", { class: "formula" }, g.target + " = " + g.formula));
+    g.steps.forEach(([text, value]) => box.appendChild(el("div", { class: "numbers" }, text + " = " + value)));
+    if (!g.value) return;
+    const line = el("div", { class: "numbers" }, g.target + " = " + g.numbers + " = " + g.value + "  ");
+    if (g.match === true) line.appendChild(el("span", { class: "ok" }, "\u2713 torch computed " + g.torch));
+    if (g.match === false) line.appendChild(el("span", { class: "bad" }, "\u2717 torch computed " + g.torch));
+    box.appendChild(line);
+  }
+  function ruleCard(r) {
+    const box = el("div", { class: "rule-node", "data-node": r.name });
+    const h = el("h4", {}, r.name + " ");
+    h.appendChild(el("span", { class: "step" }, "step " + r.step));
+    box.appendChild(h);
+    if (!r.on_file) {
+      box.appendChild(el("div", { class: "none" }, "No rule on file for this node. " + (r.uses.length
+        ? "It saved: " + r.uses.map(([f, n]) => n + " (" + f + ")").join(", ") + "." : "It saved nothing.")));
+      return box;
+    }
+    const saved = r.uses.length
+      ? "Saved for this step: " + r.uses.map(([f, n, use]) => n + " (" + f + (use ? ": " + use : "") + ")").join("; ")
+      : (r.name.startsWith("AccumulateGrad") ? "Saves nothing: it stores the gradient that arrives as .grad."
+        : "Saved nothing: this derivative needs no value from the forward pass.");
+    box.appendChild(el("div", { class: "uses" }, saved));
+    r.gradients.forEach(g => gradientLines(box, g));
+    return box;
+  }
+  function derivationSection() {
+    const with_values = D.rules.some(r => r.gradients.some(g => g.value));
+    document.getElementById("derivation-note").textContent = "Backward runs the chain rule one node at a time, from the loss "
+      + "back to the weights: each node multiplies the gradient arriving for its output by its local derivative. The "
+      + "saved tensors are the forward values those derivatives need; a node whose derivative is a constant (a "
+      + "subtraction: \u00b11) saves nothing. "
+      + (with_values ? "Numbers: gradmem's arithmetic on the values recorded in this run, beside the gradient torch computed at that node."
+        : "The tensors here are too large for their values to be recorded (at most 16 elements), so only the rules are shown.")
+      + " Words and symbols: see the end of the page.";
+    forwardValues();
+    const box = document.getElementById("rules");
+    D.rules.forEach(r => box.appendChild(ruleCard(r)));
+  }
+
+  legend(); lifetimesNote(); nodesTable(); peakTable(); derivationSection(); redraw();
   window.gradmemReport = { data: D, state: state, selectNode: selectNode };
 })();

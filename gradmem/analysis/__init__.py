@@ -51,7 +51,7 @@ def analyze(trace: Trace) -> Analysis:
     tensors = tensors_table(frames, phase, op, nnames, snames)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors)
-    rules = node_rules(frames, snames, tensors)
+    rules = node_rules(frames, snames)
     nodes = with_rules(nodes_table(steps, frames, tensors), rules)
     steps, ground = reconcile(frames, steps, tensors)
     summary = {**summarize(trace, tensors, steps, d), **ground}

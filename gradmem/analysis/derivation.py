@@ -60,6 +60,9 @@ class Env:
     def attr(self, f):
         return self.attrs.get(f)
 
+    def has_values(self) -> bool:
+        return any(v is not None for v in self.grads) or any(v is not None for v in self.saved.values())
+
     def has_attr(self, f):
         return f in self.attrs
 
@@ -122,14 +125,53 @@ def close(a, b) -> bool:
     return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1e-3), equal_nan=True))
 
 
-def gradient(target: str, expr: Expr, env: Env, names, torch_value) -> Gradient:
-    e = fold(expr, _Values(env))
-    g = Gradient(target, text(e, names))
+_TEMPLATES: dict = {}   # (node name, input, attrs) -> (folded rule, its text with placeholders)
+_SLOT = re.compile("\x00(.)([^\x00]*)\x00")
+
+
+def _placeholder(leaf: Expr) -> str:
+    if isinstance(leaf, Grad):
+        return f"\x00g{leaf.output}\x00"
+    if isinstance(leaf, S):
+        return f"\x00s{leaf.field}\x00"
+    if isinstance(leaf, Op):   # the transpose of a saved tensor
+        return f"\x00t{leaf.args[0].field}\x00"
+    return getattr(leaf, "field", "?")
+
+
+def _leaf_namer(names):
+    """text()'s namer from a placeholder namer."""
+    def named(leaf: Expr) -> str:
+        p = _placeholder(leaf)
+        return names(p[1], p[2:-1]) if p.startswith("\x00") else p
+    return named
+
+
+def _template(key, expr: Expr, env: Env):
+    """Folding and writing a rule depends only on the node kind and its saved non-tensor
+    values, not on the names: done once per kind, then the names are filled in."""
+    found = _TEMPLATES.get(key)
+    if found is None:
+        e = fold(expr, _Values(env))
+        found = _TEMPLATES[key] = (e, text(e, _placeholder))
+    return found
+
+
+def _attrs_key(attrs: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attrs.items()))
+
+
+def gradient(target: str, key, expr: Expr, env: Env, names, torch_value) -> Gradient:
+    e, template = _template(key, expr, env)
+    g = Gradient(target, _SLOT.sub(lambda mt: names(mt.group(1), mt.group(2)), template))
+    if not env.has_values():
+        return g
     vals = _Values(env)
+    named = _leaf_namer(names)
     try:
-        g.steps = [(text(s, names), show(evaluate(s, vals))) for s in steps(e)]
+        g.steps = [(text(s, named), show(evaluate(s, vals))) for s in steps(e)]
         value = _fit(evaluate(e, vals), torch_value)
-        g.numbers = text(_with_values(e, vals), lambda leaf: show(evaluate(leaf, vals)))
+        g.numbers = text(_with_values(e, vals), named)
     except Missing:
         return g
     except (ValueError, TypeError, IndexError, FloatingPointError):   # a shape the rule cannot take
@@ -173,7 +215,6 @@ class Graph:
     saved: dict                # pack -> (storage, shape, stride, value)
     ends: dict                 # node -> (values_in, values_out)
     storage_names: dict
-    shapes: dict               # storage -> shape text
 
     def tensor_name(self, node, nr) -> str:
         if node in self.leaf:
@@ -203,31 +244,37 @@ def _transposed(shape, stride) -> bool:
     return tuple(stride) == (1, shape[0]) and tuple(stride) != (shape[1], 1)
 
 
-def graph_of(frames: dict, storage_names: dict, tensors: pd.DataFrame) -> Graph:
+def _cols(frame: pd.DataFrame, *names):
+    """Rows of a few columns as plain Python values: iterating pandas columns is slow."""
+    return zip(*(frame[n].tolist() for n in names))
+
+
+def _known(v) -> bool:
+    return v is not None and v == v   # not None, not NaN
+
+
+def graph_of(frames: dict, storage_names: dict) -> Graph:
     nodes = frames["node"].drop_duplicates("node", keep="last")
-    out = frames["tensor"].dropna(subset=["node"])
     slots: dict = {}
-    for pack, nid, f in zip(frames["slot"]["pack"], frames["slot"]["node"], frames["slot"]["field"]):
+    for pack, nid, f in _cols(frames["slot"], "pack", "node", "field"):
         slots.setdefault(int(nid), {})[f] = pack
-    sv = frames["saved"]
-    saved = {p: (int(s) if pd.notna(s) else None, sh, st, v) for p, s, sh, st, v in zip(
-        sv["pack"], sv["storage"], sv["shape"], sv["stride"], sv["value"])}
-    hidden = frames["hidden_slot"]
-    for nid, f, hook, sid, v in zip(hidden["node"], hidden["field"], hidden["hook"], hidden["storage"], hidden["value"]):
-        if hook is None and pd.notna(sid):   # saved without hooks: a number torch wrapped as a tensor
+    saved = {p: (int(sid) if _known(sid) else None, sh, st, v)
+             for p, sid, sh, st, v in _cols(frames["saved"], "pack", "storage", "shape", "stride", "value")}
+    for nid, f, hook, sid, v in _cols(frames["hidden_slot"], "node", "field", "hook", "storage", "value"):
+        if hook is None and _known(sid):   # saved without hooks: a number torch wrapped as a tensor
             slots.setdefault(int(nid), {})[f] = key = ("hidden", int(nid), f)
             saved[key] = (int(sid), None, None, v)
-    ends = {int(n): (vi or (), vo or ()) for n, vi, vo in zip(
-        frames["node_end"]["node"], frames["node_end"]["values_in"], frames["node_end"]["values_out"])}
+    rows = list(_cols(nodes, "node", "name", "next", "leaf", "attrs"))
     return Graph(
-        name=dict(zip(nodes["node"].astype(int), nodes["name"])),
+        name={int(n): name for n, name, *_ in rows},
         next={int(n): tuple(tuple(x) if x is not None and x[0] is not None else None for x in (nx or ()))
-              for n, nx in zip(nodes["node"], nodes["next"])},
-        leaf={int(n): int(lf) for n, lf in zip(nodes["node"], nodes["leaf"]) if pd.notna(lf)},
-        attrs={int(n): (a if isinstance(a, dict) else {}) for n, a in zip(nodes["node"], nodes["attrs"])},
-        outputs={(int(n), int(o)): int(s) for n, o, s in zip(out["node"], out["output_nr"], out["storage"])},
-        slots=slots, saved=saved, ends=ends, storage_names=storage_names,
-        shapes=dict(zip(tensors["id"].astype(int), tensors["shape"].astype(str))),
+              for n, _, nx, *_ in rows},
+        leaf={int(n): int(lf) for n, _, _, lf, _ in rows if _known(lf)},
+        attrs={int(n): (a if isinstance(a, dict) else {}) for n, *_, a in rows},
+        outputs={(int(n), int(o)): int(sid) for n, o, sid in _cols(frames["tensor"], "node", "output_nr", "storage")
+                 if _known(n)},
+        slots=slots, saved=saved, storage_names=storage_names,
+        ends={int(n): (vi or (), vo or ()) for n, vi, vo in _cols(frames["node_end"], "node", "values_in", "values_out")},
     )
 
 
@@ -280,25 +327,27 @@ def node_rule(gr: Graph, nid: int) -> NodeRule:
         if target is None:
             continue   # that input needs no gradient: autograd skips it
         torch_value = parse_value(values_out[i]) if i < len(values_out) else None
-        grads.append(gradient(f"grad({gr.tensor_name(*target)})", expr, env, names, torch_value))
+        key = (name, i, _attrs_key(attrs))
+        grads.append(gradient(f"grad({gr.tensor_name(*target)})", key, expr, env, names, torch_value))
     uses = [(f, gr.saved_name(nid, f), rule.uses.get(f.split("[")[0], "")) for f in fields]
     return NodeRule(nid, name, True, grads, uses)
 
 
 def _namer(gr: Graph, nid: int):
-    def names(leaf: Expr) -> str:
-        if isinstance(leaf, Grad):
-            return f"grad({gr.tensor_name(nid, leaf.output)})"
-        if isinstance(leaf, S):
-            return gr.saved_name(nid, leaf.field)
-        if isinstance(leaf, C) and isinstance(leaf.value, _Printed):
-            return str(leaf.value)
-        return getattr(leaf, "field", "?")
+    """names(kind, key) for the placeholders: g0 (the gradient arriving for output 0),
+    s<field> (a saved tensor), t<field> (its transpose)."""
+    def names(kind: str, key: str) -> str:
+        if kind == "g":
+            return f"grad({gr.tensor_name(nid, int(key))})"
+        name = gr.saved_name(nid, key)
+        if kind == "t":
+            return name[:-1] if name.endswith("ᵀ") else name + "ᵀ"   # (wᵀ)ᵀ is w
+        return name
     return names
 
 
-def node_rules(frames: dict, storage_names: dict, tensors: pd.DataFrame) -> dict[int, NodeRule]:
-    gr = graph_of(frames, storage_names, tensors)
+def node_rules(frames: dict, storage_names: dict) -> dict[int, NodeRule]:
+    gr = graph_of(frames, storage_names)
     return {nid: node_rule(gr, nid) for nid in gr.name}
 
 

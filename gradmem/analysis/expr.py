@@ -177,8 +177,8 @@ def text(e: Expr, names: Callable[[Expr], str]) -> str:
         inner = _wrap(e.args[0], parts[0], UNARY, strict=True)
         return "−" + (f"({inner})" if inner.startswith(("-", "−")) else inner)
     if e.op == "T":
-        if isinstance(e.args[0], S) and parts[0].endswith("ᵀ"):
-            return parts[0][:-1]   # the transpose of a saved transposed view: the tensor itself
+        if isinstance(e.args[0], S):
+            return names(e)   # the namer knows whether the saved tensor is itself a transposed view
         return _wrap(e.args[0], parts[0], POSTFIX, strict=True) + "ᵀ"
     if e.op == "^":
         return _wrap(e.args[0], parts[0], POWER, strict=True) + "^" + _wrap(e.args[1], parts[1], POWER, strict=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 FORWARD_ROWS = 60     # forward tensors listed with their values
-RULE_ROWS = 1000      # nodes in the section (the node table's cap)
+RULE_ROWS = 200       # nodes in the section: a derivation to read, not a table to scan
 
 
 def _text(v) -> str:

@@ -46,7 +46,7 @@ def page_data(analysis) -> dict:
         "at_peak": peak_rows(analysis, peak_seq, PEAK_ROWS),
         "answer": answer(analysis, peak_seq),
         "forward": forward_values(tensors),
-        "rules": rule_rows(analysis, NODE_ROWS),
+        "rules": rule_rows(analysis),
     }
 
 

@@ -419,7 +419,9 @@
       + "subtraction: \u00b11) saves nothing. "
       + (with_values ? "Numbers: gradmem's arithmetic on the values recorded in this run, beside the gradient torch computed at that node."
         : "The tensors here are too large for their values to be recorded (at most 16 elements), so only the rules are shown.")
-      + " Words and symbols: see the end of the page.";
+      + " Words and symbols: see the end of the page."
+      + (D.nodes_total > D.rules.length ? " Showing the first " + D.rules.length + " of " + D.nodes_total.toLocaleString()
+        + " nodes; nodes.csv has every rule (columns rule, rule_values, rule_check, saved_for)." : "");
     forwardValues();
     const box = document.getElementById("rules");
     D.rules.forEach(r => box.appendChild(ruleCard(r)));

@@ -40,10 +40,3 @@ def rule_rows(analysis, limit: int = RULE_ROWS) -> list[dict]:
                           for g in nr.gradients],
         })
     return rows
-
-
-def made_words(analysis) -> dict[int, str]:
-    """{storage: where it was made, in the program's words} for the node table."""
-    t = analysis.tensors
-    col = t["made_at"] if "made_at" in t else t["created_by"]
-    return dict(zip(t["id"].astype(int), col.astype(str)))

@@ -228,15 +228,17 @@ What was measured is written either way.
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: reports/<scenario>-fit].")
 @click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
 @click.option("--suggest", is_flag=True, help="If the wanted value does not fit: changes that would, each verified by a fake run.")
+@click.option("--calibrate", is_flag=True, help="cpu: also run for real at NAME=8 and 64 and add what the allocator held "
+              "beyond the fake peak (kernel scratch), as a line in NAME.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def fit(scenario, name, budget, params, device, out_dir, force, suggest, quiet):
+def fit(scenario, name, budget, params, device, out_dir, force, suggest, calibrate, quiet):
     """The largest integer NAME whose peak, on fake tensors, stays within --budget."""
     from .fit import fit as run_fit
     from .render.fit_page import answer_line, point_line, suggestion_lines, want_line
 
     say = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
     try:
-        s, files = run_fit(scenario, name, budget, params, device, out_dir, force, suggest,
+        s, files = run_fit(scenario, name, budget, params, device, out_dir, force, suggest, calibrate,
                            on_point=lambda p: say(point_line(name, p)), on_line=say)
         click.echo(answer_line(s))
         for line in [want_line(s)] + suggestion_lines(s):

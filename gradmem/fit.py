@@ -26,7 +26,7 @@ from __future__ import annotations
 import ast
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .analysis.fit import Curve, Point, fit_curve, fixed_bytes, peak_facts, point
@@ -52,6 +52,20 @@ def parse_budget(text: str) -> int:
 
 
 @dataclass
+class Calibration:
+    """What a real CPU run's allocator held beyond the fake peak, at two small values, and
+    the line through them: kernel scratch (``mse_loss``'s mean lives on its per-element
+    buffer on CPU) and blocks no tensor explains, which fake tensors cannot show."""
+    values: tuple
+    gaps: tuple
+
+    def extra(self, value: int) -> int:
+        (a, b), (ga, gb) = self.values, self.gaps
+        slope = (gb - ga) / (b - a) if b != a else 0.0
+        return max(0, round(ga + slope * (value - a)))
+
+
+@dataclass
 class Request:
     """A checked ``gradmem fit`` command: nothing in it can fail once a run has started."""
     scenario: Scenario
@@ -61,9 +75,11 @@ class Request:
     device: str
     want: int | None                # the value asked for (-p NAME=V, else main()'s default)
     measure: str                    # "allocated" (cpu) or "reserved" (cuda)
+    calibrate: bool = False
 
 
-def check_request(scenario_path, name: str, budget: str, params=(), device: str | None = None) -> Request:
+def check_request(scenario_path, name: str, budget: str, params=(), device: str | None = None,
+                  calibrate: bool = False) -> Request:
     """Every option of ``gradmem fit``, checked before any run."""
     nbytes = parse_budget(budget)
     sc = load_scenario(scenario_path)
@@ -86,7 +102,10 @@ def check_request(scenario_path, name: str, budget: str, params=(), device: str 
     if want is not None and (not isinstance(want, int) or want < 1):
         raise UsageError(f"-p {name}={want}: the wanted value must be a whole number of at least 1.")
     device = device or "cpu"
-    return Request(sc, name, nbytes, values, device, want, "reserved" if device.startswith("cuda") else "allocated")
+    if calibrate and device != "cpu":
+        raise UsageError("--calibrate runs the scenario for real on the CPU; it applies to --device cpu only.")
+    return Request(sc, name, nbytes, values, device, want, "reserved" if device.startswith("cuda") else "allocated",
+                   calibrate)
 
 
 def main_default(sc: Scenario, name: str):
@@ -113,7 +132,23 @@ class RunFailed(ScenarioError):
     """A fake run raised: the message names the scenario's line."""
 
 
-def measure(req: Request, value: int, retain_grad: str = "as-written", wrap=None, on_point=None) -> Point:
+def calibrated(p: Point, c: Calibration, budget: int) -> Point:
+    extra = c.extra(p.value)
+    return replace(p, peak_bytes=p.tensor_peak_bytes + extra, fits=p.tensor_peak_bytes + extra <= budget,
+                   calibration_bytes=extra)
+
+
+def real_allocator_peak(req: Request, value: int) -> int:
+    """A real CPU run at ``value``: the highest total the allocator's own record reached."""
+    from .analysis import analyze
+    session, failure = run_scenario(req.scenario, {**req.fixed, req.name: value}, "cpu")
+    if failure is not None:
+        raise RunFailed(f"{describe_failure(req.scenario, session, failure)}\n(the real calibration run at {req.name}={value})")
+    return int(analyze(session.trace).steps["allocator_peak_bytes"].max())
+
+
+def measure(req: Request, value: int, retain_grad: str = "as-written", wrap=None, on_point=None,
+            calibration: Calibration | None = None) -> Point:
     """One fake run at ``value``; ``wrap`` is a context manager factory around it (a change
     that --suggest verifies)."""
     import contextlib
@@ -124,6 +159,8 @@ def measure(req: Request, value: int, retain_grad: str = "as-written", wrap=None
     if failure is not None:
         raise RunFailed(f"{describe_failure(req.scenario, session, failure)}\n(the fake run at {req.name}={value})")
     p = point(value, peak_facts(session.trace), req.budget, req.measure, time.monotonic() - start)
+    if calibration is not None:
+        p = calibrated(p, calibration, req.budget)
     if on_point:
         on_point(p)
     return p
@@ -138,6 +175,7 @@ class Search:
     over: Point | None = None                       # answer + 1: the smallest that does not
     curve: Curve | None = None
     suggestions: list = field(default_factory=list)
+    calibration: Calibration | None = None
     error: Exception | None = None
     seconds: float = 0.0
 
@@ -160,7 +198,7 @@ def search(req: Request, on_point=None) -> Search:
 
 
 def _run(s: Search, value: int, on_point) -> Point:
-    p = s.at(value) or measure(s.req, value, on_point=on_point)
+    p = s.at(value) or measure(s.req, value, on_point=on_point, calibration=s.calibration)
     if p not in s.points:
         s.points.append(p)
     return p
@@ -179,7 +217,27 @@ def _search(s: Search, on_point) -> None:
         else:
             hi = p
     lo, hi = _narrow(s, lo, hi, on_point)
+    if s.req.calibrate:
+        lo, hi = _recalibrate(s, lo, on_point)
     s.answer, s.over = lo, hi
+
+
+CALIBRATE_AT = (8, 64)
+
+
+def _recalibrate(s: Search, answer: Point, on_point) -> tuple[Point, Point]:
+    """Real runs at two small values; every point so far gets the line of their gaps added,
+    and the bracket is narrowed again on the calibrated peaks."""
+    values = tuple(v for v in CALIBRATE_AT if v <= answer.value) or (1,)
+    gaps = tuple(real_allocator_peak(s.req, v) - _run(s, v, on_point).tensor_peak_bytes for v in values)
+    s.calibration = Calibration(values * (2 // len(values)), gaps * (2 // len(values)))
+    s.points = [calibrated(p, s.calibration, s.req.budget) for p in s.points]
+    fitting = [p for p in s.points if p.fits]
+    if not fitting:
+        raise UsageError(too_small(s.req, min(s.points, key=lambda p: p.value)))
+    lo = max(fitting, key=lambda p: p.value)
+    hi = min((p for p in s.points if not p.fits and p.value > lo.value), key=lambda p: p.value)
+    return _narrow(s, lo, hi, on_point)
 
 
 def _check_grows(s: Search, p: Point) -> None:
@@ -224,11 +282,12 @@ def too_small(req: Request, p: Point) -> str:
 
 # -- the whole command ---------------------------------------------------------------------------
 def fit(scenario_path, name: str, budget: str, params=(), device: str | None = None, out_dir: Path | None = None,
-        force: bool = False, suggest: bool = False, on_point=None, on_line=None) -> tuple[Search, list[Path]]:
+        force: bool = False, suggest: bool = False, calibrate: bool = False, on_point=None,
+        on_line=None) -> tuple[Search, list[Path]]:
     """Check, search, optionally suggest, write fit.csv / fit.json / fit.html. A failed run
     still writes what was measured; the error is in ``Search.error``."""
     from .render.fit_page import claim, write_fit
-    req = check_request(scenario_path, name, budget, params, device)
+    req = check_request(scenario_path, name, budget, params, device, calibrate)
     if suggest and req.want is None:
         raise UsageError(f"--suggest: give the value you want with -p {name}=VALUE (main() has no default for {name}).")
     out_dir = Path(out_dir) if out_dir else Path("reports") / f"{req.scenario.name}-fit"

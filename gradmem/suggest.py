@@ -103,7 +103,7 @@ class _Roots:
             self.on_root(module, False)
 
 
-def find_model(req, value: int) -> tuple[Model | None, Point]:
+def find_model(req, value: int, calibration=None) -> tuple[Model | None, Point]:
     """One fake run at ``value`` that also notes the model's names."""
     from .fit import measure
     found = []
@@ -113,7 +113,7 @@ def find_model(req, value: int) -> tuple[Model | None, Point]:
             kids = [(n, type(c).__name__, any(True for _ in c.parameters())) for n, c in module.named_children()]
             found.append(Model(_caller_name(module), type(module).__name__, kids))
 
-    p = measure(req, value, wrap=lambda: _Roots(on_root))
+    p = measure(req, value, wrap=lambda: _Roots(on_root), calibration=calibration)
     return (found[0] if found else None), p
 
 
@@ -180,7 +180,8 @@ def suggestions(s, on_line=None) -> list[Suggestion]:
     if want is None or (s.answer is not None and want <= s.answer.value):
         return []
     say(f"gradmem fit: trying changes at {req.name}={want:,}")
-    model, base = find_model(req, want)
+    cal = s.calibration
+    model, base = find_model(req, want, cal)
     if base not in s.points:
         s.points.append(base)
     out = [_make(f"use {req.name}={s.answer.value:,} (the largest that fits)",
@@ -188,27 +189,27 @@ def suggestions(s, on_line=None) -> list[Suggestion]:
     lines = retain_grad_lines(req)
     if lines:
         from .fit import measure
-        p = measure(req, want, retain_grad="off")
+        p = measure(req, want, retain_grad="off", calibration=cal)
         code = "\n".join(f"# delete {req.scenario.path}:{i}: {text}" for i, text in lines)
         out.append(_make("drop retain_grad()", code, p, base))
     if model is not None:
-        out += _model_changes(req, want, model, base, say)
+        out += _model_changes(req, want, model, base, say, cal)
     return out
 
 
-def _model_changes(req, want: int, model: Model, base: Point, say) -> list[Suggestion]:
+def _model_changes(req, want: int, model: Model, base: Point, say, cal) -> list[Suggestion]:
     from .fit import measure
     device_type = "cuda" if req.device.startswith("cuda") else "cpu"
     out = []
     say(f"gradmem fit: bf16 autocast of {model.var}")
-    p = measure(req, want, wrap=autocast_wrap(device_type))
+    p = measure(req, want, wrap=autocast_wrap(device_type), calibration=cal)
     out.append(_make(f"bf16 autocast of {model.var} ({model.cls})",
                      f'{model.var}.forward = torch.autocast("{device_type}", dtype=torch.bfloat16)({model.var}.forward)',
                      p, base))
     names = _names(model.children, model)
     if names:
         say(f"gradmem fit: activation checkpointing of {model.var}'s children {', '.join(names)}")
-        p = measure(req, want, wrap=checkpoint_wrap(names))
+        p = measure(req, want, wrap=checkpoint_wrap(names), calibration=cal)
         out.append(_make(f"checkpoint {model.var}'s children {', '.join(names)}", checkpoint_code(model, names), p, base))
     return out
 

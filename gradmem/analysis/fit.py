@@ -7,7 +7,8 @@ total) and stops there: the per-node tables, the reconciliation with an allocato
 (a fake run has none) and the plain answer are not needed to compare a peak with a budget.
 
 ``fit_curve`` fits ``peak = a + b*v`` and ``peak = a + b*v + c*v**2`` to the measured
-points, each point weighted by 1/peak so that small values count as much as large ones,
+points within ``SPAN`` times of the largest value (where the growth shows, not the
+constant scraps of tiny sizes), each weighted by 1/peak so that small values count as much,
 and keeps the simpler curve unless the quadratic one is clearly closer. A curve is only
 reported when it passes within ``TOLERANCE`` of every point: the peak of a real program is
 piecewise (the moment of the peak can move to another op as the value grows), and a line
@@ -15,7 +16,7 @@ drawn through points it misses would be a claim the measurements do not make.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from .timeline import deltas, live_at, steps_frame
 
 TOLERANCE = 0.02          # a curve must pass within 2 % of every measured peak
 QUADRATIC_GAIN = 0.5      # ... and the quadratic one must halve the linear one's worst miss
+LINEAR_ENOUGH = 1e-3       # a line this close to every point is the answer, whatever a parabola does
+SPAN = 64                 # fitted to the values within 64x of the largest: small values are
+                          # dominated by constant scraps (a scalar's storage, rounding)
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class Point:
     peak_op: str = ""
     peak_phase: str = ""
     seconds: float = 0.0
+    calibration_bytes: int = 0      # --calibrate: added to the tensor peak (see gradmem/fit.py)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class Curve:
     kind: str                       # "linear" or "quadratic"
     coefs: tuple                    # (a, b) or (a, b, c)
     max_error: float
+    fitted_from: int = 1            # the smallest value the curve was fitted to
 
     def __call__(self, value: float) -> float:
         return float(sum(c * value ** i for i, c in enumerate(self.coefs)))
@@ -103,6 +109,9 @@ def point(value: int, facts: PeakFacts, budget: int, measure: str, seconds: floa
 def fit_curve(points: list[Point]) -> Curve | None:
     """The simplest of linear or quadratic that passes near every point, or None."""
     pts = {p.value: p.peak_bytes for p in points}
+    top = max(pts, default=0)
+    upper = {k: b for k, b in pts.items() if k >= top / SPAN}
+    pts = upper if len(upper) >= 3 else pts
     if len(pts) < 3:
         return None
     v = np.array(sorted(pts), dtype=float)
@@ -110,8 +119,9 @@ def fit_curve(points: list[Point]) -> Curve | None:
     curves = [c for c in (_least_squares(v, y, 1), _least_squares(v, y, 2)) if c is not None]
     if not curves:
         return None
+    curves = [replace(c, fitted_from=int(v.min())) for c in curves]
     best = curves[0]
-    if len(curves) == 2 and len(v) >= 4 and curves[1].max_error < best.max_error * QUADRATIC_GAIN:
+    if len(curves) == 2 and len(v) >= 4 and best.max_error > LINEAR_ENOUGH and curves[1].max_error < best.max_error * QUADRATIC_GAIN:
         best = curves[1]
     return best if best.max_error <= TOLERANCE else None
 

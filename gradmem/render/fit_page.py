@@ -21,7 +21,7 @@ from .units import human_bytes
 
 ROLES = [r for r in ROLE_ORDER if r != "unattributed"]
 COLUMNS = ["run", "value", "peak_bytes", "fits", "tensor_peak_bytes", "allocated_peak_bytes",
-           "reserved_peak_bytes", "peak_op", "peak_phase", "seconds"] + ROLES
+           "reserved_peak_bytes", "calibration_bytes", "peak_op", "peak_phase", "seconds"] + ROLES
 MARKER = re.compile(r"<!--gradmem:(\w+)-->")
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 420, 90, 20, 20, 50
 
@@ -44,7 +44,7 @@ def rows(s) -> list[dict]:
     for i, p in enumerate(s.points, 1):
         row = {"run": i, "value": p.value, "peak_bytes": p.peak_bytes, "fits": p.fits,
                "tensor_peak_bytes": p.tensor_peak_bytes, "allocated_peak_bytes": p.allocated_peak_bytes,
-               "reserved_peak_bytes": p.reserved_peak_bytes, "peak_op": p.peak_op, "peak_phase": p.peak_phase,
+               "reserved_peak_bytes": p.reserved_peak_bytes, "calibration_bytes": p.calibration_bytes, "peak_op": p.peak_op, "peak_phase": p.peak_phase,
                "seconds": round(p.seconds, 3)}
         out.append({**row, **{r: p.by_role.get(r, 0) for r in ROLES}})
     return out
@@ -68,7 +68,8 @@ def fit_json(s) -> dict:
         "answer_peak_bytes": s.answer.peak_bytes if s.answer else None,
         "margin_bytes": req.budget - s.answer.peak_bytes if s.answer else None,
         "next_peak_bytes": s.over.peak_bytes if s.over else None,
-        "curve": {"kind": s.curve.kind, "coefs": list(s.curve.coefs), "max_error": s.curve.max_error} if s.curve else None,
+        "curve": {"kind": s.curve.kind, "coefs": list(s.curve.coefs), "max_error": s.curve.max_error, "fitted_from": s.curve.fitted_from} if s.curve else None,
+        "calibration": {"values": list(s.calibration.values), "gaps_bytes": list(s.calibration.gaps)} if s.calibration else None,
         "runs": len(s.points), "seconds": round(s.seconds, 3),
         "suggestions": [sg.as_dict() for sg in s.suggestions],
         "error": str(s.error) if s.error else None,
@@ -80,6 +81,14 @@ MEASURES = {"allocated": "allocated peak on fake tensors",
             "reserved": "reserved peak of the CUDA caching allocator model, on fake tensors"}
 
 
+def _measure(s) -> str:
+    text = MEASURES[s.req.measure]
+    if s.calibration:
+        (a, b), (ga, gb) = s.calibration.values, s.calibration.gaps
+        text += f" plus what real CPU runs held beyond it ({ga:,} B at {a}, {gb:,} B at {b}, as a line)"
+    return text
+
+
 def answer_line(s) -> str:
     req = s.req
     if s.answer is None:
@@ -87,7 +96,7 @@ def answer_line(s) -> str:
     a, o = s.answer, s.over
     return (f"gradmem fit: {req.name}={a.value:,} fits in {human_bytes(req.budget)}: peak {a.peak_bytes:,} B, "
             f"margin {human_bytes(req.budget - a.peak_bytes)} ({req.budget - a.peak_bytes:,} B); "
-            f"{req.name}={o.value:,} needs {o.peak_bytes:,} B [{MEASURES[req.measure]}; "
+            f"{req.name}={o.value:,} needs {o.peak_bytes:,} B [{_measure(s)}; "
             f"{len(s.points)} runs, {s.seconds:.1f} s]")
 
 
@@ -148,7 +157,8 @@ def chart_svg(s) -> str:
                f'stroke="#d62728" stroke-dasharray="6 4"/><text x="{W - PAD_R}" y="{sy(req.budget) - 5:.1f}" '
                f'text-anchor="end" font-size="12" fill="#d62728">budget {human_bytes(req.budget)}</text>')
     if s.curve:
-        pts = " ".join(f"{sx(v):.1f},{sy(s.curve(v)):.1f}" for v in (xmax * i / 100 for i in range(101))
+        lo = s.curve.fitted_from
+        pts = " ".join(f"{sx(v):.1f},{sy(s.curve(v)):.1f}" for v in (lo + (xmax - lo) * i / 100 for i in range(101))
                        if 0 <= s.curve(v) <= ymax)
         out.append(f'<polyline class="curve" points="{pts}" fill="none" stroke="#1f77b4" stroke-width="1.5"/>')
     if s.answer:
@@ -197,9 +207,9 @@ def _answer(s) -> str:
         lines.append(want.strip())
     if s.curve:
         lines.append(f"memory grows {s.curve.kind}ly: peak ≈ {s.curve.text(s.req.name)} "
-                     f"(within {s.curve.max_error:.1%} of every run)")
+                     f"(within {s.curve.max_error:.1%} of every run from {s.req.name}={s.curve.fitted_from:,})")
     else:
-        lines.append("no linear or quadratic curve passes within 2% of every run, so none is drawn")
+        lines.append("no linear or quadratic curve passes within 2% of every run (from 1/64 of the largest value), so none is drawn")
     if s.error:
         lines.append(f"stopped: {s.error}")
     return "<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"
@@ -222,7 +232,7 @@ def fit_html(s, version: str = "") -> str:
     req = s.req
     fixed = ", ".join(f"{k}={v}" for k, v in req.fixed.items())
     meta = (f"{req.scenario.path} · budget {human_bytes(req.budget)} ({req.budget:,} B) · device {req.device}: "
-            f"{MEASURES[req.measure]}" + (f" · other parameters {fixed}" if fixed else "")
+            f"{_measure(s)}" + (f" · other parameters {fixed}" if fixed else "")
             + f" · {len(s.points)} runs in {s.seconds:.1f} s")
     body = (f'<section id="answer"><h2>The answer</h2>{_answer(s)}</section>'
             f'<section id="chart"><h2>Peak against {html.escape(req.name)}</h2>{chart_svg(s)}</section>'

@@ -296,7 +296,7 @@ def fit(scenario_path, name: str, budget: str, params=(), device: str | None = N
     if suggest and s.error is None:
         from .suggest import suggestions
         try:
-            s.suggestions = suggestions(s, on_line)
+            s.suggestions = suggestions(s, measure, on_line)
         except (ScenarioError, UsageError) as exc:
             s.error = exc
     from . import __version__

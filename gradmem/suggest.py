@@ -103,9 +103,8 @@ class _Roots:
             self.on_root(module, False)
 
 
-def find_model(req, value: int, calibration=None) -> tuple[Model | None, Point]:
+def find_model(measure, req, value: int, calibration=None) -> tuple[Model | None, Point]:
     """One fake run at ``value`` that also notes the model's names."""
-    from .fit import measure
     found = []
 
     def on_root(module, entering):
@@ -172,8 +171,9 @@ def retain_grad_lines(req) -> list[tuple[int, str]]:
 
 
 # -- all of them ------------------------------------------------------------------------------------
-def suggestions(s, on_line=None) -> list[Suggestion]:
-    """The verified changes at the wanted value; [] when it already fits."""
+def suggestions(s, measure, on_line=None) -> list[Suggestion]:
+    """The verified changes at the wanted value; [] when it already fits. ``measure`` is
+    ``gradmem.fit.measure`` (passed in: the search imports this module, not the reverse)."""
     req = s.req
     say = on_line or (lambda line: None)
     want = req.want
@@ -181,24 +181,22 @@ def suggestions(s, on_line=None) -> list[Suggestion]:
         return []
     say(f"gradmem fit: trying changes at {req.name}={want:,}")
     cal = s.calibration
-    model, base = find_model(req, want, cal)
+    model, base = find_model(measure, req, want, cal)
     if base not in s.points:
         s.points.append(base)
     out = [_make(f"use {req.name}={s.answer.value:,} (the largest that fits)",
                  f"main({req.name}={s.answer.value})   # or: -p {req.name}={s.answer.value}", s.answer, base)]
     lines = retain_grad_lines(req)
     if lines:
-        from .fit import measure
         p = measure(req, want, retain_grad="off", calibration=cal)
         code = "\n".join(f"# delete {req.scenario.path}:{i}: {text}" for i, text in lines)
         out.append(_make("drop retain_grad()", code, p, base))
     if model is not None:
-        out += _model_changes(req, want, model, base, say, cal)
+        out += _model_changes(measure, req, want, model, base, say, cal)
     return out
 
 
-def _model_changes(req, want: int, model: Model, base: Point, say, cal) -> list[Suggestion]:
-    from .fit import measure
+def _model_changes(measure, req, want: int, model: Model, base: Point, say, cal) -> list[Suggestion]:
     device_type = "cuda" if req.device.startswith("cuda") else "cpu"
     out = []
     say(f"gradmem fit: bf16 autocast of {model.var}")

@@ -241,8 +241,8 @@ def _recalibrate(s: Search, answer: Point, on_point) -> tuple[Point, Point]:
 
 
 def _check_grows(s: Search, p: Point) -> None:
-    if p.value >= 4 and s.at(1).peak_bytes == p.peak_bytes:
-        raise UsageError(f"--param {s.req.name}: the peak is {p.peak_bytes:,} B at {s.req.name}=1 and at "
+    if p.value >= 4 and s.at(1).tensor_peak_bytes == p.tensor_peak_bytes:   # reserved bytes grow in steps
+        raise UsageError(f"--param {s.req.name}: the tensor peak is {p.tensor_peak_bytes:,} B at {s.req.name}=1 and at "
                          f"{s.req.name}={p.value}: it does not grow with {s.req.name}, so no budget bounds it.")
     if p.value >= LIMIT:
         raise UsageError(f"--param {s.req.name}: {s.req.name}={p.value:,} still fits in {s.req.budget:,} B "

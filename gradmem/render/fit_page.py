@@ -23,7 +23,7 @@ ROLES = [r for r in ROLE_ORDER if r != "unattributed"]
 COLUMNS = ["run", "value", "peak_bytes", "fits", "tensor_peak_bytes", "allocated_peak_bytes",
            "reserved_peak_bytes", "calibration_bytes", "peak_op", "peak_phase", "seconds"] + ROLES
 MARKER = re.compile(r"<!--gradmem:(\w+)-->")
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 420, 90, 20, 20, 50
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 900, 420, 90, 45, 20, 50
 
 
 def claim(out_dir: Path, force: bool) -> None:
@@ -89,13 +89,18 @@ def _measure(s) -> str:
     return text
 
 
+def _bytes(n: int) -> str:
+    """'1.2 MiB (1,234,567 B)', or '56 B' where the two would say the same."""
+    return f"{n:,} B" if abs(n) < 1024 else f"{human_bytes(n)} ({n:,} B)"
+
+
 def answer_line(s) -> str:
     req = s.req
     if s.answer is None:
         return f"gradmem fit: no answer for {req.name} ({len(s.points)} runs)."
     a, o = s.answer, s.over
     return (f"gradmem fit: {req.name}={a.value:,} fits in {human_bytes(req.budget)}: peak {a.peak_bytes:,} B, "
-            f"margin {human_bytes(req.budget - a.peak_bytes)} ({req.budget - a.peak_bytes:,} B); "
+            f"margin {_bytes(req.budget - a.peak_bytes)}; "
             f"{req.name}={o.value:,} needs {o.peak_bytes:,} B [{_measure(s)}; "
             f"{len(s.points)} runs, {s.seconds:.1f} s]")
 
@@ -207,7 +212,7 @@ def _answer(s) -> str:
         lines.append(want.strip())
     if s.curve:
         lines.append(f"memory grows {s.curve.kind}ly: peak ≈ {s.curve.text(s.req.name)} "
-                     f"(within {s.curve.max_error:.1%} of every run from {s.req.name}={s.curve.fitted_from:,})")
+                     f"(within {s.curve.max_error:.2%} of every run from {s.req.name}={s.curve.fitted_from:,})")
     else:
         lines.append("no linear or quadratic curve passes within 2% of every run (from 1/64 of the largest value), so none is drawn")
     if s.error:

@@ -16,11 +16,13 @@ import torch
 from ..events import EventKind
 from .ranks import inner_tensors
 from .recorder import Recorder
+from .names import user_line
 from .values import UNINITIALIZED, _is_fake, preview
 
 ALLOC, FREE = EventKind.ALLOC.value, EventKind.FREE.value   # plain strs: the hot path
 WRAPPED = EventKind.WRAPPED.value
 PLAIN = frozenset({torch.Tensor, torch.nn.Parameter})   # no wrapper to look into: the hot path
+LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})   # torch.tensor(data) in the program
 
 
 class Storages:
@@ -64,6 +66,8 @@ class Storages:
                 if alias is not None:
                     return alias
             flags = {k: True for k, v in (("recompute", recompute), ("grad_args", grad_args)) if v}
+            if op in LIFT_OPS:
+                flags["line"] = user_line()
             sid = self._track(s, t, op, preexisting, factory, flags)
         return sid
 

@@ -103,14 +103,27 @@ class _Roots:
             self.on_root(module, False)
 
 
+def blocks(root) -> list:
+    """[(name, class, has parameters)] of the root's children, where a child that is only a
+    list of modules (``ModuleList``, ``ModuleDict``, a ``Sequential`` inside the model) stands
+    for its own children: a transformer's ``layers.0``, ``layers.1``, ... rather than
+    ``layers``."""
+    from torch import nn
+    out = []
+    for name, child in root.named_children():
+        inner = child.named_children() if isinstance(child, (nn.ModuleList, nn.ModuleDict, nn.Sequential)) else ()
+        pairs = [(f"{name}.{k}", c) for k, c in inner] or [(name, child)]
+        out += [(n, type(c).__name__, any(True for _ in c.parameters())) for n, c in pairs]
+    return out
+
+
 def find_model(measure, req, value: int, calibration=None) -> tuple[Model | None, Point]:
     """One fake run at ``value`` that also notes the model's names."""
     found = []
 
     def on_root(module, entering):
         if entering and not found:
-            kids = [(n, type(c).__name__, any(True for _ in c.parameters())) for n, c in module.named_children()]
-            found.append(Model(_caller_name(module), type(module).__name__, kids))
+            found.append(Model(_caller_name(module), type(module).__name__, blocks(module)))
 
     p = measure(req, value, wrap=lambda: _Roots(on_root), calibration=calibration)
     return (found[0] if found else None), p

@@ -221,3 +221,36 @@ def test_budget_units():
     assert parse_budget("24GB") == 24 * 10 ** 9
     assert parse_budget("1.5 MB") == 1_500_000
     assert parse_budget("1_000") == 1000
+
+
+def test_cuda_compares_the_reserved_bytes_of_the_allocator_model(tmp_path):
+    r = fit(SCENARIOS / "linear_mse.py", "--param", "n", "--budget", "5MiB", "-p", "d=16", "--device", "cuda",
+            "-o", tmp_path / "cu", "-q")
+    assert r.exit_code == 0, r.output
+    assert "reserved peak of the CUDA caching allocator model" in r.output
+    n = json.loads((tmp_path / "cu" / "fit.json").read_text())["answer"]
+
+    def reserved(v):
+        session, failure = run_scenario(load_scenario(SCENARIOS / "linear_mse.py"), dict(n=v, d=16), "cuda",
+                                        fake=True, verify=False)
+        assert failure is None
+        return analyze(session.trace).summary["cuda_allocator"]["reserved_peak_bytes"]
+    assert reserved(n) <= 5 * 2 ** 20 < reserved(n + 1)
+    rows = {int(r["value"]): r for r in read_rows(tmp_path / "cu")}
+    assert int(rows[n]["peak_bytes"]) == int(rows[n]["reserved_peak_bytes"]) > int(rows[n]["tensor_peak_bytes"])
+
+
+# -- the curve, on hand-made points (no torch) -----------------------------------------------
+def _points(peaks):
+    from gradmem.analysis.fit import Point
+    return [Point(v, b, True, b, {}) for v, b in peaks.items()]
+
+
+def test_curve_linear_quadratic_or_none():
+    from gradmem.analysis.fit import fit_curve
+    line = fit_curve(_points({v: 1000 + 96 * v for v in (1, 2, 4, 8, 16, 32)}))
+    assert line.kind == "linear" and abs(line.coefs[1] - 96) < 1e-6 and abs(line(100) - 10600) < 1e-6
+    square = fit_curve(_points({v: 5000 + 10 * v + 3 * v * v for v in (1, 2, 4, 8, 16, 32, 64)}))
+    assert square.kind == "quadratic" and abs(square.coefs[2] - 3) < 1e-6
+    stairs = fit_curve(_points({1: 2 << 20, 2: 2 << 20, 4: 2 << 20, 8: 22 << 20, 16: 22 << 20}))
+    assert stairs is None

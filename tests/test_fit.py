@@ -254,3 +254,14 @@ def test_curve_linear_quadratic_or_none():
     assert square.kind == "quadratic" and abs(square.coefs[2] - 3) < 1e-6
     stairs = fit_curve(_points({1: 2 << 20, 2: 2 << 20, 4: 2 << 20, 8: 22 << 20, 16: 22 << 20}))
     assert stairs is None
+
+
+def test_checkpointing_blocks_saves_what_it_claims(tmp_path):
+    blocks = SCENARIOS.parent / "tests" / "fit_programs" / "blocks.py"
+    r = fit(blocks, "--param", "batch", "--budget", "3MB", "--suggest", "-o", tmp_path / "b", "-q")
+    assert r.exit_code == 0, r.output
+    s = next(x for x in json.loads((tmp_path / "b" / "fit.json").read_text())["suggestions"]
+             if x["title"].startswith("checkpoint"))
+    assert "'layers.0', 'layers.1', 'layers.2', 'layers.3'" in s["code"]
+    measured = fake_peak(_paste(tmp_path, s["code"], "net = Net(d, depth)", blocks), batch=512)
+    assert measured == s["peak_bytes"] and s["saves_bytes"] == fake_peak(blocks, batch=512) - measured > 0

@@ -21,7 +21,8 @@ Examples:
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),
-4 unreadable trace file, 130 interrupted.
+4 unreadable trace file, 5 gradmem's own code failed (a bug in gradmem: the scenario
+ran on; reports cover the run up to the failure), 130 interrupted.
 """
 
 

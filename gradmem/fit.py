@@ -24,14 +24,15 @@ allocations no tensor explains are not in a fake run's peak, so leave them a mar
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .analysis.fit import Curve, Point, fit_curve, fixed_bytes, peak_facts, point
-from .errors import ScenarioError, UsageError, where
-from .scenario import Scenario, describe_failure, load_scenario, parse_params, run_scenario
+from .errors import GradmemError, InternalError, Interrupted, ScenarioError, UsageError, where
+from .scenario import GradmemFault, Scenario, describe_failure, load_scenario, parse_params, run_scenario
 
 LIMIT = 1 << 40            # doubling stops here: no bundled size comes near it
 UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -132,6 +133,14 @@ class RunFailed(ScenarioError):
     """A fake run raised: the message names the scenario's line."""
 
 
+def _failed(req: Request, session, failure: BaseException, what: str) -> GradmemError:
+    """The error for a failed run: the scenario's (exit 3), Ctrl-C (130), or gradmem's own
+    fault in a hook (exit 5: the scenario is not blamed)."""
+    kind = (Interrupted if isinstance(failure, KeyboardInterrupt) else
+            InternalError if isinstance(failure, GradmemFault) else RunFailed)
+    return kind(f"{describe_failure(req.scenario, session, failure)}\n({what})")
+
+
 def calibrated(p: Point, c: Calibration, budget: int) -> Point:
     extra = c.extra(p.value)
     return replace(p, peak_bytes=p.tensor_peak_bytes + extra, fits=p.tensor_peak_bytes + extra <= budget,
@@ -143,7 +152,7 @@ def real_allocator_peak(req: Request, value: int) -> int:
     from .analysis import analyze
     session, failure = run_scenario(req.scenario, {**req.fixed, req.name: value}, "cpu")
     if failure is not None:
-        raise RunFailed(f"{describe_failure(req.scenario, session, failure)}\n(the real calibration run at {req.name}={value})")
+        raise _failed(req, session, failure, f"the real calibration run at {req.name}={value}")
     return int(analyze(session.trace).steps["allocator_peak_bytes"].max())
 
 
@@ -151,13 +160,12 @@ def measure(req: Request, value: int, retain_grad: str = "as-written", wrap=None
             calibration: Calibration | None = None) -> Point:
     """One fake run at ``value``; ``wrap`` is a context manager factory around it (a change
     that --suggest verifies)."""
-    import contextlib
     start = time.monotonic()
     with (wrap() if wrap else contextlib.nullcontext()):
         session, failure = run_scenario(req.scenario, {**req.fixed, req.name: value}, req.device, retain_grad,
                                         fake=True, verify=False)
     if failure is not None:
-        raise RunFailed(f"{describe_failure(req.scenario, session, failure)}\n(the fake run at {req.name}={value})")
+        raise _failed(req, session, failure, f"the fake run at {req.name}={value}")
     p = point(value, peak_facts(session.trace), req.budget, req.measure, time.monotonic() - start)
     if calibration is not None:
         p = calibrated(p, calibration, req.budget)
@@ -190,7 +198,7 @@ def search(req: Request, on_point=None) -> Search:
     start = time.monotonic()
     try:
         _search(s, on_point)
-    except (ScenarioError, UsageError) as exc:
+    except GradmemError as exc:
         s.error = exc
     s.curve = fit_curve(s.points)
     s.seconds = time.monotonic() - start
@@ -297,7 +305,7 @@ def fit(scenario_path, name: str, budget: str, params=(), device: str | None = N
         from .suggest import suggestions
         try:
             s.suggestions = suggestions(s, measure, on_line)
-        except (ScenarioError, UsageError) as exc:
+        except GradmemError as exc:
             s.error = exc
     from . import __version__
     return s, write_fit(s, out_dir, __version__)

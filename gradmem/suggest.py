@@ -8,10 +8,12 @@ states what a run showed, never what a rule of thumb expects. The changes:
 - dropping ``retain_grad()``: the run with ``--retain-grad off`` (only when the scenario
   calls it), with the lines to delete;
 - bf16 autocast of the model: ``model.forward = torch.autocast(...)(model.forward)``;
-- activation checkpointing of the model's children (their ``forward`` wrapped in
-  ``torch.utils.checkpoint.checkpoint``);
-- ``save_on_cpu`` of the model's children, only where the run's tensors are on CUDA and
-  the fake run can place the saved copies on the host (a torch built with CUDA).
+- activation checkpointing of the model's blocks (their ``forward`` wrapped in
+  ``torch.utils.checkpoint.checkpoint``).
+
+Not offered yet: ``save_on_cpu``. On a CPU run it moves nothing, and on a torch built
+without CUDA the fake "CUDA" run is a CPU run relabelled, so a copy to the host cannot be
+told from the original; it needs a fake run on a CUDA build to be measured.
 
 The model is found without module attribution: a global forward pre-hook sees the first
 module called from outside any other module that has parameters (the root), and its name
@@ -19,7 +21,6 @@ is the variable the calling code holds it in. Only names are kept, never a modul
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 import sys
@@ -28,6 +29,10 @@ from pathlib import Path
 
 from .analysis.fit import Point
 from .render.units import human_bytes
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} B" if abs(n) < 1024 else f"{human_bytes(n)} ({n:,} B)"
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Suggestion:
     def result_text(self) -> str:
         verdict = "fits" if self.fits else "still does not fit"
         return (f"peak {human_bytes(self.peak_bytes)} ({self.peak_bytes:,} B) at {self.value:,}, "
-                f"saves {human_bytes(self.saves_bytes)} ({self.saves_bytes:,} B): {verdict} (verified on a fake run)")
+                f"saves {_bytes(self.saves_bytes)}: {verdict} (verified on a fake run)")
 
     def as_dict(self) -> dict:
         return {"title": self.title, "code": self.code, "value": self.value, "peak_bytes": self.peak_bytes,
@@ -167,7 +172,7 @@ def checkpoint_wrap(names: list[str]):
     return _at_root(apply)
 
 
-def _names(children, model) -> list[str]:
+def _names(children) -> list[str]:
     return [n for n, _, has in children if has]
 
 
@@ -217,7 +222,7 @@ def _model_changes(measure, req, want: int, model: Model, base: Point, say, cal)
     out.append(_make(f"bf16 autocast of {model.var} ({model.cls})",
                      f'{model.var}.forward = torch.autocast("{device_type}", dtype=torch.bfloat16)({model.var}.forward)',
                      p, base))
-    names = _names(model.children, model)
+    names = _names(model.children)
     if names:
         say(f"gradmem fit: activation checkpointing of {model.var}'s children {', '.join(names)}")
         p = measure(req, want, wrap=checkpoint_wrap(names), calibration=cal)

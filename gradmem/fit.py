@@ -1,8 +1,9 @@
 """``gradmem fit``: the largest value of a scenario parameter whose peak fits a budget.
 
 Every run is a fake run (``FakeTensorMode``: shapes and storages, no data), so a size that
-fits no machine here is measured exactly, in under a second a run. The search doubles the
-value from 1 until the peak passes the budget, then narrows the bracket: each step tries
+fits no machine here is measured exactly, in under a second a run. The search starts at the
+wanted value (``-p NAME=V``, else main()'s default, else 1) and doubles it until the peak
+passes the budget (or, when it does not fit, tries 1), then narrows the bracket: each step tries
 where the line through the bracket's two ends meets the budget (exact in one or two runs
 when memory grows linearly), and falls back to the midpoint whenever that guess did not
 halve the bracket, so it never takes more runs than plain bisection's twice.
@@ -213,17 +214,7 @@ def _run(s: Search, value: int, on_point) -> Point:
 
 
 def _search(s: Search, on_point) -> None:
-    first = _run(s, 1, on_point)
-    if not first.fits:
-        raise UsageError(too_small(s.req, first))
-    lo, hi = first, None
-    while hi is None:
-        p = _run(s, lo.value * 2, on_point)
-        if p.fits:
-            _check_grows(s, p)
-            lo = p
-        else:
-            hi = p
+    lo, hi = _bracket(s, on_point)
     lo, hi = _narrow(s, lo, hi, on_point)
     if s.req.calibrate:
         lo, hi = _recalibrate(s, lo, on_point)
@@ -248,9 +239,28 @@ def _recalibrate(s: Search, answer: Point, on_point) -> tuple[Point, Point]:
     return _narrow(s, lo, hi, on_point)
 
 
-def _check_grows(s: Search, p: Point) -> None:
-    if p.value >= 4 and s.at(1).tensor_peak_bytes == p.tensor_peak_bytes:   # reserved bytes grow in steps
-        raise UsageError(f"--param {s.req.name}: the tensor peak is {p.tensor_peak_bytes:,} B at {s.req.name}=1 and at "
+def _bracket(s: Search, on_point) -> tuple[Point, Point]:
+    """Two values, the first fitting, the second not. From the wanted value (else 1):
+    doubling while it fits; when it does not, the value 1 (if even 1 does not fit, the
+    budget is below the fixed part) and the narrowing does the rest."""
+    start = _run(s, s.req.want or 1, on_point)
+    if not start.fits:
+        one = _run(s, 1, on_point)
+        if not one.fits:
+            raise UsageError(too_small(s.req, one))
+        return one, start
+    lo = start
+    while True:
+        p = _run(s, lo.value * 2, on_point)
+        if not p.fits:
+            return lo, p
+        _check_grows(s, start, p)
+        lo = p
+
+
+def _check_grows(s: Search, first: Point, p: Point) -> None:
+    if p.value >= 4 * first.value and first.tensor_peak_bytes == p.tensor_peak_bytes:   # reserved bytes step
+        raise UsageError(f"--param {s.req.name}: the tensor peak is {p.tensor_peak_bytes:,} B at {s.req.name}={first.value:,} and at "
                          f"{s.req.name}={p.value}: it does not grow with {s.req.name}, so no budget bounds it.")
     if p.value >= LIMIT:
         raise UsageError(f"--param {s.req.name}: {s.req.name}={p.value:,} still fits in {s.req.budget:,} B "

@@ -57,12 +57,11 @@ def test_mlp_answer_fits_and_the_next_value_does_not(mlp_fit):
     assert answer["margin_bytes"] == MLP_BUDGET - int(rows[n]["peak_bytes"])
 
 
-def test_mlp_search_doubles_then_narrows(mlp_fit):
+def test_mlp_search_starts_at_the_wanted_value_then_narrows(mlp_fit):
     out, text, answer = mlp_fit
     values = [int(r["value"]) for r in read_rows(out)]
     n = answer["answer"]
-    doubling = [2 ** i for i in range(len(values)) if 2 ** i <= 2 * n]
-    assert values[:len(doubling)] == doubling
+    assert values[:2] == [4096, 1]                 # the wanted value does not fit: then 1, then narrowing
     assert n in values and n + 1 in values
     assert len(set(values[:-1])) == len(values) - 1 and values[-1] == 4096   # the wanted value, for --suggest
     # one progress line per run of the search
@@ -96,9 +95,11 @@ def _real_peak(path, **params) -> int:
 
 def test_calibrated_mlp_real_run_at_the_answer_stays_within_budget(tmp_path):
     r = fit(SCENARIOS / "mlp.py", "--param", "batch", "--budget", f"{MLP_BUDGET}", *MLP_SMALL, "--calibrate",
-            "-o", tmp_path / "c", "-q")
+            "-p", "batch=8", "-o", tmp_path / "c", "-q")
     assert r.exit_code == 0, r.output
     answer = json.loads((tmp_path / "c" / "fit.json").read_text())
+    values = [int(row["value"]) for row in read_rows(tmp_path / "c")]
+    assert values[:9] == [8 * 2 ** i for i in range(9)]     # 8 fits: doubling until 2048 does not
     n, (a, b), (ga, gb) = answer["answer"], answer["calibration"]["values"], answer["calibration"]["gaps_bytes"]
     small = dict(width=64, features=32, depth=2)
     for v in (a, b):                                        # each gap is a real run's, measured again here
@@ -198,7 +199,7 @@ def test_budget_below_the_fixed_part_says_what_it_is(tmp_path):
     assert "too small for even batch=1" in r.output
     assert f"parameter {params / 1024:.1f} KiB" in r.output and f"param_grad {params / 1024:.1f} KiB" in r.output
     assert f"{2 * params:,} B" in r.output
-    assert len(read_rows(tmp_path / "o")) == 1                     # what ran is written
+    assert [r["value"] for r in read_rows(tmp_path / "o")] == ["4096", "1"]   # what ran is written
 
 
 def test_data_dependent_code_names_the_line(tmp_path):

@@ -43,6 +43,27 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     return t
 
 
+def call_returned(call: str) -> str:
+    return f"({call}() returned)"
+
+
+def mark_call_frees(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    """A gradient the engine made itself (the ``ones_like`` backward starts from) is held
+    by the ``backward()`` call, not by a node: it goes when the call returns, after the
+    last node ran. Saying "after AccumulateGrad" there would name the wrong cause."""
+    steps, ends, begins = frames["step"], frames["backward_end"], frames["backward_begin"]
+    engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
+    last_node = frames["node_end"]["seq"]
+    calls = dict(zip(begins["index"], begins["call"]))
+    for index, end in zip(ends["index"], ends["seq"]):
+        before = last_node[last_node < end]
+        after = before.max() if len(before) else -1
+        hit = (t["alloc_step"].isin(engine) & t["free_seq"].notna()
+               & (t["free_seq"] > after) & (t["free_seq"] < end)).fillna(False).astype(bool)
+        t.loc[hit, "freed_after"] = call_returned(calls.get(index) or "backward")
+    return t
+
+
 def _owners(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
     return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"], frame["field"])]
 
@@ -135,6 +156,7 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
                   names: dict[int, str]) -> pd.DataFrame:
     t = base_table(frames, step_phase, step_op)
+    t = mark_call_frees(t, frames)
     t = add_saved(t, frames, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)

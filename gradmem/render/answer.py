@@ -64,6 +64,11 @@ def peak_section(analysis, peak_seq: int) -> dict:
     return {"head": head, "lines": lines}
 
 
+def _by_node(t: pd.DataFrame) -> pd.DataFrame:
+    """Storages a node's run freed (not those its backward() call let go on returning)."""
+    return t[~t["freed_after"].str.endswith("() returned)")]
+
+
 def _node_line(row: dict, t: pd.DataFrame) -> str:
     freed = t[t["free_step"] == row["step"]].sort_values("free_seq")
     parts = [f"`{n}` ({r})" for n, r in zip(freed["name"].head(MAX_LINES), freed["role"])]
@@ -86,8 +91,20 @@ def freed_section(analysis) -> dict:
             if len(grads) else "Backward created no gradient that was handed between nodes.")
     late = grads[[not p for p in prompt]]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
-    lines += [_node_line(r, t) for r in nodes.head(MAX_LINES).to_dict("records")]
-    return {"head": head, "lines": _more(lines, len(nodes), "see the table \u201cwhat backward needs\u201d")}
+    by_node = _by_node(t)
+    lines += [_node_line(r, by_node) for r in nodes.head(MAX_LINES).to_dict("records")]
+    _more(lines, len(late) + len(nodes), "see the table \u201cwhat backward needs\u201d")
+    return {"head": head, "lines": lines + _returned_lines(t)}
+
+
+def _returned_lines(t: pd.DataFrame) -> list[str]:
+    """'When backward() returned (end of step 13): freed `grad(loss)` (gradient).'"""
+    freed = t[t["freed_after"].str.endswith("() returned)")].sort_values("free_seq")
+    out = []
+    for (call, step), rows in freed.groupby(["freed_after", "free_step"], sort=False):
+        names = ", ".join(f"`{n}` ({r})" for n, r in zip(rows["name"].head(MAX_LINES), rows["role"]))
+        out.append(f"When {call[1:-1]} (end of step {int(step)}): freed {names}.")
+    return out
 
 
 def _until(row) -> str:

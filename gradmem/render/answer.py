@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..analysis.timeline import live_at
-from .units import human_bytes
+from .units import human_bytes, step_label
 
 MAX_LINES = 10
 
@@ -108,7 +108,7 @@ def _returned_lines(t: pd.DataFrame) -> list[str]:
 
 
 def _until(row) -> str:
-    return "the end" if pd.isna(row["free_step"]) else f"step {int(row['free_step'])} ({row['freed_after']})"
+    return "the end" if pd.isna(row["free_step"]) else step_label(row["free_step"], row["freed_after"])
 
 
 def held_section(t: pd.DataFrame) -> dict:

@@ -12,6 +12,7 @@ import json
 import re
 from importlib import resources
 
+from ..errors import where
 from .page_data import page_data
 from .units import human_bytes
 
@@ -64,7 +65,8 @@ def notes_html(s: dict) -> str:
     notes = list(s.get("notes") or [])
     err = s.get("error")
     if err:
-        notes.append(f"stopped by {err.get('type')} at {err.get('file')}:{err.get('line')}: {err.get('message')}")
+        notes.append(f"stopped by {err.get('type')} at {where(str(err.get('file') or 'the scenario'), err.get('line'))}: "
+                     f"{err.get('message')}")
     return ("<ul class=\"notes\">" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>") if notes else ""
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import where
 from .units import human_bytes
 
 TOP = 5
@@ -44,7 +45,8 @@ def _ground_lines(s: dict) -> list[str]:
         blocks = a.get("unattributed_blocks") or []
         if blocks:
             b = blocks[0]
-            freed = "freed in the same step" if b["free_step"] == b["step"] else f"freed at step {b['free_step']}"
+            freed = ("freed in the same step" if b["free_step"] == b["step"] else "still allocated at the end"
+                     if b["free_step"] is None else f"freed at step {b['free_step']}")
             lines.append(f"  largest unattributed block: {human_bytes(b['nbytes'])} inside {b['op']} (step {b['step']}), "
                          f"{freed}: a buffer the kernel allocated itself (summary.json: allocator.unattributed_blocks)")
         if a.get("reserved_peak_bytes") is not None:
@@ -77,7 +79,7 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
     lines += [f"  note: {n}" for n in s["notes"]]
     if s.get("error"):
         e = s["error"]
-        lines.append(f"  stopped by {e['type']} at {e.get('file')}:{e.get('line')}: {e['message']}")
+        lines.append(f"  stopped by {e['type']} at {where(str(e.get('file') or 'the scenario'), e.get('line'))}: {e['message']}")
     if files:
         lines.append(f"  wrote {files[0].parent}/: " + " ".join(f.name for f in files))
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from importlib import resources
 
 from ..errors import where
 from .page_data import page_data
+from .terminal import ESTIMATE
 from .units import human_bytes
 
 MARKER = re.compile(r"<!--gradmem:(\w+)-->")
@@ -53,7 +54,9 @@ def answer_html(sections: list[dict]) -> str:
 
 def meta_html(s: dict) -> str:
     params = ", ".join(f"{k}={v}" for k, v in (s.get("params") or {}).items())
-    bits = [f"device {s['device']}", f"torch {s['torch_version']}", f"status {s['status']}",
+    status = "estimate from fake tensors" + ("" if s["status"] == "complete" else f", {s['status']}") \
+        if s.get("estimate") else s["status"]
+    bits = [f"device {s['device']}", f"torch {s['torch_version']}", f"status {status}",
             f"peak {human_bytes(s['peak_bytes'])} at step {s['peak_step']} ({s['peak_op']})",
             f"{s['steps']:,} steps, {s['backward_nodes']:,} backward nodes, {s['storages']:,} storages"]
     if params:
@@ -77,7 +80,7 @@ class HtmlWriter:
         data = page_data(analysis)
         s = data["summary"]
         fill = {
-            "heading": html.escape(f"gradmem: {data['title']}"), "meta": meta_html(s), "notes": notes_html(s),
+            "heading": html.escape(f"{ESTIMATE}: {data['title']}" if s.get("estimate") else f"gradmem: {data['title']}"), "meta": meta_html(s), "notes": notes_html(s),
             "answer": answer_html(data["answer"]), "version": html.escape(str(s.get("gradmem_version") or "")),
             "css": asset("report.css"), "js": asset("common.js") + asset("report.js"), "data": json_island(data),
         }

@@ -7,6 +7,7 @@ from ..errors import where
 from .units import human_bytes
 
 TOP = 5
+ESTIMATE = "ESTIMATE (fake tensors, nothing allocated)"   # first words of a --fake run's summary and page
 
 
 def _roles(by_role: dict) -> str:
@@ -62,9 +63,9 @@ def _ground_lines(s: dict) -> list[str]:
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
     status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
-    status += "  [ESTIMATE: fake tensors, nothing allocated]" if s.get("estimate") else ""
     lines = [
-        f"gradmem: {s['scenario'] or 'capture'} on {s['device']} (torch {s['torch_version']}){status}",
+        f"gradmem: {ESTIMATE + ': ' if s.get('estimate') else ''}{s['scenario'] or 'capture'} on {s['device']} "
+        f"(torch {s['torch_version']}){status}",
         f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
         f"  live at the peak: {_roles(s['peak_by_role'])}",
         *_ground_lines(s),

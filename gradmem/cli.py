@@ -82,7 +82,7 @@ def main() -> None:
 def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from .analysis import analyze
-    from .render import write_reports
+    from .render import check_target, writers_for, write_reports
     from .render.terminal import summary_text
     from .scenario import describe_failure, load_scenario, parse_params, run_scenario
 
@@ -90,10 +90,13 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         sc = load_scenario(scenario)
         values = parse_params(params, sc)
         out_dir = out_dir or Path("reports") / sc.name
+        chosen = _formats(formats)
+        writers_for(chosen.get("formats", ()))   # an unknown format fails before anything runs
+        check_target(out_dir, force)             # and so does a folder that is not gradmem's
         cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
                                     verify=verify)
         analysis = analyze(cap.trace)
-        files = write_reports(analysis, out_dir, force=force, **_formats(formats))
+        files = _write(analysis, out_dir, force, chosen)
         if not quiet:
             click.echo(summary_text(analysis, files))
         if failure is not None:
@@ -104,21 +107,57 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         _fail(exc)
 
 
+def _write(analysis, out_dir: Path, force: bool, chosen: dict, unmarked_ok=()) -> list[Path]:
+    """Write the report folder; say which files of the earlier report are gone with it."""
+    from .render import DEFAULT_FORMATS, dropped_files, write_reports
+
+    dropped = dropped_files(out_dir, chosen.get("formats", DEFAULT_FORMATS)) if out_dir.is_dir() else []
+    files = write_reports(analysis, out_dir, force=force, unmarked_ok=unmarked_ok, **chosen)
+    if dropped:
+        click.echo(f"gradmem: replaced {out_dir}/ as a whole, so {', '.join(dropped)} from the earlier report "
+                   "(gradmem export or another --format wrote it for the old run) is gone: run "
+                   "gradmem export again, or pass --format, to write it for this run.", err=True)
+    return files
+
+
+def _read(path: Path):
+    """A trace from a file or a report folder, saying so when it is partial."""
+    from .trace import find_trace, partial_line, read_trace
+
+    found = find_trace(path)
+    if found != path:
+        click.echo(f"gradmem: {path} is a folder: reading {found}", err=True)
+    trace = read_trace(found)
+    line = partial_line(trace, found)
+    if line:
+        click.echo(line, err=True)
+    return found, trace
+
+
 @main.command()
 @click.argument("trace_file", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Report folder [default: the trace's folder].")
 @click.option("--format", "formats", metavar="LIST", help=FORMAT_HELP)
+@click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
-def render(trace_file, out_dir, formats, quiet):
-    """Redraw every report from a saved TRACE_FILE without re-running the scenario."""
+def render(trace_file, out_dir, formats, force, quiet):
+    """Redraw every report from a saved TRACE_FILE (or a report folder) without re-running the scenario."""
     from .analysis import analyze
-    from .render import write_reports
+    from .render import check_target, writers_for
     from .render.terminal import summary_text
-    from .trace import read_trace
 
     try:
-        analysis = analyze(read_trace(trace_file))
-        files = write_reports(analysis, out_dir or trace_file.parent, **_formats(formats))
+        chosen = _formats(formats)
+        writers_for(chosen.get("formats", ()))
+        if out_dir is not None:
+            check_target(out_dir, force)
+        trace_file, trace = _read(trace_file)
+        own = out_dir is None or Path(out_dir).resolve() == trace_file.parent.resolve()
+        out_dir = out_dir or trace_file.parent
+        reread = {"trace.jsonl"} if own and trace_file.name == "trace.jsonl" else ()
+        check_target(out_dir, force, unmarked_ok=reread)
+        analysis = analyze(trace)
+        files = _write(analysis, out_dir, force, chosen, reread)
         if not quiet:
             click.echo(summary_text(analysis, files))
     except GradmemError as exc:
@@ -131,14 +170,15 @@ def render(trace_file, out_dir, formats, quiet):
               help="Comma-separated formats to write, e.g. chrome,memory_viz.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: the trace's folder].")
 def export(trace_file, formats, out_dir):
-    """Add files of other formats beside a saved TRACE_FILE; the folder's other files stay."""
+    """Add files of other formats beside a saved TRACE_FILE (or in a report folder); the folder's other files stay."""
     from .analysis import analyze
-    from .render import write_files
-    from .trace import read_trace
+    from .render import write_files, writers_for
 
     try:
         names = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "trace"]
-        for path in write_files(analyze(read_trace(trace_file)), out_dir or trace_file.parent, names):
+        writers_for(names)
+        trace_file, trace = _read(trace_file)
+        for path in write_files(analyze(trace), out_dir or trace_file.parent, names):
             click.echo(str(path))
     except GradmemError as exc:
         _fail(exc)

@@ -38,7 +38,8 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     free = frames["free"].drop_duplicates("storage").set_index("storage")
     t["free_step"] = t["id"].map(free["step"]).astype("Int64")
     t["free_seq"] = t["id"].map(free["seq"]).astype("Int64")
-    t["freed_after"] = t["free_step"].map(lambda s: step_op.get(int(s), "") if pd.notna(s) else "")
+    t["freed_after"] = pd.Series([step_op.get(int(s), "") if pd.notna(s) else "" for s in t["free_step"]],
+                                 index=t.index, dtype=object)
     t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
     return t
 

@@ -66,7 +66,7 @@ def peak_section(analysis, peak_seq: int) -> dict:
 
 def _by_node(t: pd.DataFrame) -> pd.DataFrame:
     """Storages a node's run freed (not those its backward() call let go on returning)."""
-    return t[~t["freed_after"].str.endswith("() returned)")]
+    return t[~t["freed_after"].astype(str).str.endswith("() returned)")]
 
 
 def _node_line(row: dict, t: pd.DataFrame) -> str:
@@ -99,7 +99,7 @@ def freed_section(analysis) -> dict:
 
 def _returned_lines(t: pd.DataFrame) -> list[str]:
     """'When backward() returned (end of step 13): freed `grad(loss)` (gradient).'"""
-    freed = t[t["freed_after"].str.endswith("() returned)")].sort_values("free_seq")
+    freed = t[t["freed_after"].astype(str).str.endswith("() returned)")].sort_values("free_seq")
     out = []
     for (call, step), rows in freed.groupby(["freed_after", "free_step"], sort=False):
         names = ", ".join(f"`{n}` ({r})" for n, r in zip(rows["name"].head(MAX_LINES), rows["role"]))

@@ -126,3 +126,21 @@ def test_a_storage_freed_after_backward_reads_without_doubled_parentheses(tmp_pa
     lines = [line for s in page_data(analyze(cap.trace))["answer"] for line in s["lines"]]
     held = [line for line in lines if line.startswith("`error` (8 B)")]
     assert held and held[0].endswith("yet it stayed until step 14 (after backward) because the program still held it."), held
+
+
+# -- item 5: one plain statement of the peak, then a breakdown that adds up ---------------------
+def test_the_terminal_states_one_peak_and_its_parts_add_up(runs):
+    a = runs["seed_two_rows"]
+    alloc = a.summary["allocator"]
+    lines = summary_text(a).splitlines()
+    peaks = [line for line in lines if "peak" in line.split(":")[0]]
+    assert peaks[0].startswith("  peak: "), lines
+    total, tracked, scratch = (int(n) for n in re.findall(r"(\d+) B", peaks[0])[:3])
+    assert total == alloc["peak_bytes"] == 112          # the allocator's record, kernel scratch included
+    assert scratch == alloc["unattributed_at_peak"] == 12
+    assert tracked + scratch == total
+    assert "at most 0 B (step 0)" not in summary_text(a)
+    # the hooks-only peak is given once, as what it is, not as a second "peak"
+    tracked_peak = a.summary.get("tracked_peak_bytes", a.summary["peak_bytes"])   # peak semantics: issue 12
+    assert sum(f"{tracked_peak} B" in line for line in lines) == 1, lines
+    assert not any(line.startswith("  allocator: peak") for line in lines), lines

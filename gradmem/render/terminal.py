@@ -34,15 +34,47 @@ def _allocator_lines(est: dict | None) -> list[str]:
             f"peak reserved {human_bytes(est['reserved_peak_bytes'])} (tensor bytes above are exact storage sizes)"]
 
 
+def tracked_peak(s: dict) -> int:
+    """The hooks-only peak: ``tracked_peak_bytes`` where the summary has it (peak_bytes may
+    then be the allocator's), else ``peak_bytes``."""
+    return s.get("tracked_peak_bytes", s["peak_bytes"])
+
+
+def _peak_lines(s: dict) -> list[str]:
+    """One statement of the peak, then what it was made of, so the numbers add up."""
+    a = s.get("allocator") or {}
+    tracked = tracked_peak(s)
+    where = f"step {s['peak_step']}, during {s['peak_op']} ({s['peak_phase']})"
+    if not a.get("source"):
+        return [f"  peak: {human_bytes(tracked)} at {where}", f"  live at the peak: {_roles(s['peak_by_role'])}"]
+    scratch = a["unattributed_at_peak"] or 0
+    lines = [f"  peak: {human_bytes(a['peak_bytes'])} at step {a['peak_step']}, during {a['peak_op']}, as the allocator "
+             f"counts it: {human_bytes(a['peak_bytes'] - scratch)} of tensors + {human_bytes(scratch)} of scratch "
+             "the kernels allocated themselves"]
+    if tracked == a["peak_bytes"] - scratch and s["peak_step"] == a["peak_step"]:
+        lines.append(f"  those tensors by role: {_roles(s['peak_by_role'])}")
+    else:
+        lines.append(f"  tensors alone were at most {human_bytes(tracked)} (at {where}): {_roles(s['peak_by_role'])}")
+    return lines
+
+
+def _backward_line(s: dict) -> str:
+    if s["backward_peak_bytes"] == tracked_peak(s) and s["backward_peak_step"] == s["peak_step"]:
+        return f"  backward: {s['backward_nodes']} nodes; the tensors' highest point above was inside it"
+    return (f"  backward: {s['backward_nodes']} nodes; tensors at most {human_bytes(s['backward_peak_bytes'])} "
+            f"during backward (step {s['backward_peak_step']})")
+
+
 def _ground_lines(s: dict) -> list[str]:
     lines = []
     a = s.get("allocator") or {}
     if a.get("source"):
         check = ("tracked + unattributed = allocator after every step" if a["agrees"]
                  else f"tracked + unattributed differs from the allocator by up to {human_bytes(a['max_mismatch_bytes'])}")
-        lines.append(f"  allocator: peak {human_bytes(a['peak_bytes'])} at step {a['peak_step']}, {a['peak_op']}; "
-                     f"unattributed {human_bytes(a['unattributed_at_peak'])} at that moment, after a step at most "
-                     f"{human_bytes(a['unattributed_max_bytes'])} (step {a['unattributed_max_step']}); {check}")
+        most = a.get("unattributed_max_bytes") or 0
+        after = (f"most scratch left after a step: {human_bytes(most)} (step {a['unattributed_max_step']}); "
+                 if most else "no scratch outlived its step; ")
+        lines.append(f"  allocator check: {after}{check}")
         blocks = a.get("unattributed_blocks") or []
         if blocks:
             b = blocks[0]
@@ -66,10 +98,9 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
     lines = [
         f"gradmem: {ESTIMATE + ': ' if s.get('estimate') else ''}{s['scenario'] or 'capture'} on {s['device']} "
         f"(torch {s['torch_version']}){status}",
-        f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
-        f"  live at the peak: {_roles(s['peak_by_role'])}",
+        *_peak_lines(s),
         *_ground_lines(s),
-        f"  backward: {s['backward_nodes']} nodes; its peak {human_bytes(s['backward_peak_bytes'])} at step {s['backward_peak_step']}",
+        _backward_line(s),
         "  saved for backward:",
         *(_saved_lines(analysis.tensors) or ["    nothing"]),
         "  largest tensors:",

@@ -44,7 +44,7 @@ def _peak_lines(s: dict) -> list[str]:
     """One statement of the peak, then what it was made of, so the numbers add up."""
     a = s.get("allocator") or {}
     tracked = tracked_peak(s)
-    where = f"step {s['peak_step']}, during {s['peak_op']} ({s['peak_phase']})"
+    where = f"step {s['peak_step']}, during {s['peak_op']}, in {s['peak_phase']}"
     if not a.get("source"):
         return [f"  peak: {human_bytes(tracked)} at {where}", f"  live at the peak: {_roles(s['peak_by_role'])}"]
     scratch = a["unattributed_at_peak"] or 0

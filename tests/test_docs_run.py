@@ -175,3 +175,26 @@ def test_inline_commands_name_real_commands_and_options():
             known = {o for p in command.params if isinstance(p, click.Option) for o in p.opts + p.secondary_opts}
             for opt in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", m.group(2)):
                 assert opt in known, f"{doc.name}: `gradmem {m.group(1)}` has no option {opt}"
+
+
+def test_docs_use_the_units_the_tool_prints():
+    """gradmem prints KiB, MiB, GiB (units.human_bytes): the docs say the same."""
+    for doc in DOCS:
+        decimal = re.findall(r"\d [KMGT]B\b", doc.read_text(encoding="utf-8"))
+        assert not decimal, f"{doc.name}: decimal units {decimal}; gradmem prints KiB, MiB, GiB"
+
+
+def test_exit_codes_in_the_readme_match_the_cli(tmp_path):
+    """Every exit code the CLI can return is in the README, and what it says of a scenario
+    that fails to parse is what happens: no reports."""
+    from gradmem.errors import GradmemError
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    sentence = readme[readme.index("Exit codes:"):readme.index("Long runs print")]
+    for cls in GradmemError.__subclasses__():
+        assert f"{cls.exit_code} " in sentence, f"exit code {cls.exit_code} ({cls.__name__}) is not in the README"
+    assert "fails to parse" in sentence or "failed to parse (nothing ran, so no reports are written" in sentence
+    broken = tmp_path / "broken.py"
+    broken.write_text("import torch\nx = (\n")
+    result = invoke(["profile", str(broken), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 3 and f"{broken}:2" in result.output
+    assert not (tmp_path / "out").exists()

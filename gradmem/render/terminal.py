@@ -67,7 +67,7 @@ def _backward_line(s: dict) -> str:
 
 def _ground_lines(s: dict) -> list[str]:
     lines = []
-    a = s.get("allocator") or {}
+    a = s.allocator or {}
     if a.get("source"):
         check = ("tracked + unattributed = allocator after every step" if a["agrees"]
                  else f"tracked + unattributed differs from the allocator by up to {human_bytes(a['max_mismatch_bytes'])}")
@@ -85,7 +85,7 @@ def _ground_lines(s: dict) -> list[str]:
         if a.get("reserved_peak_bytes") is not None:
             lines.append(f"  reserved (CUDA pool): peak {human_bytes(a['reserved_peak_bytes'])}; "
                          f"reserved minus allocated at the peak: {human_bytes(a['reserved_gap_at_peak'] or 0)}")
-    r = s.get("rss") or {}
+    r = s.rss or {}
     if r:
         lines.append(f"  resident memory (RSS): {human_bytes(r['start_bytes'])} at start, peak {human_bytes(r['peak_bytes'])}, "
                      f"{human_bytes(r['end_bytes'])} at the end")
@@ -104,8 +104,8 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         "  saved for backward:",
         *(_saved_lines(analysis.tensors) or ["    nothing"]),
         "  largest tensors:",
-        *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s["largest"][:TOP]],
-        f"  alive at the end: {_roles(s['bytes_by_role_at_end'])}",
+        *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s.largest[:TOP]],
+        f"  alive at the end: {_roles(s.bytes_by_role_at_end)}",
     ]
     lines += _allocator_lines(s.get("cuda_allocator"))
     lines += [f"  note: {n}" for n in s["notes"]]

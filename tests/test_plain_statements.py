@@ -144,3 +144,21 @@ def test_the_terminal_states_one_peak_and_its_parts_add_up(runs):
     tracked_peak = a.summary.get("tracked_peak_bytes", a.summary["peak_bytes"])   # peak semantics: issue 12
     assert sum(f"{tracked_peak} B" in line for line in lines) == 1, lines
     assert not any(line.startswith("  allocator: peak") for line in lines), lines
+
+
+# -- item 6: tensors made before the capture carry their values too ------------------------------
+def test_tensors_made_before_the_capture_show_their_values():
+    import torch
+    from gradmem.capture import Capture
+    x = torch.tensor([[10., 15.], [30., 40.]]); y = torch.tensor([20., 25.])      # an earlier cell
+    w = torch.tensor([5., 6.], requires_grad=True)
+    with Capture() as cap:
+        loss = ((y - x @ w) ** 2).mean()
+        loss.backward()
+    t = cap.tensors.set_index("name")
+    assert t.loc["x", "created_by"] == "(before capture)"
+    assert t.loc["x", "value"] == "[[10, 15], [30, 40]]"
+    assert t.loc["y", "value"] == "[20, 25]" and t.loc["w", "value"] == "[5, 6]"
+    assert t.loc["w.grad", "value"] == "[12150, 16400]"
+    csv = pd.read_csv(__import__("io").StringIO(cap.tensors.to_csv(index=False)), keep_default_na=False, dtype=str)
+    assert "nan" not in set(csv["value"].str.lower()), list(csv["value"])

@@ -15,7 +15,7 @@ import torch
 
 from ..trace import KIND
 from .recorder import Recorder
-from .values import UNINITIALIZED, _is_fake, preview
+from .values import UNINITIALIZED, _is_fake, preview, preview_now
 
 
 class Storages:
@@ -52,7 +52,7 @@ class Storages:
         self.rec.emit(
             KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
-            preexisting=preexisting, factory=factory, value=None if preexisting or op in UNINITIALIZED else preview(t),
+            preexisting=preexisting, factory=factory, value=_value(t, op, preexisting),
             **flags,
             ptr=_ptr(s, t),
         )
@@ -68,6 +68,15 @@ class Storages:
         """Stop watching: dropping the weakrefs means their callbacks never run."""
         self._refs.clear()
         self._ids.clear()
+
+
+def _value(t: torch.Tensor, op: str, preexisting: bool) -> str | None:
+    """A small tensor's values as first seen. One made before the capture (an earlier
+    notebook cell's ``x``) is first seen as an op's input, possibly outside our dispatch
+    handler, so it is read with gradmem's modes off."""
+    if preexisting:
+        return preview_now(t)
+    return None if op in UNINITIALIZED else preview(t)
 
 
 def _ptr(s, t: torch.Tensor) -> int | None:

@@ -149,10 +149,10 @@ def test_the_terminal_states_one_peak_and_its_parts_add_up(runs):
 # -- item 6: tensors made before the capture carry their values too ------------------------------
 def test_tensors_made_before_the_capture_show_their_values():
     import torch
-    from gradmem.capture import Capture
+    import gradmem
     x = torch.tensor([[10., 15.], [30., 40.]]); y = torch.tensor([20., 25.])      # an earlier cell
     w = torch.tensor([5., 6.], requires_grad=True)
-    with Capture() as cap:
+    with gradmem.capture() as cap:
         loss = ((y - x @ w) ** 2).mean()
         loss.backward()
     t = cap.tensors.set_index("name")

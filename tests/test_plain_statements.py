@@ -162,3 +162,29 @@ def test_tensors_made_before_the_capture_show_their_values():
     assert t.loc["w.grad", "value"] == "[12150, 16400]"
     csv = pd.read_csv(__import__("io").StringIO(cap.tensors.to_csv(index=False)), keep_default_na=False, dtype=str)
     assert "nan" not in set(csv["value"].str.lower()), list(csv["value"])
+
+
+# -- item 4: torch's ".grad of a non-leaf" warning points at the scenario's line ------------------
+READS_GRAD = """\
+import torch
+x = torch.tensor([10., 15.])
+w = torch.tensor([5., 6.], requires_grad=True)
+out = x * w
+out.retain_grad()
+out.sum().backward()
+seen = out.grad
+"""
+
+
+def test_non_leaf_grad_warning_points_at_the_scenario_line(tmp_path):
+    import warnings
+    path = tmp_path / "reads_grad.py"
+    path.write_text(READS_GRAD)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cap, failure = run_scenario(load_scenario(path), {}, retain_grad="off")
+    assert failure is None
+    ours = [w for w in caught if "not a leaf Tensor" in str(w.message)]
+    assert ours, [str(w.message) for w in caught]
+    assert all(w.filename == str(path) and w.lineno == 7 for w in ours), [(w.filename, w.lineno) for w in ours]
+    assert "--retain-grad off" in str(ours[0].message)

@@ -160,7 +160,7 @@ def compare(paths, out_dir, params, device, as_written, force, quiet):
     from .render.comparison import signed, summary_text
 
     try:
-        done = pipeline.compare(paths, out_dir, params, device, as_written, force)
+        done = pipeline.compare(paths, out_dir, params, device, as_written, force, say=_say)
         if not quiet:
             click.echo(summary_text(done.comparison, done.files))
             w = done.as_written

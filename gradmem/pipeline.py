@@ -13,6 +13,7 @@ name (``difflib``), quadratic in the worst case on very long, very different run
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,12 +22,13 @@ from pathlib import Path
 from .analysis import Analysis, analyze
 from .analysis.compare import Comparison, compare as compare_runs
 from .errors import GradmemError, Interrupted, ScenarioError, TraceFileError, UsageError
-from .render import DEFAULT_FORMATS, check_target, dropped_files, write_files, write_reports, writers_for
+from .render import DEFAULT_FORMATS, MARKER, check_target, dropped_files, write_files, write_reports, writers_for
 from .render.comparison import claim_folder, write_comparison
 from .scenario import describe_failure, load_scenario, parse_params, run_scenario
 from .trace import find_trace, partial_line, read_trace
 
 MODES = ("off", "on")
+ALL_MODES = ("off", "on", "as-written")
 EXIT_ERRORS = {UsageError.exit_code: UsageError, ScenarioError.exit_code: ScenarioError,
                TraceFileError.exit_code: TraceFileError, Interrupted.exit_code: Interrupted}
 
@@ -128,20 +130,23 @@ class Compared:
 
 
 def compare(paths, out_dir: Path | None = None, params=(), device: str | None = None,
-            as_written: bool = False, force: bool = False) -> Compared:
+            as_written: bool = False, force: bool = False, say=None) -> Compared:
     """One scenario run with retain_grad off and on (and as written), or two saved traces."""
     extra = None
     if len(paths) == 2:
         if params or device or as_written:
             raise UsageError("-p, --device and --as-written apply to a scenario; two trace files are compared as they are.")
-        c = compare_traces(paths[0], paths[1], labels_for(*paths))
-        out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"])
+        labels = labels_for(*paths)
+        c = compare_traces(paths[0], paths[1], labels, say)
+        # not the scenario comparison's folder: its off/ and on/ would no longer match
+        out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"], labels)
     elif len(paths) == 1:
         sc = load_scenario(paths[0])
         parse_params(params, sc)   # a bad -p fails before anything runs
         out_dir = out_dir or default_folder(sc.name, sc.name)
         claim_folder(out_dir, force)
         modes = MODES + ("as-written",) * as_written
+        clear_stale_runs(out_dir, modes, say)
         traces = {m: run_mode(sc.path, params, device, m, out_dir / m, force) for m in modes}
         c = compare_traces(traces["off"], traces["on"], ("off", "on"))
         if as_written:
@@ -151,9 +156,21 @@ def compare(paths, out_dir: Path | None = None, params=(), device: str | None = 
     return Compared(c, write_comparison(c, out_dir, force=force), out_dir, extra)
 
 
-def compare_traces(path_a: Path, path_b: Path, labels: tuple[str, str]) -> Comparison:
-    """Comparison of two saved trace files (no torch)."""
-    return compare_runs(analyze(read_trace(path_a)), analyze(read_trace(path_b)), labels)
+def compare_traces(path_a: Path, path_b: Path, labels: tuple[str, str], say=None) -> Comparison:
+    """Comparison of two saved trace files (no torch); ``say`` hears of a partial one."""
+    (_, a), (_, b) = read_for_user(path_a, say), read_for_user(path_b, say)
+    return compare_runs(analyze(a), analyze(b), labels)
+
+
+def clear_stale_runs(out_dir: Path, modes, say=None) -> None:
+    """A run folder an earlier compare left (``as-written/`` after a plain compare) would
+    sit beside this comparison as if it were part of it: it is gradmem's, so it goes."""
+    for mode in set(ALL_MODES) - set(modes):
+        stale = Path(out_dir) / mode
+        if (stale / MARKER).is_file():
+            shutil.rmtree(stale)
+            if say:
+                say(f"gradmem: removed {stale}/, the run of an earlier compare with --{mode}: this comparison has no such run.")
 
 
 def profile_command(scenario: Path, params, device, mode: str, out: Path, force: bool) -> list[str]:
@@ -193,6 +210,9 @@ def labels_for(path_a: Path, path_b: Path) -> tuple[str, str]:
     return "a", "b"
 
 
-def default_folder(scenario_a: str, scenario_b: str) -> Path:
+def default_folder(scenario_a: str, scenario_b: str, labels: tuple[str, str] | None = None) -> Path:
+    """reports/<scenario>-compare for a scenario; two traces add their labels, so they never
+    land in (and half overwrite) a scenario comparison's folder."""
     name = scenario_a if scenario_a == scenario_b else f"{scenario_a}-vs-{scenario_b}"
-    return Path("reports") / f"{name or 'capture'}-compare"
+    runs = f"-{labels[0]}-vs-{labels[1]}" if labels else ""
+    return Path("reports") / f"{name or 'capture'}-compare{runs}"

@@ -121,3 +121,50 @@ def test_truncated_trace_says_it_is_partial(report, tmp_path):
     warning = [line for line in result.output.splitlines() if "partial" in line]
     assert len(warning) == 1, result.output
     assert f"ends early after {keep - 1} events (step {last['step']})" in warning[0], warning
+
+
+# -- item 11: compare keeps no file silently, leaves no stale run, overwrites nothing ------------
+def test_compare_refuses_a_folder_holding_a_users_file(report, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", report / "trace.jsonl", report / "trace.jsonl", "-o", out, "-q"]
+    assert gradmem(*args).exit_code == 0
+    (out / "junk.txt").write_text("mine")
+    result = gradmem(*args)
+    assert result.exit_code == 2 and "junk.txt" in result.output and "--force" in result.output
+    assert (out / "junk.txt").read_text() == "mine"
+
+
+def test_two_traces_do_not_overwrite_a_scenario_comparison(report, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    scenario_folder = tmp_path / "reports" / "seed_two_rows-compare"
+    scenario_folder.mkdir(parents=True)
+    (scenario_folder / "comparison.csv").write_text("the scenario's comparison")
+    copy = tmp_path / "b" / "trace.jsonl"
+    copy.parent.mkdir()
+    copy.write_text((report / "trace.jsonl").read_text())
+    result = gradmem("compare", report / "trace.jsonl", copy, "-q")
+    assert result.exit_code == 0, result.output
+    assert (scenario_folder / "comparison.csv").read_text() == "the scenario's comparison"
+    assert (tmp_path / "reports" / "seed_two_rows-compare-seed-vs-b" / "comparison.csv").exists()
+
+
+def test_compare_says_when_a_trace_is_partial(report, tmp_path):
+    lines = (report / "trace.jsonl").read_text().splitlines()
+    cut = tmp_path / "cut" / "trace.jsonl"
+    cut.parent.mkdir()
+    cut.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    result = gradmem("compare", report / "trace.jsonl", cut, "-o", tmp_path / "cmp", "-q")
+    assert result.exit_code == 0
+    assert f"{cut} is partial: the trace file ends early" in result.output
+
+
+def test_a_plain_compare_removes_an_earlier_as_written_run_and_says_so(tmp_path):
+    from gradmem.pipeline import clear_stale_runs
+    out = tmp_path / "cmp"
+    for mode in ("off", "on", "as-written"):
+        (out / mode).mkdir(parents=True)
+        (out / mode / ".gradmem-report").write_text("written by gradmem\n")
+    said = []
+    clear_stale_runs(out, ("off", "on"), said.append)
+    assert not (out / "as-written").exists() and (out / "off").exists()
+    assert said and "as-written/" in said[0]

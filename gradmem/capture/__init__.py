@@ -29,6 +29,8 @@ Known limitations:
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sys
 from typing import Iterable, Mapping
 
@@ -44,6 +46,7 @@ from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
 from .names import Namer
 from .ops import OpWatcher
+from .ranks import Collectives, StorageResizes, rank_env, rank_meta
 from .recorder import Recorder
 from .saved import SavedTensorWatcher
 from .storages import Storages
@@ -60,6 +63,7 @@ class Capture:
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
         self.storages = Storages(self.rec)
         self.namer = Namer(self.rec, self.storages)
+        self.collectives = Collectives(self.rec, self.storages, rank_env())   # None outside torchrun
         self._watchers = self._build_watchers()
         self._modes: list = []
         self._started = ""
@@ -71,12 +75,12 @@ class Capture:
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.cursor, self.storages, self.settings
         graph = Graph(rec, cursor, storages)
-        grads = GradWatcher(rec, storages)
+        grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
-        return [SavedTensorWatcher(rec, cursor, storages, graph),
+        return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
                 CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                OpWatcher(rec, cursor, storages, graph, s.fake)]
+                OpWatcher(rec, cursor, storages, graph, s.fake, self.collectives)]
 
     @property
     def trace(self) -> Trace | None:
@@ -107,11 +111,14 @@ class Capture:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.namer.scan_stack(sys._getframe(1))
+            self.rec.guard.call(self.namer.scan_stack, sys._getframe(1))
+            if exc is not None:   # the failing frames' variables name what the program made
+                self.rec.guard.call(self.namer.scan_traceback, exc.__traceback__)
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
+            self._grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()
@@ -120,7 +127,12 @@ class Capture:
     def name_variables(self, namespace: Iterable[tuple[str, object]] | Mapping) -> None:
         """Name storages after the variables of ``namespace`` (a script's or a notebook's
         globals, which the stack scan does not reach)."""
-        self.namer.scan(namespace)
+        self.rec.guard.call(self.namer.scan, namespace)
+
+    @property
+    def fault(self) -> dict | None:
+        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
+        return self.rec.guard.failure
 
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
@@ -130,7 +142,8 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            meta = build_meta(self.settings, self._started, self._error, self.rec, self.ground.notes)
+            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
+            meta = replace(meta, distributed=rank_meta(self.collectives.info, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

@@ -34,32 +34,40 @@ def _allocator_lines(est: dict | None) -> list[str]:
             f"peak reserved {human_bytes(est['reserved_peak_bytes'])} (tensor bytes above are exact storage sizes)"]
 
 
-def tracked_peak(s: dict) -> int:
-    """The hooks-only peak: ``tracked_peak_bytes`` where the summary has it (peak_bytes may
-    then be the allocator's), else ``peak_bytes``."""
+def tracked_peak(s) -> int:
+    """The hooks-only peak (tracked tensors alone)."""
     return s.get("tracked_peak_bytes", s["peak_bytes"])
 
 
-def _peak_lines(s: dict) -> list[str]:
-    """One statement of the peak, then what it was made of, so the numbers add up."""
-    a = s.get("allocator") or {}
-    tracked = tracked_peak(s)
+def _peak_lines(s) -> list[str]:
+    """One statement of the peak (the allocator's when its record is on, kernel scratch
+    included), then what it was made of, so the numbers add up."""
     where = f"step {s['peak_step']}, during {s['peak_op']}, in {s['peak_phase']}"
-    if not a.get("source"):
-        return [f"  peak: {human_bytes(tracked)} at {where}", f"  live at the peak: {_roles(s['peak_by_role'])}"]
-    scratch = a["unattributed_at_peak"] or 0
-    lines = [f"  peak: {human_bytes(a['peak_bytes'])} at step {a['peak_step']}, during {a['peak_op']}, as the allocator "
-             f"counts it: {human_bytes(a['peak_bytes'] - scratch)} of tensors + {human_bytes(scratch)} of scratch "
-             "the kernels allocated themselves"]
-    if tracked == a["peak_bytes"] - scratch and s["peak_step"] == a["peak_step"]:
-        lines.append(f"  those tensors by role: {_roles(s['peak_by_role'])}")
-    else:
-        lines.append(f"  tensors alone were at most {human_bytes(tracked)} (at {where}): {_roles(s['peak_by_role'])}")
+    if s.get("peak_source") != "allocator":
+        return [f"  peak: {human_bytes(s['peak_bytes'])} at {where}", f"  live at the peak: {_roles(s['peak_by_role'])}"]
+    scratch = s["peak_by_role"].get("unattributed", 0)
+    tensors = {r: b for r, b in s["peak_by_role"].items() if r != "unattributed"}
+    lines = [f"  peak: {human_bytes(s['peak_bytes'])} at {where}, as the allocator counts it: "
+             f"{human_bytes(s['peak_bytes'] - scratch)} of tensors + {human_bytes(scratch)} of scratch "
+             "the kernels allocated themselves",
+             f"  those tensors by role: {_roles(tensors)}"]
+    if tracked_peak(s) != s["peak_bytes"] - scratch or s.get("tracked_peak_step") != s["peak_step"]:
+        lines.append(f"  tensors alone were at most {human_bytes(tracked_peak(s))} (step {s.get('tracked_peak_step')})")
     return lines
 
 
+def _scratch_lines(s) -> list[str]:
+    nodes = s.get("unattributed_by_node")
+    if not nodes:
+        return []
+    parts = [f"{n['op']} {human_bytes(n['max_bytes'])}" + (f" ({n['calls']} calls)" if n["calls"] > 1 else "")
+             for n in nodes[:3]]
+    more = f", and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return [f"  kernel scratch by node (most in one call): {', '.join(parts)}{more}"]
+
+
 def _backward_line(s: dict) -> str:
-    if s["backward_peak_bytes"] == tracked_peak(s) and s["backward_peak_step"] == s["peak_step"]:
+    if s["backward_peak_bytes"] == tracked_peak(s) and s["backward_peak_step"] == s.get("tracked_peak_step", s["peak_step"]):
         return f"  backward: {s['backward_nodes']} nodes; the tensors' highest point above was inside it"
     return (f"  backward: {s['backward_nodes']} nodes; tensors at most {human_bytes(s['backward_peak_bytes'])} "
             f"during backward (step {s['backward_peak_step']})")
@@ -92,6 +100,27 @@ def _ground_lines(s: dict) -> list[str]:
     return lines
 
 
+def _peak_line(s) -> str:
+    """The true peak first: the allocator's when its record is on, with the kernel scratch
+    in it; the tracked tensors' own peak after it."""
+    line = f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})"
+    if s.peak_source != "allocator":
+        return line
+    scratch = s.peak_by_role.get("unattributed", 0)
+    return (line + f", allocator's record: {human_bytes(scratch)} of it kernel scratch no tensor explains; "
+            f"tracked tensors alone peak at {human_bytes(s.tracked_peak_bytes)} (step {s.tracked_peak_step})")
+
+
+def _scratch_lines(s) -> list[str]:
+    nodes = s.unattributed_by_node
+    if not nodes:
+        return []
+    parts = [f"{n['op']} {human_bytes(n['max_bytes'])}" + (f" ({n['calls']} calls)" if n["calls"] > 1 else "")
+             for n in nodes[:3]]
+    more = f", and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return [f"  kernel scratch by node (most in one call): {', '.join(parts)}{more}"]
+
+
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
     status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
@@ -99,6 +128,7 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         f"gradmem: {ESTIMATE + ': ' if s.get('estimate') else ''}{s['scenario'] or 'capture'} on {s['device']} "
         f"(torch {s['torch_version']}){status}",
         *_peak_lines(s),
+        *_scratch_lines(s),
         *_ground_lines(s),
         _backward_line(s),
         "  saved for backward:",

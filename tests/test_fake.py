@@ -105,7 +105,7 @@ def test_summary_marks_the_estimate(tmp_path):
     proc = run_cli("profile", SCENARIOS / "seed_two_rows.py", "--fake", "-o", out, check=True)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["estimate"] is True and summary["mode"] == "fake"
-    assert "[ESTIMATE: fake tensors, nothing allocated]" in proc.stdout
+    assert proc.stdout.startswith("gradmem: ESTIMATE (fake tensors, nothing allocated): seed_two_rows")
     real = tmp_path / "real"
     run_cli("profile", SCENARIOS / "seed_two_rows.py", "-o", real, "-q", check=True)
     assert json.loads((real / "summary.json").read_text())["estimate"] is False

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
+from .births import late_births
+from .derivation import node_rules, with_rules
 from .frames import by_kind, events_table, pairs
 from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
 from .consumers import Consumer, gradient_consumers
@@ -44,6 +46,7 @@ class Analysis:
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
+    rules: dict = field(default_factory=dict, repr=False)   # node -> NodeRule: its chain-rule step
 
     @property
     def events(self) -> pd.DataFrame:
@@ -54,7 +57,7 @@ class Analysis:
 
 
 def analyze(trace: Trace) -> Analysis:
-    frames = by_kind(trace)
+    frames = late_births(by_kind(trace))
     snames = storage_names(frames)
     nnames = node_names(frames["node"], snames)
     slots = build_slots(frames, nnames)
@@ -64,7 +67,8 @@ def analyze(trace: Trace) -> Analysis:
     tensors = tensors_table(frames, phase, op, nnames, snames, slots)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors, slots)
-    nodes = nodes_table(steps, frames, tensors, slots)
+    rules = node_rules(frames, snames)
+    nodes = with_rules(nodes_table(steps, frames, tensors, slots), rules)
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     true = true_peak(peak, ground["allocator"], steps, d)
@@ -72,7 +76,7 @@ def analyze(trace: Trace) -> Analysis:
     consumers = gradient_consumers(frames["node_end"], nnames)
     return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
                     at_peak(tensors, steps, frames, slots, consumers, peak),
-                    answer_facts(tensors, nodes, consumers), frames, nnames, d)
+                    answer_facts(tensors, nodes, consumers), frames, nnames, d, rules)
 
 
 __all__ = ["Analysis", "AnswerFacts", "AtPeak", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]

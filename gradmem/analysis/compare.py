@@ -30,7 +30,7 @@ from .timeline import live_at
 
 KEYS = (["name", "created_by", "shape", "dtype"], ["created_by", "shape", "dtype", "role"])
 EXTRA_COLUMNS = ["only_in", "id", "name", "role", "shape", "dtype", "nbytes", "created_by", "alloc_step",
-                 "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of"]
+                 "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of", "value"]
 TOP_STEPS = 5
 
 
@@ -98,6 +98,7 @@ def only_in(analysis, matched: set, label: str) -> pd.DataFrame:
         "lifetime_steps": (t["free_step"].fillna(last + 1) - t["alloc_step"]).astype(int),
         "outlives_backward": (t["free_step"].isna() | (t["free_step"] > end)).astype(bool),
         "grad_of": t["grad_of"].map(lambda g: names.get(int(g), "") if pd.notna(g) else ""),
+        "value": t["value"].where(t["value"].notna(), ""),
     })
     return out[EXTRA_COLUMNS].reset_index(drop=True)
 

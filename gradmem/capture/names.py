@@ -24,6 +24,15 @@ def _user_frame(frame) -> bool:
     return not frame.f_code.co_filename.startswith(SKIP_DIRS)
 
 
+def user_line() -> tuple[str, int] | None:
+    """The program's own file and line running now (the ``torch.tensor(...)`` call behind a
+    ``lift_fresh``), so a report can say where a tensor came from in the user's words."""
+    frame = sys._getframe(1)
+    while frame is not None and not _user_frame(frame):
+        frame = frame.f_back
+    return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
+
+
 def _read_locals(frame) -> list[tuple[str, object]]:
     f_locals = frame.f_locals
     items = list(f_locals.items())

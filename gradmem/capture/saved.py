@@ -24,6 +24,7 @@ import torch
 from ..events import EventKind
 from .cursor import Cursor
 from .recorder import Recorder
+from .values import exact_now
 
 SAVED, UNPACKED, RELEASED = EventKind.SAVED.value, EventKind.UNPACKED.value, EventKind.RELEASED.value
 
@@ -50,6 +51,15 @@ def modified_message(t: torch.Tensor, saved_version: int) -> str:
             "autograd's own check.)")
 
 
+def _stride(t: torch.Tensor):
+    """Strides tell a transposed view (a Linear's weight.T) from its base; none for layouts
+    without them (sparse, nested)."""
+    try:
+        return tuple(t.stride())
+    except RuntimeError:
+        return None
+
+
 class SavedTensorWatcher:
     def __init__(self, rec: Recorder, cursor: Cursor, storages, graph):
         self.rec = rec
@@ -73,9 +83,9 @@ class SavedTensorWatcher:
         sid = self.storages.see(t)
         step = self.cursor.step + 1 if self.cursor.fresh_call else None   # inputs are saved before the op runs
         self.rec.emit(
-            SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
+            SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape), stride=_stride(t),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
-            element_size=t.element_size(),
+            element_size=t.element_size(), value=exact_now(t),
         )
         return pid
 

@@ -18,6 +18,13 @@ def _value(row) -> str:
     return f" = {row['value']}" if isinstance(row["value"], str) and row["value"] else ""
 
 
+def _made(row) -> str:
+    """'`torch.tensor(...)` at line 20 of x.py' or '`mv`': the call as code, the place as words."""
+    made = row.get("made_at") if isinstance(row.get("made_at"), str) else row["created_by"]
+    call, sep, where = made.partition(" at line ")
+    return f"`{call}`" + (f" at line {where}" if sep else "")
+
+
 def _names(rows: pd.DataFrame, limit: int = MAX_LINES) -> str:
     names = [f"`{n}`" for n in rows["name"].head(limit)]
     more = len(rows) - limit
@@ -37,7 +44,7 @@ def saved_section(f) -> dict:
         cost = {"input": " (an input: saving it cost no new bytes)",
                 "parameter": " (a parameter: saving it cost no new bytes)"}.get(r["role"], "")
         used = f", unpacked by {r['unpacked_by']}" if r["unpacked_by"] else ", never unpacked"
-        lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by `{r['created_by']}`, "
+        lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by {_made(r)}, "
                      f"saved for {r['saved_by']}{cost}{used}.")
     _more(lines, len(saved), "see the lifetimes and tensors.csv")
     head = (f"Autograd saved {len(saved):,} tensor(s) for backward; {human_bytes(f.new_saved_bytes)} of them was "

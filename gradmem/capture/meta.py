@@ -59,7 +59,9 @@ def build_meta(settings: Settings, started: str, error: dict | None, rec: Record
 
 def _notes(rec: Recorder, ground_notes) -> tuple:
     notes = dict.fromkeys(e.data["text"] for e in rec.of_kind(EventKind.NOTE))
-    hidden = len(rec.of_kind(EventKind.HIDDEN_SLOT))
+    # slots no hook of ours packed and whose storage is unknown: a slot without any hook
+    # (saved before the capture, a wrapped python number) has its storage, so its bytes count
+    hidden = sum(e.data.get("storage") is None for e in rec.of_kind(EventKind.HIDDEN_SLOT))
     notes.update(dict.fromkeys(ground_notes))
     if hidden:
         notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "

@@ -11,6 +11,9 @@ import click
 from . import __version__
 from .errors import GradmemError, Interrupted, ScenarioError
 
+ENGINES = ("auto", "python", "native")   # as gradmem/capture/native/choose.py (kept torch-free here)
+DEFAULT_ENGINE = "python"
+
 EXAMPLES = """
 \b
 Examples:
@@ -41,6 +44,10 @@ class Progress:
             self.last = now
             where = "backward" if rec.in_backward else "forward"
             click.echo(f"gradmem: {now - self.start:.0f} s, step {rec.step:,} ({where}), {len(rec.events):,} events", err=True)
+
+
+def _engine_progress(line: str) -> None:
+    click.echo(line, err=True)
 
 
 FORMAT_HELP = "Comma-separated report formats, e.g. csv,chrome,memory_viz [default: the standard reports, see docs/reports.md]. trace.jsonl is always written."
@@ -79,7 +86,10 @@ def main() -> None:
               "--device cuda needs no GPU.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Record the CPU allocator's own allocations and frees beside the hooks, to report unattributed bytes.")
-def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify):
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
+              help="Capture engine: python (dispatch mode), native (C++ extension, built on first use; "
+              "falls back to python when it cannot run) or auto. See `gradmem doctor`.")
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, engine):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from .analysis import analyze
     from .render import write_reports
@@ -91,7 +101,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
         values = parse_params(params, sc)
         out_dir = out_dir or Path("reports") / sc.name
         cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
-                                    verify=verify)
+                                    verify=verify, engine=engine, engine_progress=_engine_progress)
         analysis = analyze(cap.trace)
         files = write_reports(analysis, out_dir, force=force, **_formats(formats))
         if not quiet:
@@ -197,6 +207,23 @@ def compare(paths, out_dir, params, device, as_written, force, quiet):
                            f"vs off ({w.headline['kept_count']} storages kept); report in {out_dir / 'as-written'}/")
     except GradmemError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Build the native extension now if it is not built yet (about 30 s of CPU, once).")
+def doctor(build):
+    """Say which capture engine a run will use and why; build the native engine ahead."""
+    from .capture.native import choose, loader
+
+    click.echo(f"compiler: {loader.compiler() or '(none on PATH)'}")
+    click.echo(f"native extension: {loader.cache_dir()} ({'built' if loader.built() else 'not built'})")
+    if build or loader.built():
+        c = choose.choose("auto", progress=_engine_progress)
+    else:
+        c = choose.Choice("python", None, "not built yet (run `gradmem doctor` to build it)")
+    click.echo(f"--engine auto uses: {c.engine} ({c.reason})")
+    click.echo(f"--engine python uses: python; the default is --engine {DEFAULT_ENGINE}")
 
 
 def signed_bytes(n: int) -> str:

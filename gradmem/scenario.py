@@ -127,7 +127,8 @@ def default_device(device: str | None, fake: bool = False):
 
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
-                 on_progress=None, fake: bool = False, verify: bool = True):
+                 on_progress=None, fake: bool = False, verify: bool = True, engine: str = "python",
+                 engine_progress=None):
     """Run the scenario under a capture. Returns the capture, also when the scenario raised
     (then ``capture.trace.meta.status == 'partial'``) together with the exception.
     ``fake=True`` runs it on fake tensors: the same trace, no data allocated (an estimate)."""
@@ -142,7 +143,7 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     if run_device and scenario.main and "device" in scenario.main.params and "device" not in call:
         call["device"] = run_device
     cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad,
-                  fake=fake, verify=verify)
+                  fake=fake, verify=verify, engine=engine, progress=engine_progress)
     cap.rec.on_progress = on_progress
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None

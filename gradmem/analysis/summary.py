@@ -56,6 +56,7 @@ def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, d: pd.Da
         "backward_calls": int(steps["backward"].dropna().nunique()),
         "storages": int(len(tensors)),
         "largest": _top(tensors),
+        "capture_engine": meta.capture_engine, "engine_reason": meta.engine_reason,
         "mode": meta.mode, "estimate": meta.mode == "fake", "retain_grad": meta.retain_grad,
         "cuda_allocator": cuda_allocator.estimate(tensors),
     }

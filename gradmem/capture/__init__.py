@@ -39,6 +39,7 @@ from .calls import CallWatcher
 from .fake import fake_modes
 from .graph import Graph
 from .grads import GradWatcher
+from .native.choose import DEFAULT as DEFAULT_ENGINE, choose as choose_engine
 from .ground import GroundTruth
 from .names import SKIP_DIRS, Namer
 from .ops import OpWatcher
@@ -57,15 +58,23 @@ class Capture:
     """Context manager that records one run; afterwards exposes the trace and tables."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True):
+                 fake: bool = False, verify: bool = True, engine: str = DEFAULT_ENGINE, progress=None):
         self.scenario = scenario
         self.fake = fake
         self.params = dict(params or {})
         self.retain_grad = retain_grad
         self.trace: Trace | None = None
         self._analysis = None
-        self.rec = Recorder()
-        self.storages = Storages(self.rec)
+        self.engine = choose_engine(engine, fake, progress)
+        self.native = self.engine.ext      # the native extension, or None on the Python engine
+        self._native_raw = None
+        if self.native is not None:
+            from .native.engine import NativeRecorder, NativeStorages
+            self.rec = NativeRecorder(self.native)
+            self.storages = NativeStorages(self.rec)
+        else:
+            self.rec = Recorder()
+            self.storages = Storages(self.rec)
         self.graph = Graph(self.rec, self.storages)
         self.grads = GradWatcher(self.rec, self.storages)
         self.namer = Namer(self.rec, self.storages)
@@ -78,15 +87,21 @@ class Capture:
         self._in_node = False
         self._error: dict | None = None
         # fake tensors allocate nothing: there is no allocator record to compare with
-        self.ground = GroundTruth(self.rec, "cpu" if fake else _device(self.params), verify and not fake)
+        # the native engine records the allocator itself; fake tensors allocate nothing
+        self.ground = GroundTruth(self.rec, "cpu" if fake else _device(self.params),
+                                  verify and not fake and self.native is None)
 
     # -- entering and leaving -------------------------------------------------------------
     def __enter__(self) -> "Capture":
         self._started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         self.namer.entry = sys._getframe(1)
         self._modes = fake_modes() if self.fake else []   # below our modes: they see fake outputs
-        self._modes += [self.saved, CallWatcher(self, self.retain_grad), OpWatcher(self)]
+        self._modes += [self.saved, CallWatcher(self, self.retain_grad)]
+        if self.native is None:
+            self._modes.append(OpWatcher(self))
         self.ground.start()
+        if self.native is not None:
+            self.native.start(1)
         entered = []
         try:
             for mode in self._modes:
@@ -95,6 +110,7 @@ class Capture:
         except BaseException:
             for mode in reversed(entered):
                 mode.__exit__(None, None, None)
+            self._stop_native()
             self.ground.stop()
             raise
         return self
@@ -105,6 +121,7 @@ class Capture:
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
+            self._stop_native()
             self.namer.entry = None
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
@@ -116,11 +133,20 @@ class Capture:
         self.rec.emit(KIND.ERROR, type=type(exc).__name__, message=str(exc), file=file, line=line)
         self._error = {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
 
+    def _stop_native(self) -> None:
+        if self.native is not None and self._native_raw is None and self.native.running():
+            self._native_raw = self.native.stop()
+
     def finish(self) -> Trace:
         if self.trace is None:
+            self._stop_native()
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
+            if self._native_raw is not None:
+                from .native.engine import merge
+                merge(self.rec, self._native_raw, self.graph._ids)
+                self._native_raw = None
             error = self._error
             meta = Meta(
                 scenario=self.scenario, params=self.params, device=_device(self.params),
@@ -128,7 +154,7 @@ class Capture:
                 python_version=platform.python_version(), started_at=self._started,
                 status="partial" if error else "complete", error=error,
                 notes=(FAKE_NOTE,) * self.fake + self._notes(), mode="fake" if self.fake else "real",
-                retain_grad=self.retain_grad,
+                retain_grad=self.retain_grad, capture_engine=self.engine.engine, engine_reason=self.engine.reason,
             )
             self.trace = Trace(meta, self.rec.sorted_events())
         return self.trace
@@ -217,7 +243,9 @@ class Capture:
         leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
         for leaf in leaves:
             self.tensor_facts(leaf)
-        handles = self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
+        # node steps and ends come from the native recorder when it runs
+        node_hooks = self.graph.hook_nodes(grad_fns) if self.native is None else []
+        handles = node_hooks + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
         del leaves, grad_fns
         rec.backward_index += 1
         rec.emit(KIND.BACKWARD_BEGIN, index=rec.backward_index, call=kind,
@@ -225,11 +253,15 @@ class Capture:
                  retain_graph=bool(kwargs.get("retain_graph")), create_graph=bool(kwargs.get("create_graph")))
         del roots
         rec.in_backward += 1
+        if self.native is not None:
+            self.native.set_backward(rec.backward_index)
         outer_create_graph, self._create_graph = self._create_graph, bool(kwargs.get("create_graph"))
         try:
             return func(*args, **kwargs)
         finally:
             rec.in_backward -= 1
+            if self.native is not None:
+                self.native.set_backward(rec.backward_index if rec.in_backward else 0)
             self._create_graph = outer_create_graph
             for h in handles:
                 h.remove()
@@ -317,11 +349,13 @@ def _version() -> str:
 
 
 def capture(scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-            fake: bool = False, verify: bool = True) -> Capture:
+            fake: bool = False, verify: bool = True, engine: str = DEFAULT_ENGINE) -> Capture:
     """Record what a block of PyTorch code allocates, saves and frees; see ``Capture``.
     ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated.
-    ``verify=False`` skips the allocator's own record (see GroundTruth)."""
-    return Capture(scenario, params, retain_grad, fake, verify)
+    ``verify=False`` skips the allocator's own record (see GroundTruth).
+    ``engine``: ``python`` (dispatch mode), ``native`` (C++ extension, built on first use)
+    or ``auto`` (native where it can run); see ``native/choose.py``."""
+    return Capture(scenario, params, retain_grad, fake, verify, engine)
 
 
 class _CallableModule(types.ModuleType):

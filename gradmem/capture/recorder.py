@@ -21,6 +21,8 @@ from ..trace import KIND, Event
 
 
 class Recorder:
+    counts_steps = True   # steps are numbered here (the native engine's are its own)
+
     def __init__(self, clock: Callable[[], int] = time.perf_counter_ns):
         self.clock = clock
         self.events: list[tuple] = []

@@ -61,7 +61,8 @@ class SavedTensorWatcher:
     def pack(self, t: torch.Tensor) -> Packed:
         pid = next(self._next)
         sid = self.storages.see(t)
-        step = self.rec.step + 1 if self.fresh_call else None   # inputs are saved before the op runs
+        # inputs are saved before the op runs (the native engine knows the op's own step)
+        step = self.rec.step + 1 if self.fresh_call and self.rec.counts_steps else None
         self.rec.emit(
             KIND.SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),

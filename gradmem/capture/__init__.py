@@ -66,6 +66,7 @@ class Capture:
         self.trace: Trace | None = None
         self._analysis = None
         self.engine = choose_engine(engine, fake, progress)
+        self._engine_asked = engine
         self.native = self.engine.ext      # the native extension, or None on the Python engine
         self._native_raw = None
         if self.native is not None:
@@ -163,6 +164,8 @@ class Capture:
         notes = dict.fromkeys(e.data["text"] for e in self.rec.of_kind(KIND.NOTE))
         hidden = len(self.rec.of_kind(KIND.HIDDEN_SLOT))
         notes.update(dict.fromkeys(self.ground.notes))
+        if self._engine_asked != "python" and self.engine.engine == "python":   # asked for native: say why not
+            notes[f"captured by the Python engine: {self.engine.reason}"] = None
         if hidden:
             notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "
                   "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed"] = None

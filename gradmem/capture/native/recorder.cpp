@@ -14,6 +14,8 @@
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/node.h>
 #include <torch/csrc/profiler/orchestration/observer.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -71,6 +73,7 @@ struct Alloc {
   int32_t op;          // attributed op (-1: outside any op frame)
   int8_t device_type, device_index;
   bool claimed = false, factory = false, grad_args = false, recompute = false;
+  bool by_python = false;   // claimed by a Python hook (a pack) before its op returned
   int32_t claim_op = -1;
   std::string dtype, value;
   std::vector<int64_t> shape;
@@ -88,7 +91,8 @@ struct NodeEnd {
 };
 
 struct Frame {
-  std::vector<int64_t> grads_in;   // a backward node's incoming gradients
+  c10::intrusive_ptr<torch::autograd::Node> node;   // an evaluate_function frame's node
+  uintptr_t hook = 0;                                // and the post-hook we put on it
   int32_t op;        // attributed op for allocations made here (-1 none)
   int64_t serial;    // step of this frame (-1: none yet)
   bool boundary;     // a backward node (evaluate_function or BACKWARD_FUNCTION)
@@ -185,6 +189,28 @@ bool ours() {
 
 struct Ctx : public at::ObserverContext {};
 
+int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value);
+
+// A node's end, as the Python engine's node post-hook sees it: after the engine has
+// checked (and summed to shape) the gradients it produced, before they go on. Put on the
+// node for the span of its evaluate_function frame only.
+struct EndHook : public torch::autograd::FunctionPostHook {
+  int64_t serial;
+  explicit EndHook(int64_t s) : serial(s) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& inputs) override {
+    if (g_rec == nullptr) return outputs;
+    Recorder& r = *g_rec;
+    std::lock_guard<std::mutex> g(r.mu);
+    r.ref(serial);   // every node that ran is a step, as on the Python engine
+    NodeEnd e{now_ns(), serial, {}, {}};
+    for (const auto& t : inputs) e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+    for (const auto& t : outputs) e.grads_out.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+    r.node_ends.push_back(std::move(e));
+    return outputs;
+  }
+};
+
 // -- op frames ---------------------------------------------------------------------------------
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (!ours()) return nullptr;
@@ -193,7 +219,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
-  Frame f{{}, -1, -1, false, r.allocs.size(), false};
+  Frame f{{}, 0, -1, -1, false, r.allocs.size(), false};
   if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
     f.boundary = true;
     if (parent != nullptr && parent->boundary && parent->serial >= 0 && r.steps[parent->serial].seq_nr == -2) {
@@ -206,6 +232,8 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   } else if (info.evaluate) {
     f.boundary = true;
     f.serial = r.new_step(op, 1, -2);   // -2: the node's name and number come from its frame
+    f.node = torch::autograd::get_current_node();
+    if (f.node) f.hook = f.node->add_post_hook(std::make_unique<EndHook>(f.serial));
   } else if (parent != nullptr && parent->op >= 0) {
     f.op = parent->op;               // inside an op: its allocations are the outer op's
     f.serial = parent->serial;
@@ -221,14 +249,12 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   return std::make_unique<Ctx>();
 }
 
-int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value);
-
 void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
   if (ctx == nullptr || t_frames.empty() || g_rec == nullptr) return;
+  Frame f = std::move(t_frames.back());   // destroyed after the lock is released: dropping
+  t_frames.pop_back();                    // a node may free memory, which reports here
   Recorder& r = *g_rec;
   std::lock_guard<std::mutex> g(r.mu);
-  Frame f = std::move(t_frames.back());
-  t_frames.pop_back();
   int32_t own = r.intern(fn);
   if (f.attributed) {
     bool value = !r.ops[f.op].uninitialized;
@@ -244,32 +270,7 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
     for (const auto& out : fn.outputs())
       if (out.isTensor()) claim_locked(r, out.toTensor(), own, true);
   }
-  if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
-    NodeEnd e{now_ns(), f.serial, std::move(f.grads_in), {}};
-    // what outlives the node's apply is what it hands on (AccumulateGrad hands on nothing:
-    // what it made is the .grad)
-    if (r.ops[own].full != "torch::autograd::AccumulateGrad")
-    for (size_t i = f.first_alloc; i < r.allocs.size(); ++i) {
-      Alloc& a = r.allocs[i];
-      if (a.serial == f.serial && a.t_free < 0 && a.claimed) e.grads_out.push_back(a.sid);
-    }
-    r.node_ends.push_back(std::move(e));
-  }
-}
-
-// grads a backward node receives, read from its inputs when it begins
-std::unique_ptr<at::ObserverContext> on_node_enter(const at::RecordFunction& fn) {
-  if (!ours()) return nullptr;
-  Recorder& r = *g_rec;
-  std::lock_guard<std::mutex> g(r.mu);
-  if (t_frames.empty() || !t_frames.back().boundary) return nullptr;   // on_enter runs first
-  auto& grads = t_frames.back().grads_in;
-  for (const auto& in : fn.inputs()) {
-    int64_t sid = 0;
-    if (in.isTensor() && in.toTensor().defined()) sid = claim_locked(r, in.toTensor(), -1, false);
-    grads.push_back(sid);
-  }
-  return nullptr;
+  if (f.node && f.hook) f.node->del_post_hook(f.hook);
 }
 
 // -- values ------------------------------------------------------------------------------------
@@ -357,6 +358,15 @@ int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value) {
     a.factory = a.claim_op >= 0 && r.ops[a.claim_op].factory;
     a.grad_args = t.requires_grad();
     if (value) a.value = preview(t);
+  } else if (a.by_python && op >= 0 && op == a.claim_op) {
+    // autograd saved the output inside its op (exp's result): the op's own output
+    // describes it, with its value, as the Python engine records it at the op's return
+    a.by_python = false;
+    a.dtype = dtype_name(t.scalar_type());
+    a.shape = t.sizes().vec();
+    a.factory = r.ops[op].factory;
+    a.grad_args = t.requires_grad();
+    if (value) a.value = preview(t);
   } else if (op >= 0 && r.ops[op].shortn.rfind("lift", 0) == 0 && a.claim_op >= 0 &&
              r.ops[a.claim_op].uninitialized) {
     a.claim_op = op;   // torch.tensor(data): made by `empty`, named by lift_fresh
@@ -403,7 +413,7 @@ struct State : public ProfilerStateBase {
 struct Session {
   Recorder rec;
   std::shared_ptr<State> state;
-  at::CallbackHandle fn_handle = 0, node_handle = 0;
+  at::CallbackHandle fn_handle = 0;
   std::atomic<int64_t> next_sid;
 
   explicit Session(int64_t first_sid) : next_sid(first_sid) { rec.next_sid = &next_sid; }
@@ -423,14 +433,11 @@ void start(int64_t first_sid) {
   g_session->fn_handle = at::addGlobalCallback(
       at::RecordFunctionCallback(on_enter, on_exit).needsOutputs(true).scopes(
           {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
-  g_session->node_handle = at::addGlobalCallback(
-      at::RecordFunctionCallback(on_node_enter).needsInputs(true).scopes({at::RecordScope::BACKWARD_FUNCTION}));
 }
 
 py::dict stop() {
   TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
   at::removeCallback(g_session->fn_handle);
-  at::removeCallback(g_session->node_handle);
   auto top = c10::ThreadLocalDebugInfo::_peek(c10::DebugInfoKind::PROFILER_STATE);
   if (top.get() == g_session->state.get()) c10::ThreadLocalDebugInfo::_pop(c10::DebugInfoKind::PROFILER_STATE);
   Recorder& r = g_session->rec;
@@ -511,6 +518,7 @@ int64_t claim(uintptr_t ptr, const std::string& dtype, const std::vector<int64_t
     a.claimed = true;
     a.sid = r.next_sid->fetch_add(1);
     a.claim_op = a.op;
+    a.by_python = true;
     a.dtype = dtype;
     a.shape = shape;
     a.grad_args = requires_grad;

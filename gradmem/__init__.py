@@ -6,9 +6,8 @@ re-rendered anywhere.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .trace import Trace, read_trace, write_trace  # noqa: E402
+from .trace import Trace, read_trace, write_trace
+from .version import __version__
 
 
 def __getattr__(name: str):

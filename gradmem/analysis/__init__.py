@@ -1,7 +1,11 @@
 """Analysis: events become DataFrames, then pure passes. Imports no torch.
 
-``analyze(trace)`` is the recipe: frames by kind, node names, the per-storage table with
-roles, steps with live bytes by role, the per-node table, the summary.
+``analyze(trace)`` is the recipe: frames by kind, node names, the saved slots, the
+per-storage table with roles, steps with live bytes by role, the per-node table, the peak,
+the summary, and the facts the reports word (which node consumed each gradient, what was
+alive at the peak and why, the storages the plain answer names). Every fact is worked out
+here once; render only formats the ``Analysis`` (see docs/reports.md, "The analysis, from
+Python").
 """
 from __future__ import annotations
 
@@ -11,12 +15,15 @@ import pandas as pd
 
 from ..trace import Trace
 from .frames import by_kind, events_table, pairs
+from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
+from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
 from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
+from .slots import Slots, build_slots
 from .story import story
 from .storages import tensors_table
-from .summary import summarize
+from .summary import Peak, Summary, find_peak, summarize
 from .timeline import deltas, live_by_step, steps_frame
 
 
@@ -26,7 +33,13 @@ class Analysis:
     tensors: pd.DataFrame
     steps: pd.DataFrame
     nodes: pd.DataFrame
-    summary: dict
+    summary: Summary
+    peak: Peak                                   # the peak, with its place in the event log
+    backward_peak: Peak                          # the highest point within backward
+    slots: Slots = field(repr=False)             # saved slots: pack -> storage, owner, events
+    consumers: dict = field(repr=False)          # {gradient storage: Consumer}
+    at_peak: AtPeak = field(repr=False)          # what was alive at the peak, and why
+    answer_facts: AnswerFacts = field(repr=False)   # the storages the plain answer speaks of
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
@@ -36,23 +49,28 @@ class Analysis:
         return events_table(self.frames)
 
     def story(self) -> list[str]:
-        return story(self.trace, self.tensors, self.steps, self.frames, self.node_names)
+        return story(self.trace, self.tensors, self.steps, self.slots, self.node_names)
 
 
 def analyze(trace: Trace) -> Analysis:
     frames = by_kind(trace)
     snames = storage_names(frames)
     nnames = node_names(frames["node"], snames)
+    slots = build_slots(frames, nnames)
     steps = steps_frame(frames, nnames)
     phase = steps.set_index("step")["phase"]
     op = pairs(steps["step"], steps["op"])
-    tensors = tensors_table(frames, phase, op, nnames, snames)
+    tensors = tensors_table(frames, phase, op, nnames, snames, slots)
     d = deltas(tensors)
-    steps = annotate_steps(live_by_step(steps, d), frames, tensors)
-    nodes = nodes_table(steps, frames, tensors)
+    steps = annotate_steps(live_by_step(steps, d), frames, tensors, slots)
+    nodes = nodes_table(steps, frames, tensors, slots)
     steps, ground = reconcile(frames, steps, tensors)
-    summary = {**summarize(trace, tensors, steps, d), **ground}
-    return Analysis(trace, tensors, steps, nodes, summary, frames, nnames, d)
+    peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
+    summary = summarize(trace, tensors, steps, peak, backward_peak, ground)
+    consumers = gradient_consumers(frames["node_end"], nnames)
+    return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
+                    at_peak(tensors, steps, frames, slots, consumers, peak),
+                    answer_facts(tensors, nodes, consumers), frames, nnames, d)
 
 
-__all__ = ["Analysis", "analyze", "storage_names"]
+__all__ = ["Analysis", "AnswerFacts", "AtPeak", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]

@@ -26,7 +26,6 @@ from difflib import SequenceMatcher
 import pandas as pd
 
 from ..roles import ROLE_ORDER
-from .summary import peak_of
 from .timeline import live_at
 
 KEYS = (["name", "created_by", "shape", "dtype"], ["created_by", "shape", "dtype", "role"])
@@ -127,14 +126,14 @@ def end_of_backward(steps: pd.DataFrame) -> pd.Series:
 def role_table(a, b) -> pd.DataFrame:
     """Bytes by role at each run's peak and at the end of its backward pass."""
     ea, eb = end_of_backward(a.steps), end_of_backward(b.steps)
-    pa, pb = a.summary["peak_by_role"], b.summary["peak_by_role"]
+    pa, pb = a.summary.peak_by_role, b.summary.peak_by_role
     rows = []
     for role in ROLE_ORDER:
         row = {"role": role, "peak_a": int(pa.get(role, 0)), "peak_b": int(pb.get(role, 0)),
                "end_a": int(ea.get(f"live_{role}", 0)), "end_b": int(eb.get(f"live_{role}", 0))}
         if any(row[k] for k in ("peak_a", "peak_b", "end_a", "end_b")):
             rows.append(row)
-    rows.append({"role": "total", "peak_a": a.summary["peak_bytes"], "peak_b": b.summary["peak_bytes"],
+    rows.append({"role": "total", "peak_a": a.summary.peak_bytes, "peak_b": b.summary.peak_bytes,
                  "end_a": int(ea["live_bytes"]), "end_b": int(eb["live_bytes"])})
     t = pd.DataFrame(rows)
     t.insert(3, "peak_diff", t["peak_b"] - t["peak_a"])
@@ -193,11 +192,6 @@ def differ_most(aligned: pd.DataFrame, n: int = TOP_STEPS) -> pd.DataFrame:
 
 
 # -- the headline -----------------------------------------------------------------------------
-def _peak(analysis) -> tuple[int, int, int]:
-    phase = dict(zip(analysis.steps["step"], analysis.steps["phase"]))
-    return peak_of(analysis.timeline, phase)
-
-
 def _row_of(aligned: pd.DataFrame, side: str, step: int) -> int:
     hit = aligned.index[aligned[f"step_{side}"] == step]
     return int(aligned.at[hit[0], "row"]) if len(hit) else -1
@@ -213,42 +207,32 @@ def kept_rows(a, kept: pd.DataFrame) -> list[dict]:
     """Each storage B kept past backward; for a retained gradient, what became of the
     gradient that flowed through that tensor in A (``grad(error)``): when A freed it."""
     ta = a.tensors.set_index("name")
-    consumers = _consumers(a.nodes)
     rows = []
     for r in kept.itertuples():
         flow = f"grad({r.grad_of})" if r.grad_of else ""
         hit = ta.loc[[flow]] if flow in ta.index else None
         free = hit["free_step"].iloc[0] if hit is not None and len(hit) == 1 else pd.NA
+        consumer = a.consumers.get(int(hit["id"].iloc[0])) if hit is not None else None
         rows.append({"name": r.name, "role": r.role, "nbytes": int(r.nbytes), "alloc_step": int(r.alloc_step),
                      "free_step": None if pd.isna(r.free_step) else int(r.free_step), "grad_of": r.grad_of,
                      "flow": flow if hit is not None else "", "flow_free_step": None if pd.isna(free) else int(free),
                      "flow_freed_after": str(hit["freed_after"].iloc[0]) if hit is not None and pd.notna(free) else "",
                      "flow_made_by": str(hit["created_by"].iloc[0]) if hit is not None else "",
-                     "consumer": consumers.get(flow, ("", None))[0], "consumer_step": consumers.get(flow, ("", None))[1]})
+                     "consumer": consumer.name if consumer else "", "consumer_step": consumer.step if consumer else None})
     return rows
 
 
-def _consumers(nodes: pd.DataFrame) -> dict[str, tuple[str, int]]:
-    """{gradient name: (first backward node that took it in, its step)}."""
-    out: dict[str, tuple[str, int]] = {}
-    for step, name, grads_in in zip(nodes["step"], nodes["name"], nodes["grads_in"]):
-        for g in str(grads_in or "").split(";"):
-            if g:
-                out.setdefault(g, (str(name), int(step)))
-    return out
-
-
 def headline(a, b, labels, extra: pd.DataFrame, aligned: pd.DataFrame) -> dict:
-    (pa, _, sa), (pb, seq_b, sb) = _peak(a), _peak(b)
+    pa, sa, pb, sb = a.peak.bytes, a.peak.step, b.peak.bytes, b.peak.step
     ea, eb = end_of_backward(a.steps), end_of_backward(b.steps)
     only_b = extra[extra["only_in"] == labels[1]]
     only_a = extra[extra["only_in"] == labels[0]]
     kept = only_b[only_b["outlives_backward"]]
-    at_peak = _extras_live(b, extra, labels[1], seq_b)
+    at_peak = _extras_live(b, extra, labels[1], b.peak.seq)
     return {
         "labels": list(labels),
-        "peak_a": pa, "peak_step_a": sa, "peak_op_a": a.summary["peak_op"], "peak_row_a": _row_of(aligned, "a", sa),
-        "peak_b": pb, "peak_step_b": sb, "peak_op_b": b.summary["peak_op"], "peak_row_b": _row_of(aligned, "b", sb),
+        "peak_a": pa, "peak_step_a": sa, "peak_op_a": a.peak.op, "peak_row_a": _row_of(aligned, "a", sa),
+        "peak_b": pb, "peak_step_b": sb, "peak_op_b": b.peak.op, "peak_row_b": _row_of(aligned, "b", sb),
         "peak_diff": pb - pa,
         "end_a": int(ea["live_bytes"]), "end_b": int(eb["live_bytes"]),
         "end_step_a": int(ea["step"]), "end_step_b": int(eb["step"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .frames import joined, pairs
+from .slots import Slots
 
 
 def _missing(v) -> bool:
@@ -20,16 +21,15 @@ def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "stora
     return joined(frame["step"], [_label(names, s) for s in frame[key].tolist()])
 
 
-def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
+def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:
     names = pairs(tensors["id"], tensors["name"])
-    storage_of = pairs(frames["saved"]["pack"], frames["saved"]["storage"])
     alloc = frames["alloc"][~frames["alloc"]["preexisting"].astype(bool)]
     cols = {
         "allocated": _names_by_step(alloc, names),
         "freed": _names_by_step(frames["free"], names),
-        "saved": _names_by_step(frames["saved"], names),
-        "unpacked": _names_by_step(frames["unpacked"].assign(storage=lambda d: d["pack"].map(storage_of)), names),
-        "released": _names_by_step(frames["released"].assign(storage=lambda d: d["pack"].map(storage_of)), names),
+        "saved": _names_by_step(slots.saved, names),
+        "unpacked": _names_by_step(slots.unpacked, names),
+        "released": _names_by_step(slots.released, names),
     }
     out = steps.copy()
     for col, by_step in cols.items():
@@ -44,11 +44,11 @@ NODE_COLUMNS = [
 ]
 
 
-def _used_by_node(frames: dict, storage_of: dict) -> dict[int, list[int]]:
+def _used_by_node(slots: Slots) -> dict[int, list[int]]:
     """{node: the storages it unpacked, in order}."""
     used: dict[int, list[int]] = {}
-    for node, pack in zip(frames["unpacked"]["node"], frames["unpacked"]["pack"]):
-        sid = storage_of.get(pack)
+    for node, pack in zip(slots.unpacked["node"], slots.unpacked["pack"]):
+        sid = slots.storage_of.get(pack)
         if pd.notna(node) and sid is not None:
             seen = used.setdefault(int(node), [])
             if sid not in seen:
@@ -56,12 +56,12 @@ def _used_by_node(frames: dict, storage_of: dict) -> dict[int, list[int]]:
     return used
 
 
-def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> pd.DataFrame:
+def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:
     """One row per backward node run, in execution order."""
     names = pairs(tensors["id"], tensors["name"])
     nbytes = pairs(tensors["id"], tensors["nbytes"])
     made_by = pairs(tensors["id"], tensors["created_by"])
-    used = _used_by_node(frames, pairs(frames["saved"]["pack"], frames["saved"]["storage"]))
+    used = _used_by_node(slots)
     ends = frames["node_end"].drop_duplicates("node", keep="last")
     grads = {int(n): (i, o) for n, i, o in zip(ends["node"], ends["grads_in"], ends["grads_out"])}
     label = lambda ids: ";".join(_label(names, i) for i in ids or [] if i is not None)  # noqa: E731

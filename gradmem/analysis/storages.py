@@ -6,7 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ..roles import Role
-from .frames import joined, pairs
+from .frames import joined
+from .slots import Slots
 
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
@@ -43,24 +44,16 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     return t
 
 
-def _owners(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
-    return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"], frame["field"])]
-
-
-def add_saved(t: pd.DataFrame, frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
-    saved, slot = frames["saved"], frames["slot"].drop_duplicates("pack")
-    owner = dict(zip(slot["pack"], _owners(slot, node_name)))
-    owners = [owner.get(p, OUTSIDE_GRAPH) for p in saved["pack"]]
-    hidden = frames["hidden_slot"].dropna(subset=["storage"])   # saved before the capture
-    by = joined(list(saved["storage"]) + list(hidden["storage"]), owners + _owners(hidden, node_name))
+def add_saved(t: pd.DataFrame, slots: Slots, node_name: dict[int, str]) -> pd.DataFrame:
+    saved = slots.saved
+    owners = [slots.owner.get(p, OUTSIDE_GRAPH) for p in saved["pack"]]
+    by = joined(list(saved["storage"]) + list(slots.hidden["storage"]), owners + list(slots.hidden["owner"]))
     t["saved_by"] = [by.get(i, "") for i in t["id"]]
-    storage_of = pairs(saved["pack"], saved["storage"])
-    unp = frames["unpacked"]
+    unp = slots.unpacked
     users = [node_name.get(int(n), "") if pd.notna(n) else "(outside backward)" for n in unp["node"]]
-    used = joined([storage_of.get(p) for p in unp["pack"]], users)
+    used = joined(unp["storage"].tolist(), users)
     t["unpacked_by"] = [used.get(i, "") for i in t["id"]]
-    rel = frames["released"].assign(storage=lambda d: d["pack"].map(storage_of))
-    t["released_step"] = t["id"].map(rel.groupby("storage")["step"].max()).astype("Int64")
+    t["released_step"] = t["id"].map(slots.released.groupby("storage")["step"].max()).astype("Int64")
     return t
 
 
@@ -133,9 +126,9 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
 
 
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
-                  names: dict[int, str]) -> pd.DataFrame:
+                  names: dict[int, str], slots: Slots) -> pd.DataFrame:
     t = base_table(frames, step_phase, step_op)
-    t = add_saved(t, frames, node_name)
+    t = add_saved(t, slots, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)
     t["name"] = t["id"].map(names)

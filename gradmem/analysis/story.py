@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..trace import Trace
+from .slots import Slots
 from .storages import OUTSIDE_GRAPH
 
 
@@ -62,9 +63,6 @@ def _line(ev, lab: _Labels) -> str | None:
     return None
 
 
-def story(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, node_name: dict) -> list[str]:
-    slot = frames["slot"]
-    owner = {int(p): f"{node_name.get(int(n), n)}.{f}" for p, n, f in zip(slot["pack"], slot["node"], slot["field"])}
-    storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
-    lab = _Labels(tensors, steps, node_name, owner, storage_of)
+def story(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, slots: Slots, node_name: dict) -> list[str]:
+    lab = _Labels(tensors, steps, node_name, slots.owner, slots.storage_of)
     return [line for line in (_line(ev, lab) for ev in trace.events) if line]

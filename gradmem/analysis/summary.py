@@ -1,5 +1,13 @@
-"""The headline numbers: the peak, when it happened, and what was live then, by role."""
+"""The headline numbers: the peak, when it happened, and what was live then, by role.
+
+``Summary`` is typed (one field per key of summary.json, in the file's order) and still
+reads like the dict it replaced (``summary["peak_bytes"]``, ``summary.get("rss")``), because
+``Capture.summary`` is documented that way and summary.json is written from it key for key.
+"""
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 import pandas as pd
 
@@ -10,6 +18,70 @@ from .frames import pairs
 from .timeline import live_at
 
 TOP_N = 10
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The highest running total of tracked bytes, and where it sits in the event log."""
+    bytes: int
+    seq: int        # the event right after which it was reached (-1: nothing was recorded)
+    step: int
+    op: str
+    phase: str
+
+
+@dataclass(frozen=True, eq=False)
+class Summary(Mapping):
+    """summary.json as a value. Field order is the file's key order (docs/reports.md)."""
+    scenario: str
+    params: dict
+    device: str
+    status: str
+    error: dict | None
+    notes: list
+    torch_version: str
+    gradmem_version: str
+    peak_bytes: int
+    peak_step: int
+    peak_op: str
+    peak_phase: str
+    peak_by_role: dict
+    live_at_peak: list
+    backward_peak_bytes: int
+    backward_peak_step: int
+    bytes_by_role_at_end: dict
+    steps: int
+    forward_steps: int
+    backward_nodes: int
+    backward_calls: int
+    storages: int
+    largest: list
+    capture_engine: str
+    engine_reason: str
+    mode: str
+    estimate: bool
+    retain_grad: str
+    cuda_allocator: dict | None
+    allocator: dict
+    rss: dict
+
+    def __getitem__(self, key: str):
+        if key not in _KEYS:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(_KEYS)
+
+    def __len__(self) -> int:
+        return len(_KEYS)
+
+    def as_dict(self) -> dict:
+        """The plain dict summary.json is written from (nested values are not copied)."""
+        return {k: getattr(self, k) for k in _KEYS}
+
+
+_KEYS = tuple(f.name for f in fields(Summary))
 
 
 def _by_role(frame: pd.DataFrame) -> dict[str, int]:
@@ -33,30 +105,35 @@ def peak_of(d: pd.DataFrame, phase_of_step: dict, phase: str | None = None) -> t
     return int(d.at[i, "live"]), int(d.at[i, "seq"]), int(d.at[i, "step"])
 
 
-def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, d: pd.DataFrame) -> dict:
+def find_peak(d: pd.DataFrame, steps: pd.DataFrame, phase: str | None = None) -> Peak:
+    """The peak of the timeline ``d`` (optionally within one phase), with its step's op and phase."""
     phase_of = pairs(steps["step"], steps["phase"])
-    op_of = pairs(steps["step"], steps["op"])
-    peak, peak_seq, peak_step = peak_of(d, phase_of)
-    bw_peak, _, bw_step = peak_of(d, phase_of, "backward")
-    at_peak = live_at(tensors, peak_seq)
+    nbytes, seq, step = peak_of(d, phase_of, phase)
+    return Peak(nbytes, seq, step, pairs(steps["step"], steps["op"]).get(step, ""), phase_of.get(step, ""))
+
+
+def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, peak: Peak, backward_peak: Peak,
+              ground: dict) -> Summary:
+    at_peak = live_at(tensors, peak.seq)
     at_end = tensors[tensors["free_seq"].isna()]
     meta = trace.meta
-    return {
-        "scenario": meta.scenario, "params": meta.params, "device": meta.device,
-        "status": meta.status, "error": meta.error, "notes": list(meta.notes),
-        "torch_version": meta.torch_version, "gradmem_version": meta.gradmem_version,
-        "peak_bytes": peak, "peak_step": peak_step, "peak_op": op_of.get(peak_step, ""),
-        "peak_phase": phase_of.get(peak_step, ""), "peak_by_role": _by_role(at_peak),
-        "live_at_peak": _top(at_peak),
-        "backward_peak_bytes": bw_peak, "backward_peak_step": bw_step,
-        "bytes_by_role_at_end": _by_role(at_end),
-        "steps": int(steps["step"].max()) if len(steps) else 0,
-        "forward_steps": int((steps["phase"] == "forward").sum()),
-        "backward_nodes": int(steps["node"].notna().sum()),
-        "backward_calls": int(steps["backward"].dropna().nunique()),
-        "storages": int(len(tensors)),
-        "largest": _top(tensors),
-        "capture_engine": meta.capture_engine, "engine_reason": meta.engine_reason,
-        "mode": meta.mode, "estimate": meta.mode == "fake", "retain_grad": meta.retain_grad,
-        "cuda_allocator": cuda_allocator.estimate(tensors),
-    }
+    return Summary(
+        scenario=meta.scenario, params=meta.params, device=meta.device,
+        status=meta.status, error=meta.error, notes=list(meta.notes),
+        torch_version=meta.torch_version, gradmem_version=meta.gradmem_version,
+        peak_bytes=peak.bytes, peak_step=peak.step, peak_op=peak.op,
+        peak_phase=peak.phase, peak_by_role=_by_role(at_peak),
+        live_at_peak=_top(at_peak),
+        backward_peak_bytes=backward_peak.bytes, backward_peak_step=backward_peak.step,
+        bytes_by_role_at_end=_by_role(at_end),
+        steps=int(steps["step"].max()) if len(steps) else 0,
+        forward_steps=int((steps["phase"] == "forward").sum()),
+        backward_nodes=int(steps["node"].notna().sum()),
+        backward_calls=int(steps["backward"].dropna().nunique()),
+        storages=int(len(tensors)),
+        largest=_top(tensors),
+        capture_engine=meta.capture_engine, engine_reason=meta.engine_reason,
+        mode=meta.mode, estimate=meta.mode == "fake", retain_grad=meta.retain_grad,
+        cuda_allocator=cuda_allocator.estimate(tensors),
+        allocator=ground["allocator"], rss=ground["rss"],
+    )

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..analysis.timeline import live_at
 from .units import human_bytes
 
 MAX_LINES = 10
+_NONE = pd.DataFrame({"name": [], "role": []})   # a node step that freed nothing
 
 
 def _value(row) -> str:
@@ -30,8 +30,8 @@ def _more(lines: list[str], total: int, where: str) -> list[str]:
     return lines
 
 
-def saved_section(t: pd.DataFrame) -> dict:
-    saved = t[t["saved_by"] != ""].sort_values("alloc_seq")
+def saved_section(f) -> dict:
+    saved = f.saved
     lines = []
     for r in saved.head(MAX_LINES).to_dict("records"):
         cost = {"input": " (an input: saving it cost no new bytes)",
@@ -40,32 +40,28 @@ def saved_section(t: pd.DataFrame) -> dict:
         lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by `{r['created_by']}`, "
                      f"saved for {r['saved_by']}{cost}{used}.")
     _more(lines, len(saved), "see the lifetimes and tensors.csv")
-    new = saved[saved["role"] == "activation"]["nbytes"].sum()
-    head = (f"Autograd saved {len(saved):,} tensor(s) for backward; {human_bytes(new)} of them was new memory "
-            f"(activations).") if len(saved) else "Autograd saved no tensor for backward."
-    unsaved = t[t["role"] == "intermediate"].sort_values("alloc_seq")
+    head = (f"Autograd saved {len(saved):,} tensor(s) for backward; {human_bytes(f.new_saved_bytes)} of them was "
+            f"new memory (activations).") if len(saved) else "Autograd saved no tensor for backward."
+    unsaved = f.intermediates
     if len(unsaved):
         lines.append(f"Not saved: {_names(unsaved)}. Backward never needed their values.")
     return {"head": head, "lines": lines}
 
 
-def peak_section(analysis, peak_seq: int) -> dict:
-    s, t, steps = analysis.summary, analysis.tensors, analysis.steps.set_index("step")
-    step = s["peak_step"]
-    before = int(steps["live_bytes"].shift(1).fillna(0).get(step, 0))
-    live = live_at(t, peak_seq)
-    made = live[live["alloc_step"] == step].sort_values("alloc_seq")
-    head = f"The peak: {human_bytes(s['peak_bytes'])} at step {step}, during `{s['peak_op']}` ({s['peak_phase']})."
+def peak_section(analysis) -> dict:
+    s, before, made = analysis.summary, analysis.at_peak.before_bytes, analysis.at_peak.made
+    step = s.peak_step
+    head = f"The peak: {human_bytes(s.peak_bytes)} at step {step}, during `{s.peak_op}` ({s.peak_phase})."
     lines = [f"{human_bytes(before)} were live before that step; it added "
              + ", ".join(f"`{r['name']}` {human_bytes(r['nbytes'])} ({r['role']})"
                          for r in made.head(MAX_LINES).to_dict("records")) + "."] if len(made) else []
-    roles = sorted(((b, r) for r, b in s["peak_by_role"].items() if b), reverse=True)
+    roles = sorted(((b, r) for r, b in s.peak_by_role.items() if b), reverse=True)
     lines.append("Live at that moment, by role: " + ", ".join(f"{r} {human_bytes(b)}" for b, r in roles) + ".")
     return {"head": head, "lines": lines}
 
 
-def _node_line(row: dict, t: pd.DataFrame) -> str:
-    freed = t[t["free_step"] == row["step"]].sort_values("free_seq")
+def _node_line(row: dict, freed_at: dict) -> str:
+    freed = freed_at.get(int(row["step"]), _NONE)
     parts = [f"`{n}` ({r})" for n, r in zip(freed["name"].head(MAX_LINES), freed["role"])]
     text = f"After `{row['name']}` (step {row['step']}): "
     text += ("freed " + ", ".join(parts)) if parts else "freed nothing"
@@ -75,18 +71,13 @@ def _node_line(row: dict, t: pd.DataFrame) -> str:
 
 
 def freed_section(analysis) -> dict:
-    t, nodes = analysis.tensors, analysis.nodes
-    grads = t[t["role"] == "gradient"]
-    consumer_step = {}
-    for step, ins in zip(nodes["step"], nodes["grads_in"]):
-        for name in (ins or "").split(";"):
-            consumer_step.setdefault(name, step)
-    prompt = [pd.notna(f) and consumer_step.get(n) == f for n, f in zip(grads["name"], grads["free_step"])]
-    head = (f"{sum(prompt):,} of {len(grads):,} gradient(s) were freed right after the backward node that consumed them."
+    f, nodes = analysis.answer_facts, analysis.nodes
+    grads = f.gradients
+    head = (f"{int(grads['freed_promptly'].sum()):,} of {len(grads):,} gradient(s) were freed right after the backward node that consumed them."
             if len(grads) else "Backward created no gradient that was handed between nodes.")
-    late = grads[[not p for p in prompt]]
+    late = grads[~grads["freed_promptly"].astype(bool)]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
-    lines += [_node_line(r, t) for r in nodes.head(MAX_LINES).to_dict("records")]
+    lines += [_node_line(r, f.freed_at) for r in nodes.head(MAX_LINES).to_dict("records")]
     return {"head": head, "lines": _more(lines, len(nodes), "see the table \u201cwhat backward needs\u201d")}
 
 
@@ -94,14 +85,13 @@ def _until(row) -> str:
     return "the end" if pd.isna(row["free_step"]) else f"step {int(row['free_step'])} ({row['freed_after']})"
 
 
-def held_section(t: pd.DataFrame) -> dict:
-    done = t[(t["saved_by"] != "") & t["released_step"].notna() & ~t["role"].isin(["input", "parameter"])]
-    done = done[done["free_step"].isna() | (done["free_step"] > done["released_step"])]
+def held_section(f) -> dict:
+    done = f.held
     lines = [f"`{r['name']}` ({human_bytes(r['nbytes'])}): backward was done with it after {r['unpacked_by'] or 'its node'} "
              f"(slot released at step {int(r['released_step'])}), yet it stayed until {_until(r)} "
              f"because the program still held it." for r in done.head(MAX_LINES).to_dict("records")]
     _more(lines, len(done), "see the lifetimes")
-    inter = t[t["role"] == "intermediate"]
+    inter = f.intermediates
     if len(inter):
         lines.append(f"{_names(inter)} ({human_bytes(inter['nbytes'].sum())}): never needed by backward, "
                      f"alive only while the program held them.")
@@ -109,12 +99,12 @@ def held_section(t: pd.DataFrame) -> dict:
     return {"head": head, "lines": lines}
 
 
-def retained_section(t: pd.DataFrame) -> dict:
-    kept = t[t["role"] == "retained_grad"].sort_values("alloc_seq")
+def retained_section(f) -> dict:
+    kept = f.retained
     lines = [f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, kept until {_until(r)}."
              for r in kept.head(MAX_LINES).to_dict("records")]
     _more(lines, len(kept), "see tensors.csv (role retained_grad)")
-    for r in t[t["role"] == "param_grad"].sort_values("alloc_seq").head(MAX_LINES).to_dict("records"):
+    for r in f.param_grads.head(MAX_LINES).to_dict("records"):
         lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)} is a leaf's gradient "
                      f"(param_grad): backward leaves it for the optimizer.")
     head = (f"retain_grad() kept {len(kept):,} extra cop{'y' if len(kept) == 1 else 'ies'}, "
@@ -122,8 +112,7 @@ def retained_section(t: pd.DataFrame) -> dict:
     return {"head": head, "lines": lines}
 
 
-def answer(analysis, peak_seq: int) -> list[dict]:
-    """Sections {head, lines} in reading order."""
-    t = analysis.tensors
-    return [saved_section(t), peak_section(analysis, peak_seq), freed_section(analysis),
-            held_section(t), retained_section(t)]
+def answer(analysis) -> list[dict]:
+    """Sections {head, lines} in reading order, from ``analysis.answer_facts``."""
+    f = analysis.answer_facts
+    return [saved_section(f), peak_section(analysis), freed_section(analysis), held_section(f), retained_section(f)]

@@ -49,7 +49,7 @@ class Clock:
 def metadata(analysis) -> list[dict]:
     s = analysis.summary
     events = [{"ph": "M", "name": "process_name", "pid": PID, "tid": 0,
-               "args": {"name": f"gradmem: {s['scenario'] or 'capture'} on {s['device']}"}}]
+               "args": {"name": f"gradmem: {s.scenario or 'capture'} on {s.device}"}}]
     for tid, name in TRACK_NAMES.items():
         events.append({"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": name}})
         events.append({"ph": "M", "name": "thread_sort_index", "pid": PID, "tid": tid, "args": {"sort_index": tid}})
@@ -124,11 +124,11 @@ def _storage_args(t) -> dict:
 
 def flows(analysis, slices: dict[int, dict]) -> list[dict]:
     """A flow from the op that saved a tensor to each backward node that unpacked it."""
-    frames = analysis.frames
-    saved = frames["saved"].drop_duplicates("pack").set_index("pack")
+    slots = analysis.slots
+    saved = slots.saved.drop_duplicates("pack").set_index("pack")
     names = dict(zip(analysis.tensors["id"], analysis.tensors["name"]))
     events = []
-    unpacked = frames["unpacked"].dropna(subset=["node"])
+    unpacked = slots.unpacked.dropna(subset=["node"])
     for flow_id, (pack, step) in enumerate(zip(unpacked["pack"], unpacked["step"]), 1):
         if pack not in saved.index:
             continue

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
-from .comparison import answer
-from .. import __version__
+from ..version import __version__
+from .comparison_answer import answer
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
 
@@ -79,8 +79,8 @@ def comparison_page_data(c) -> dict:
 
 def _run(label: str, analysis) -> dict:
     s = analysis.summary
-    return {"label": label, "scenario": s["scenario"], "params": s["params"], "device": s["device"],
-            "status": s["status"], "peak_bytes": s["peak_bytes"], "peak_step": s["peak_step"], "steps": s["steps"]}
+    return {"label": label, "scenario": s.scenario, "params": s.params, "device": s.device,
+            "status": s.status, "peak_bytes": s.peak_bytes, "peak_step": s.peak_step, "steps": s.steps}
 
 
 def meta_html(runs: list[dict]) -> str:

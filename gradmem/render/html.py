@@ -50,19 +50,19 @@ def answer_html(sections: list[dict]) -> str:
     return "\n".join(parts)
 
 
-def meta_html(s: dict) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in (s.get("params") or {}).items())
-    bits = [f"device {s['device']}", f"torch {s['torch_version']}", f"status {s['status']}",
-            f"peak {human_bytes(s['peak_bytes'])} at step {s['peak_step']} ({s['peak_op']})",
-            f"{s['steps']:,} steps, {s['backward_nodes']:,} backward nodes, {s['storages']:,} storages"]
+def meta_html(s) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in (s.params or {}).items())
+    bits = [f"device {s.device}", f"torch {s.torch_version}", f"status {s.status}",
+            f"peak {human_bytes(s.peak_bytes)} at step {s.peak_step} ({s.peak_op})",
+            f"{s.steps:,} steps, {s.backward_nodes:,} backward nodes, {s.storages:,} storages"]
     if params:
         bits.insert(0, f"params {params}")
     return html.escape(" · ".join(bits))
 
 
-def notes_html(s: dict) -> str:
-    notes = list(s.get("notes") or [])
-    err = s.get("error")
+def notes_html(s) -> str:
+    notes = list(s.notes or [])
+    err = s.error
     if err:
         notes.append(f"stopped by {err.get('type')} at {err.get('file')}:{err.get('line')}: {err.get('message')}")
     return ("<ul class=\"notes\">" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>") if notes else ""
@@ -73,10 +73,10 @@ class HtmlWriter:
 
     def render(self, analysis) -> str:
         data = page_data(analysis)
-        s = data["summary"]
+        s = analysis.summary
         fill = {
             "heading": html.escape(f"gradmem: {data['title']}"), "meta": meta_html(s), "notes": notes_html(s),
-            "answer": answer_html(data["answer"]), "version": html.escape(str(s.get("gradmem_version") or "")),
+            "answer": answer_html(data["answer"]), "version": html.escape(str(s.gradmem_version or "")),
             "css": asset("report.css"), "js": asset("common.js") + asset("report.js"), "data": json_island(data),
         }
         return fill_page("page.html", fill)

@@ -116,7 +116,7 @@ def segment(device: int, records: list[dict], alive: list[dict]) -> dict:
 
 def snapshot(analysis) -> dict:
     tensors = analysis.tensors[analysis.tensors["nbytes"] > 0]
-    scenario = analysis.summary["scenario"]
+    scenario = analysis.summary.scenario
     count = cuda_count(set(tensors["device"]))
     dev = tensors["device"].map(lambda d: device_index(str(d), count))
     addr = addresses(tensors, dev)

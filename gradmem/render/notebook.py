@@ -11,6 +11,7 @@ import html
 
 import pandas as pd
 
+from . import FORMATS
 from .terminal import summary_text
 from .units import human_bytes
 
@@ -23,21 +24,21 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, na_rep="", border=0, classes="gradmem-table")
 
 
-def peak_table(summary: dict) -> str:
-    rows = [("peak", f"{human_bytes(summary['peak_bytes'])} at step {summary['peak_step']}, "
-                     f"{summary['peak_op']} ({summary['peak_phase']})")]
-    rows += [(f"live at the peak: {role}", human_bytes(b)) for role, b in summary["peak_by_role"].items() if b]
-    rows.append(("backward", f"{summary['backward_nodes']} nodes; its peak "
-                             f"{human_bytes(summary['backward_peak_bytes'])} at step {summary['backward_peak_step']}"))
+def peak_table(summary) -> str:
+    rows = [("peak", f"{human_bytes(summary.peak_bytes)} at step {summary.peak_step}, "
+                     f"{summary.peak_op} ({summary.peak_phase})")]
+    rows += [(f"live at the peak: {role}", human_bytes(b)) for role, b in summary.peak_by_role.items() if b]
+    rows.append(("backward", f"{summary.backward_nodes} nodes; its peak "
+                             f"{human_bytes(summary.backward_peak_bytes)} at step {summary.backward_peak_step}"))
     return _table(pd.DataFrame(rows, columns=["", "value"]))
 
 
 def summary_html(analysis) -> str:
     s = analysis.summary
     saved = analysis.tensors[analysis.tensors["saved_by"] != ""][SAVED_COLUMNS]
-    title = f"gradmem: {s['scenario'] or 'capture'} on {s['device']}"
-    status = "" if s["status"] == "complete" else f" [{s['status']}]"
-    notes = "".join(f"<p>note: {html.escape(n)}</p>" for n in s["notes"])
+    title = f"gradmem: {s.scenario or 'capture'} on {s.device}"
+    status = "" if s.status == "complete" else f" [{s.status}]"
+    notes = "".join(f"<p>note: {html.escape(n)}</p>" for n in s.notes)
     return (f'<div class="gradmem-report"><h4>{html.escape(title + status)}</h4>{notes}'
             f"{peak_table(s)}<h5>Saved for backward</h5>{_table(saved)}"
             f"<h5>Backward nodes</h5>{_table(analysis.nodes[NODE_COLUMNS])}</div>")
@@ -50,7 +51,6 @@ def iframe(page: str, height: int = IFRAME_HEIGHT) -> str:
 
 
 def report_html(analysis) -> str:
-    from . import FORMATS
     writers = FORMATS.get("html")
     if writers:
         return iframe(writers[0].render(analysis))

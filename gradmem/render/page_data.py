@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
-from ..analysis.summary import peak_of
 from .answer import answer
 from .peak import peak_rows
 
@@ -28,26 +27,26 @@ PEAK_ROWS = 500          # rows of the "at the peak" table
 def page_data(analysis) -> dict:
     tensors, steps = analysis.tensors, analysis.steps
     shown = chosen_storages(tensors)
-    peak_bytes, peak_seq, peak_step = peak_of(analysis.timeline, dict(zip(steps["step"], steps["phase"])))
+    peak = analysis.peak
     return {
-        "title": analysis.summary["scenario"] or "capture",
+        "title": analysis.summary.scenario or "capture",
         "summary": _plain(analysis.summary),
         "roles": [{"role": r, "color": ROLE_COLORS[r], "meaning": ROLE_MEANINGS[r]} for r in used_roles(steps)],
         "memory": memory_series(steps, analysis.timeline),
         "phases": phase_ranges(steps),
-        "peak": {"bytes": peak_bytes, "step": peak_step, "seq": peak_seq,
-                 "t": step_times(steps).get(peak_step, 0.0), "op": analysis.summary["peak_op"]},
-        "storages": storage_rows(shown, analysis.frames),
+        "peak": {"bytes": peak.bytes, "step": peak.step, "seq": peak.seq,
+                 "t": step_times(steps).get(peak.step, 0.0), "op": peak.op},
+        "storages": storage_rows(shown, analysis.slots),
         "storages_total": int(len(tensors)),
         "lifetime_ids": lifetime_ids(shown),
         "nodes": node_rows(analysis, set(shown["id"])),
         "nodes_total": int(len(analysis.nodes)),
-        "at_peak": peak_rows(analysis, peak_seq, PEAK_ROWS),
-        "answer": answer(analysis, peak_seq),
+        "at_peak": peak_rows(analysis, PEAK_ROWS),
+        "answer": answer(analysis),
     }
 
 
-def _plain(summary: dict) -> dict:
+def _plain(summary) -> dict:
     keep = ("scenario", "params", "device", "status", "error", "notes", "torch_version", "gradmem_version",
             "peak_bytes", "peak_step", "peak_op", "peak_phase", "steps", "backward_nodes", "storages")
     return {k: summary.get(k) for k in keep}
@@ -130,20 +129,10 @@ def lifetime_ids(shown: pd.DataFrame, limit: int = LIFETIME_ROWS) -> list[int]:
     return [int(i) for i in top.sort_values("alloc_seq", kind="stable")["id"]]
 
 
-def _steps_by_storage(frames: dict, kind: str, ids: set) -> dict[int, list[int]]:
-    storage_of = dict(zip(frames["saved"]["pack"], frames["saved"]["storage"]))
-    ev = frames[kind].assign(storage=frames[kind]["pack"].map(storage_of))
-    ev = ev[ev["storage"].isin(ids)]
-    out: dict[int, set] = {}
-    for s, step in zip(ev["storage"].astype(int), ev["step"].astype(int)):
-        out.setdefault(s, set()).add(step)
-    return {s: sorted(v) for s, v in out.items()}
-
-
-def storage_rows(shown: pd.DataFrame, frames: dict) -> dict:
+def storage_rows(shown: pd.DataFrame, slots) -> dict:
     """Columnar rows for the page: a/f are the alloc and free steps (f = -1: alive at the end)."""
     ids = [int(i) for i in shown["id"]]
-    saved, unpacked, released = (_steps_by_storage(frames, k, set(ids)) for k in ("saved", "unpacked", "released"))
+    saved, unpacked, released = (slots.steps_by_storage(k, set(ids)) for k in ("saved", "unpacked", "released"))
     return {
         "id": ids, "name": [str(n) for n in shown["name"]], "role": list(shown["role"]),
         "bytes": [int(b) for b in shown["nbytes"]], "shape": list(shown["shape"]),
@@ -167,9 +156,7 @@ def node_storages(analysis, known: set) -> dict[str, dict[int, list[int]]]:
     """{step: ids} the storages each step allocated and freed, and {node: ids} each node
     unpacked, among the storages the page knows."""
     t = analysis.tensors[analysis.tensors["id"].isin(known)]
-    f = analysis.frames
-    storage_of = dict(zip(f["saved"]["pack"], f["saved"]["storage"]))
-    unp = f["unpacked"].assign(storage=f["unpacked"]["pack"].map(storage_of))
+    unp = analysis.slots.unpacked
     unp = unp[unp["storage"].isin(known)]
     return {"produced": _group(t["alloc_step"], t["id"]), "freed": _group(t["free_step"], t["id"]),
             "unpacked": _group(unp["node"], unp["storage"])}

@@ -1,52 +1,24 @@
-"""What was live at the peak, and why each storage was still alive then. Imports no torch."""
+"""What was live at the peak, and why each storage was still alive then, in words: the facts
+are ``analysis.at_peak``. Imports no torch."""
 from __future__ import annotations
-
-import pandas as pd
-
-from ..analysis.timeline import live_at
 
 HOLDERS = {"variable": "program variable", "parameter": "module parameter", "buffer": "module buffer"}
 
 
-def open_slots(frames: dict, node_names: dict, seq: int) -> dict[int, list[str]]:
-    """{storage: ["Node.field", ...]} for the saved slots still held just after event `seq`."""
-    saved = frames["saved"][frames["saved"]["seq"] <= seq]
-    released = frames["released"].drop_duplicates("pack").set_index("pack")["seq"]
-    still = saved[saved["pack"].map(released).fillna(float("inf")) > seq]
-    slot = frames["slot"].drop_duplicates("pack")
-    owner = {p: f"{node_names.get(int(n), n)}.{f}" for p, n, f in zip(slot["pack"], slot["node"], slot["field"])}
-    out: dict[int, list[str]] = {}
-    for pack, storage in zip(still["pack"], still["storage"]):
-        out.setdefault(int(storage), []).append(owner.get(pack, "(unknown node)"))
-    return out
+def holder_text(holders: dict) -> dict[int, str]:
+    """{storage: 'program variable `x`'}."""
+    return {sid: f"{HOLDERS[src]} `{name}`" for sid, (src, name) in holders.items()}
 
 
-def program_names(frames: dict) -> dict[int, str]:
-    """{storage: 'program variable `x`'} for storages the program's own names pointed at."""
-    names = frames["name"][frames["name"]["source"].isin(list(HOLDERS))]
-    first = names.drop_duplicates("storage")
-    return {int(s): f"{HOLDERS[src]} `{n}`" for s, n, src in zip(first["storage"], first["name"], first["source"])}
-
-
-def gradient_consumers(frames: dict, node_names: dict) -> dict[int, str]:
-    """{gradient storage: the backward node that took it as input}."""
-    out: dict[int, str] = {}
-    for node, grads in zip(frames["node_end"]["node"], frames["node_end"]["grads_in"]):
-        for g in grads or []:
-            if g is not None:
-                out.setdefault(int(g), node_names.get(int(node), str(node)))
-    return out
-
-
-def why_alive(row, slots: dict, names: dict, consumers: dict, tensor_names: dict) -> str:
+def why_alive(row, slots: dict, names: dict, consumers: dict) -> str:
     reasons = [f"saved slot {s}" for s in slots.get(row.id, [])]
-    target = tensor_names.get(int(row.grad_of), "?") if pd.notna(row.grad_of) else "?"
+    target = row.grad_of_name
     if row.role == "param_grad":
         reasons.append(f"`{target}.grad` (a leaf's gradient)")
     elif row.role == "retained_grad":
         reasons.append(f"retained grad of `{target}` (retain_grad())")
     elif row.role == "gradient":
-        reasons.append(f"gradient in flight, waiting for {consumers[row.id]}" if row.id in consumers
+        reasons.append(f"gradient in flight, waiting for {consumers[row.id].name}" if row.id in consumers
                        else "gradient in flight")
     elif row.role == "temporary":
         reasons.append(f"scratch inside {row.freed_after or row.created_by}")
@@ -55,13 +27,11 @@ def why_alive(row, slots: dict, names: dict, consumers: dict, tensor_names: dict
     return "; ".join(reasons) or "no holder recorded (an unnamed reference in the program or the graph)"
 
 
-def peak_rows(analysis, peak_seq: int, limit: int) -> dict:
+def peak_rows(analysis, limit: int) -> dict:
     """Every storage live at the peak (largest first, up to `limit`), with why it was alive."""
-    live = live_at(analysis.tensors, peak_seq).sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
-    f, nn = analysis.frames, analysis.node_names
-    slots, names, consumers = open_slots(f, nn, peak_seq), program_names(f), gradient_consumers(f, nn)
-    tensor_names = dict(zip(analysis.tensors["id"], analysis.tensors["name"]))
+    p = analysis.at_peak
+    live, names = p.live, holder_text(p.holders)
     rows = [{"id": int(r.id), "name": str(r.name), "role": r.role, "bytes": int(r.nbytes), "shape": r.shape,
-             "why": why_alive(r, slots, names, consumers, tensor_names)}
+             "why": why_alive(r, p.open_slots, names, p.consumers)}
             for r in live.head(limit).itertuples()]
     return {"rows": rows, "total": int(len(live)), "bytes": int(live["nbytes"].sum())}

@@ -55,7 +55,7 @@ class SummaryJsonWriter:
     filename = "summary.json"
 
     def render(self, analysis) -> str:
-        return json.dumps(analysis.summary, indent=2, default=_jsonable) + "\n"
+        return json.dumps(analysis.summary.as_dict(), indent=2, default=_jsonable) + "\n"
 
 
 def _jsonable(v):

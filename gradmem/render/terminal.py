@@ -32,9 +32,9 @@ def _allocator_lines(est: dict | None) -> list[str]:
             f"peak reserved {human_bytes(est['reserved_peak_bytes'])} (tensor bytes above are exact storage sizes)"]
 
 
-def _ground_lines(s: dict) -> list[str]:
+def _ground_lines(s) -> list[str]:
     lines = []
-    a = s.get("allocator") or {}
+    a = s.allocator or {}
     if a.get("source"):
         check = ("tracked + unattributed = allocator after every step" if a["agrees"]
                  else f"tracked + unattributed differs from the allocator by up to {human_bytes(a['max_mismatch_bytes'])}")
@@ -50,7 +50,7 @@ def _ground_lines(s: dict) -> list[str]:
         if a.get("reserved_peak_bytes") is not None:
             lines.append(f"  reserved (CUDA pool): peak {human_bytes(a['reserved_peak_bytes'])}; "
                          f"reserved minus allocated at the peak: {human_bytes(a['reserved_gap_at_peak'] or 0)}")
-    r = s.get("rss") or {}
+    r = s.rss or {}
     if r:
         lines.append(f"  resident memory (RSS): {human_bytes(r['start_bytes'])} at start, peak {human_bytes(r['peak_bytes'])}, "
                      f"{human_bytes(r['end_bytes'])} at the end")
@@ -59,24 +59,24 @@ def _ground_lines(s: dict) -> list[str]:
 
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
-    status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
-    status += "  [ESTIMATE: fake tensors, nothing allocated]" if s.get("estimate") else ""
+    status = "" if s.status == "complete" else f"  [{s.status.upper()}]"
+    status += "  [ESTIMATE: fake tensors, nothing allocated]" if s.estimate else ""
     lines = [
-        f"gradmem: {s['scenario'] or 'capture'} on {s['device']} (torch {s['torch_version']}){status}",
-        f"  peak: {human_bytes(s['peak_bytes'])} at step {s['peak_step']}, {s['peak_op']} ({s['peak_phase']})",
-        f"  live at the peak: {_roles(s['peak_by_role'])}",
+        f"gradmem: {s.scenario or 'capture'} on {s.device} (torch {s.torch_version}){status}",
+        f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})",
+        f"  live at the peak: {_roles(s.peak_by_role)}",
         *_ground_lines(s),
-        f"  backward: {s['backward_nodes']} nodes; its peak {human_bytes(s['backward_peak_bytes'])} at step {s['backward_peak_step']}",
+        f"  backward: {s.backward_nodes} nodes; its peak {human_bytes(s.backward_peak_bytes)} at step {s.backward_peak_step}",
         "  saved for backward:",
         *(_saved_lines(analysis.tensors) or ["    nothing"]),
         "  largest tensors:",
-        *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s["largest"][:TOP]],
-        f"  alive at the end: {_roles(s['bytes_by_role_at_end'])}",
+        *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s.largest[:TOP]],
+        f"  alive at the end: {_roles(s.bytes_by_role_at_end)}",
     ]
-    lines += _allocator_lines(s.get("cuda_allocator"))
-    lines += [f"  note: {n}" for n in s["notes"]]
-    if s.get("error"):
-        e = s["error"]
+    lines += _allocator_lines(s.cuda_allocator)
+    lines += [f"  note: {n}" for n in s.notes]
+    if s.error:
+        e = s.error
         lines.append(f"  stopped by {e['type']} at {e.get('file')}:{e.get('line')}: {e['message']}")
     if files:
         lines.append(f"  wrote {files[0].parent}/: " + " ".join(f.name for f in files))

@@ -1,0 +1,101 @@
+"""The facts behind the plain-language answer and the "at the peak" table of report.html.
+
+Render turns these into sentences and caps how many it shows; which storages belong in each
+sentence (saved, freed promptly, kept only by the program, alive at the peak and why) is
+decided here, once, from the analysis tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .consumers import Consumer
+from .slots import Slots
+from .summary import Peak
+from .timeline import live_at
+
+# name sources that mean "the program (or a module) still holds this storage"
+HOLDER_SOURCES = ("variable", "parameter", "buffer")
+UNKNOWN_OWNER = "(unknown node)"       # a slot open at the peak whose node is unknown
+
+
+@dataclass(frozen=True)
+class AtPeak:
+    """What was alive at the peak's event, and the facts that say why."""
+    live: pd.DataFrame                   # tensors rows alive then, largest first; + grad_of_name
+    before_bytes: int                    # live bytes when the peak's step began
+    made: pd.DataFrame                   # alive then and allocated in the peak's step, allocation order
+    open_slots: dict                     # {storage: ["Node.field", ...]} slots still held then
+    holders: dict                        # {storage: (source, name)}: the program's first name for it
+    consumers: dict                      # {gradient storage: Consumer}
+
+
+@dataclass(frozen=True)
+class AnswerFacts:
+    """The storages each part of the answer speaks of, in reading order."""
+    saved: pd.DataFrame                  # saved for backward, allocation order
+    new_saved_bytes: int                 # of those, the activations' bytes (new memory)
+    intermediates: pd.DataFrame          # made in forward and never saved, allocation order
+    gradients: pd.DataFrame              # handed between nodes, + freed_promptly (bool)
+    freed_at: dict                       # {step: storages freed in it, in free order}
+    held: pd.DataFrame                   # slot released, yet kept alive by the program
+    retained: pd.DataFrame               # retain_grad() copies, allocation order
+    param_grads: pd.DataFrame            # leaves' .grad, allocation order
+
+
+def holders(name_events: pd.DataFrame) -> dict[int, tuple[str, str]]:
+    """{storage: (source, name)} for storages the program's own names pointed at."""
+    names = name_events[name_events["source"].isin(list(HOLDER_SOURCES))].drop_duplicates("storage")
+    return {int(s): (src, n) for s, n, src in zip(names["storage"], names["name"], names["source"])}
+
+
+def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, slots: Slots, consumers: dict,
+            peak: Peak) -> AtPeak:
+    live = live_at(tensors, peak.seq)
+    by_step = steps.set_index("step")["live_bytes"]
+    names = dict(zip(tensors["id"], tensors["name"]))
+    ordered = live.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
+    ordered = ordered.assign(grad_of_name=[names.get(int(g), "?") if pd.notna(g) else "?" for g in ordered["grad_of"]])
+    return AtPeak(
+        live=ordered,
+        before_bytes=int(by_step.shift(1).fillna(0).get(peak.step, 0)),
+        made=live[live["alloc_step"] == peak.step].sort_values("alloc_seq"),
+        open_slots=slots.open_at(peak.seq, UNKNOWN_OWNER),
+        holders=holders(frames["name"]),
+        consumers=consumers,
+    )
+
+
+def _freed_promptly(grads: pd.DataFrame, consumers: dict[int, Consumer]) -> list[bool]:
+    """Freed in the very step of the node that consumed it."""
+    return [bool(pd.notna(f) and i in consumers and consumers[i].step == f)
+            for i, f in zip(grads["id"], grads["free_step"])]
+
+
+def _freed_at(tensors: pd.DataFrame, node_steps) -> dict[int, pd.DataFrame]:
+    freed = tensors[tensors["free_step"].isin(list(node_steps))].sort_values("free_seq")
+    return {int(step): rows for step, rows in freed.groupby("free_step", sort=False)}
+
+
+def _held(t: pd.DataFrame) -> pd.DataFrame:
+    """Saved storages backward was done with (slot released) that lived on after it: only
+    the program's reference kept them. Inputs and parameters are the program's anyway."""
+    done = t[(t["saved_by"] != "") & t["released_step"].notna() & ~t["role"].isin(["input", "parameter"])]
+    return done[done["free_step"].isna() | (done["free_step"] > done["released_step"])]
+
+
+def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict) -> AnswerFacts:
+    t = tensors
+    saved = t[t["saved_by"] != ""].sort_values("alloc_seq")
+    grads = t[t["role"] == "gradient"]
+    return AnswerFacts(
+        saved=saved,
+        new_saved_bytes=int(saved[saved["role"] == "activation"]["nbytes"].sum()),
+        intermediates=t[t["role"] == "intermediate"].sort_values("alloc_seq"),
+        gradients=grads.assign(freed_promptly=_freed_promptly(grads, consumers)),
+        freed_at=_freed_at(t, nodes["step"]),
+        held=_held(t),
+        retained=t[t["role"] == "retained_grad"].sort_values("alloc_seq"),
+        param_grads=t[t["role"] == "param_grad"].sort_values("alloc_seq"),
+    )

@@ -1,0 +1,64 @@
+"""Saved slots, built once: the storage each pack holds, the "Node.field" that owns it, and
+when it was saved, unpacked and released. Every pass and every report reads these instead
+of joining the per-kind event tables again.
+
+A pack is one saved reference (what the pack hook returned); several packs can hold the
+same storage. A pack with no ``slot`` event was saved by a node outside the loss's graph.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .frames import pairs
+
+
+@dataclass(frozen=True)
+class Slots:
+    storage_of: dict            # {pack: storage}
+    owner: dict                 # {pack: "Node.field"}, packs whose node is known
+    saved: pd.DataFrame         # seq, step, pack, storage: one row per pack event
+    unpacked: pd.DataFrame      # seq, step, pack, node, storage: one row per unpack
+    released: pd.DataFrame      # seq, step, pack, storage: one row per slot release
+    hidden: pd.DataFrame        # storage, owner: slots saved before the capture began
+
+    def open_at(self, seq: int, unknown: str) -> dict[int, list[str]]:
+        """{storage: ["Node.field", ...]} for the slots still held just after event ``seq``;
+        ``unknown`` names the owner of a pack without a slot event."""
+        saved = self.saved[self.saved["seq"] <= seq]
+        released = self.released.drop_duplicates("pack").set_index("pack")["seq"]
+        still = saved[saved["pack"].map(released).fillna(float("inf")) > seq]
+        out: dict[int, list[str]] = {}
+        for pack, storage in zip(still["pack"], still["storage"]):
+            out.setdefault(int(storage), []).append(self.owner.get(pack, unknown))
+        return out
+
+    def steps_by_storage(self, kind: str, ids: set) -> dict[int, list[int]]:
+        """{storage: the sorted steps it was saved / unpacked / released in}, for ``ids``."""
+        ev = getattr(self, kind)
+        ev = ev[ev["storage"].isin(ids)]
+        out: dict[int, set] = {}
+        for s, step in zip(ev["storage"].astype(int), ev["step"].astype(int)):
+            out.setdefault(s, set()).add(step)
+        return {s: sorted(v) for s, v in out.items()}
+
+
+def owner_labels(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
+    """"Node.field" for each row of a slot or hidden_slot table."""
+    return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"], frame["field"])]
+
+
+def build_slots(frames: dict[str, pd.DataFrame], node_name: dict[int, str]) -> Slots:
+    slot = frames["slot"].drop_duplicates("pack")
+    storage_of = pairs(frames["saved"]["pack"], frames["saved"]["storage"])
+    on_storage = lambda f: f.assign(storage=f["pack"].map(storage_of))  # noqa: E731
+    hidden = frames["hidden_slot"].dropna(subset=["storage"])
+    return Slots(
+        storage_of=storage_of,
+        owner=dict(zip(slot["pack"].tolist(), owner_labels(slot, node_name))),
+        saved=frames["saved"][["seq", "step", "pack", "storage"]],
+        unpacked=on_storage(frames["unpacked"][["seq", "step", "pack", "node"]]),
+        released=on_storage(frames["released"][["seq", "step", "pack"]]),
+        hidden=pd.DataFrame({"storage": hidden["storage"].tolist(), "owner": owner_labels(hidden, node_name)}),
+    )

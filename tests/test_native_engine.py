@@ -8,7 +8,6 @@ engine and says so.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from gradmem.capture import Capture
 from gradmem.capture.native import choose, loader
 from gradmem.cli import main
 from gradmem.scenario import load_scenario, run_scenario
+from oracles import allocator_peak, allocator_record
 from programs import KINDS, SMALL, build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,12 +66,14 @@ def test_scenario_same_on_both_engines(native, name):
     assert facts(analyze(nat.trace)) == facts(analyze(py.trace))
 
 
-def test_native_allocator_record_explains_every_byte(native):
-    """The native engine records the allocator itself: its peak equals the hooks' peak on
-    the seed's two rows (no kernel scratch there)."""
-    cap = run(ROOT / "scenarios" / "seed_two_rows.py", {}, "native")
-    s = analyze(cap.trace).summary
-    assert s["allocator"]["peak_bytes"] == s["peak_bytes"] > 0
+def test_native_allocator_record_is_torch_profilers(native):
+    """The native engine records the allocator itself (the Python engine asks
+    torch.profiler): the same blocks, peak and unattributed kernel scratch."""
+    def allocator(engine):
+        al = analyze(run(ROOT / "scenarios" / "seed_two_rows.py", {}, engine).trace).summary["allocator"]
+        scratch = sorted((b["nbytes"], b["op"]) for b in al["unattributed_blocks"])
+        return al["peak_bytes"], al["peak_with_unattributed"], al["blocks"], al["blocks_matched"], al["agrees"], scratch
+    assert allocator("native") == allocator("python")
 
 
 programs = st.builds(build, st.lists(st.integers(0, 3), min_size=1, max_size=3), st.booleans(),
@@ -99,8 +101,26 @@ def test_property_programs_same_on_both_engines(native, program):
     py = _profile(program, "python")
     nat = _profile(program, "native")
     assert (py is None) == (nat is None), program.source
-    if py is not None:
-        assert facts(nat) == facts(py), program.source
+    if py is not None and facts(nat) != facts(py):
+        perturbed_by_dispatch_mode(program, nat, py)
+
+
+def _bare(program):
+    ns = {"torch": torch, **SMALL}
+    torch.manual_seed(0)
+    exec(compile(program.source, "<program>", "exec"), ns)
+    ns.clear()
+
+
+def perturbed_by_dispatch_mode(program, nat, py) -> None:
+    """The one known difference: under any TorchDispatchMode (the Python engine's) autograd
+    adds a gradient arriving from two paths out of place (see test_properties). Then the
+    native engine, which runs no mode, must record the program as it runs without gradmem:
+    its peak, unattributed blocks counted, is the bare run's allocator peak."""
+    differ = set(facts(nat)["storages"]) ^ set(facts(py)["storages"])
+    assert {row[0] for row in differ} <= {"gradient", "param_grad", "retained_grad"}, program.source
+    _, bare = allocator_record(lambda: _bare(program))
+    assert nat.summary["allocator"]["peak_with_unattributed"] == allocator_peak(bare), program.source
 
 
 def test_no_compiler_falls_back_to_python(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import GradmemError, Interrupted, ScenarioError
+from .errors import GradmemError
 
 ENGINES = ("auto", "python", "native")   # as gradmem/capture/native/choose.py (kept torch-free here)
 DEFAULT_ENGINE = "python"
@@ -36,29 +36,23 @@ class Progress:
         self.every_s = float(os.environ.get("GRADMEM_PROGRESS_EVERY", 2.0)) if every_s is None else every_s
         self.start = self.last = None
 
-    def __call__(self, rec) -> None:
+    def __call__(self, step: int, phase: str, events: int) -> None:
         now = time.monotonic()
         if self.start is None:
             self.start = self.last = now
         if now - self.last >= self.every_s:
             self.last = now
-            where = "backward" if rec.in_backward else "forward"
-            click.echo(f"gradmem: {now - self.start:.0f} s, step {rec.step:,} ({where}), {len(rec.events):,} events", err=True)
-
-
-def _engine_progress(line: str) -> None:
-    click.echo(line, err=True)
+            click.echo(f"gradmem: {now - self.start:.0f} s, step {step:,} ({str(phase)}), {events:,} events", err=True)
 
 
 FORMAT_HELP = "Comma-separated report formats, e.g. csv,chrome,memory_viz [default: the standard reports, see docs/reports.md]. trace.jsonl is always written."
 
 
-def _formats(text: str | None) -> dict:
-    """--format csv,chrome -> write_reports' keyword (none when not given: its defaults)."""
+def _formats(text: str | None) -> tuple | None:
+    """--format csv,chrome -> ("csv", "chrome"); None when not given (the defaults)."""
     if not text:
-        return {}
-    names = [f.strip() for f in text.split(",") if f.strip()]
-    return {"formats": tuple(dict.fromkeys(names + ["trace"]))}
+        return None
+    return tuple(f.strip() for f in text.split(",") if f.strip())
 
 
 def _fail(exc: GradmemError) -> None:
@@ -91,25 +85,16 @@ def main() -> None:
               "falls back to python when it cannot run) or auto. See `gradmem doctor`.")
 def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, engine):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
-    from .analysis import analyze
-    from .render import write_reports
+    from . import pipeline
     from .render.terminal import summary_text
-    from .scenario import describe_failure, load_scenario, parse_params, run_scenario
 
     try:
-        sc = load_scenario(scenario)
-        values = parse_params(params, sc)
-        out_dir = out_dir or Path("reports") / sc.name
-        cap, failure = run_scenario(sc, values, device, retain_grad, on_progress=Progress(), fake=fake,
-                                    verify=verify, engine=engine, engine_progress=_engine_progress)
-        analysis = analyze(cap.trace)
-        files = write_reports(analysis, out_dir, force=force, **_formats(formats))
+        done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
+                                fake, verify, on_progress=Progress(), engine=engine, build_progress=_echo_err)
         if not quiet:
-            click.echo(summary_text(analysis, files))
-        if failure is not None:
-            error = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
-            raise error(f"{describe_failure(sc, cap, failure)}\n"
-                        f"The events recorded before the failure are in {out_dir}/ (marked partial).")
+            click.echo(summary_text(done.analysis, done.files))
+        if done.error is not None:
+            raise done.error
     except GradmemError as exc:
         _fail(exc)
 
@@ -121,14 +106,11 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
 def render(trace_file, out_dir, formats, quiet):
     """Redraw every report from a saved TRACE_FILE without re-running the scenario."""
-    from .analysis import analyze
-    from .render import write_reports
+    from . import pipeline
     from .render.terminal import summary_text
-    from .trace import read_trace
 
     try:
-        analysis = analyze(read_trace(trace_file))
-        files = write_reports(analysis, out_dir or trace_file.parent, **_formats(formats))
+        analysis, files = pipeline.render(trace_file, out_dir, _formats(formats))
         if not quiet:
             click.echo(summary_text(analysis, files))
     except GradmemError as exc:
@@ -142,13 +124,10 @@ def render(trace_file, out_dir, formats, quiet):
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: the trace's folder].")
 def export(trace_file, formats, out_dir):
     """Add files of other formats beside a saved TRACE_FILE; the folder's other files stay."""
-    from .analysis import analyze
-    from .render import write_files
-    from .trace import read_trace
+    from . import pipeline
 
     try:
-        names = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "trace"]
-        for path in write_files(analyze(read_trace(trace_file)), out_dir or trace_file.parent, names):
+        for path in pipeline.export(trace_file, _formats(formats) or (), out_dir):
             click.echo(str(path))
     except GradmemError as exc:
         _fail(exc)
@@ -177,34 +156,17 @@ not a trace.
 def compare(paths, out_dir, params, device, as_written, force, quiet):
     """Run SCENARIO with retain_grad off and on and compare the two runs, or compare two
     saved TRACE files: comparison.csv, comparison.html and a summary."""
-    from .compare import compare_traces, default_folder, labels_for, run_mode
-    from .errors import UsageError
-    from .render.comparison import claim_folder, summary_text, write_comparison
-    from .scenario import load_scenario, parse_params
+    from . import pipeline
+    from .render.comparison import signed, summary_text
 
     try:
-        if len(paths) == 2:
-            if params or device or as_written:
-                raise UsageError("-p, --device and --as-written apply to a scenario; two trace files are compared as they are.")
-            c = compare_traces(paths[0], paths[1], labels_for(*paths))
-            out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"])
-        elif len(paths) == 1:
-            sc = load_scenario(paths[0])
-            parse_params(params, sc)   # a bad -p fails before anything runs
-            out_dir = out_dir or default_folder(sc.name, sc.name)
-            claim_folder(out_dir, force)
-            modes = ("off", "on", "as-written") if as_written else ("off", "on")
-            traces = {m: run_mode(sc.path, params, device, m, out_dir / m, force) for m in modes}
-            c = compare_traces(traces["off"], traces["on"], ("off", "on"))
-        else:
-            raise UsageError(f"give one scenario, or two trace files to compare (got {len(paths)} paths).")
-        files = write_comparison(c, out_dir, force=force)
+        done = pipeline.compare(paths, out_dir, params, device, as_written, force)
         if not quiet:
-            click.echo(summary_text(c, files))
-            if len(paths) == 1 and as_written:
-                w = compare_traces(traces["off"], traces["as-written"], ("off", "as-written"))
-                click.echo(f"  as written: peak {w.headline['peak_b']:,} B, after backward {signed_bytes(w.headline['end_diff'])} "
-                           f"vs off ({w.headline['kept_count']} storages kept); report in {out_dir / 'as-written'}/")
+            click.echo(summary_text(done.comparison, done.files))
+            w = done.as_written
+            if w is not None:
+                click.echo(f"  as written: peak {w.headline['peak_b']:,} B, after backward {signed(w.headline['end_diff'])} "
+                           f"vs off ({w.headline['kept_count']} storages kept); report in {done.out_dir / 'as-written'}/")
     except GradmemError as exc:
         _fail(exc)
 
@@ -219,16 +181,15 @@ def doctor(build):
     click.echo(f"compiler: {loader.compiler() or '(none on PATH)'}")
     click.echo(f"native extension: {loader.cache_dir()} ({'built' if loader.built() else 'not built'})")
     if build or loader.built():
-        c = choose.choose("auto", progress=_engine_progress)
+        c = choose.choose("auto", progress=_echo_err)
     else:
         c = choose.Choice("python", None, "not built yet (run `gradmem doctor` to build it)")
     click.echo(f"--engine auto uses: {c.engine} ({c.reason})")
     click.echo(f"--engine python uses: python; the default is --engine {DEFAULT_ENGINE}")
 
 
-def signed_bytes(n: int) -> str:
-    from .render.comparison import signed
-    return signed(n)
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -50,3 +50,31 @@ ROLE_MEANINGS = {
     "optimizer_state": "an optimizer's state (momentum, Adam's moments, step counts)",
     "unattributed": "allocator bytes that no tracked storage explains",
 }
+
+
+class Phase(str, Enum):
+    """Which part of the run a step belongs to. Capture records forward and backward;
+    analysis names the forward steps before the first tensor that requires grad setup."""
+
+    SETUP = "setup"
+    FORWARD = "forward"
+    BACKWARD = "backward"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+PHASE_ORDER = [p.value for p in Phase]
+
+# the page's background bands behind each phase (render/assets/common.js reads these)
+PHASE_COLORS = {
+    "setup": "rgba(0,0,0,0.035)",
+    "forward": "rgba(78,121,167,0.09)",
+    "backward": "rgba(242,142,43,0.11)",
+}
+
+PHASE_MEANINGS = {
+    "setup": "before the first op on a tensor that requires grad: inputs and weights being made",
+    "forward": "ops the program runs, building the graph (and anything after backward)",
+    "backward": "the autograd engine running backward nodes",
+}

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import CodeType
 
 from .errors import ScenarioError, UsageError, where
+from .events import EventKind
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
@@ -128,12 +129,13 @@ def default_device(device: str | None, fake: bool = False):
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
                  on_progress=None, fake: bool = False, verify: bool = True, engine: str = "python",
-                 engine_progress=None):
-    """Run the scenario under a capture. Returns the capture, also when the scenario raised
-    (then ``capture.trace.meta.status == 'partial'``) together with the exception.
-    ``fake=True`` runs it on fake tensors: the same trace, no data allocated (an estimate)."""
-    from .capture import Capture
+                 build_progress=None):
+    """Run the scenario under a capture. Returns the session (``gradmem.session``), also
+    when the scenario raised (then ``session.trace.meta.status == 'partial'``) together with
+    the exception. ``fake=True`` runs it on fake tensors: the same trace, no data allocated
+    (an estimate). ``on_progress(step, phase, events)`` is called as each step begins."""
     from .capture.fake import cuda_built, on_device
+    from .session import Session
 
     # autograd aborts on fake CUDA tensors in a torch built without CUDA: run on CPU fake
     # tensors instead (same meta kernels, same sizes) and report the storages on the device
@@ -142,9 +144,8 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     call = dict(params)
     if run_device and scenario.main and "device" in scenario.main.params and "device" not in call:
         call["device"] = run_device
-    cap = Capture(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad,
-                  fake=fake, verify=verify, engine=engine, progress=engine_progress)
-    cap.rec.on_progress = on_progress
+    cap = Session(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad,
+                  fake=fake, verify=verify, on_progress=on_progress, engine=engine, build_progress=build_progress)
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None
     with default_device(run_device, fake):
@@ -153,18 +154,18 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
                 exec(scenario.code, namespace)
                 if callable(namespace.get("main")) and scenario.main is not None:
                     namespace["main"](**call)
-                cap.namer.scan(namespace)
+                cap.name_variables(namespace)
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 failure = exc
         except (Exception, KeyboardInterrupt) as exc:   # reported, with what was recorded
             failure = exc
     if stand_in:
-        cap.trace = on_device(cap.trace, device)
+        cap.use_trace(on_device(cap.trace, device))
     if failure is None and not _ran_backward(cap):
         failure = NoBackward()
-        cap.trace = cap.trace.with_meta(status="partial", error={
-            "type": "NoBackward", "message": NO_BACKWARD, "file": str(scenario.path), "line": None})
+        cap.use_trace(cap.trace.with_meta(status="partial", error={
+            "type": "NoBackward", "message": NO_BACKWARD, "file": str(scenario.path), "line": None}))
     return cap, failure
 
 
@@ -177,7 +178,7 @@ class NoBackward(Exception):
 
 
 def _ran_backward(cap) -> bool:
-    return any(e.kind == "backward_begin" for e in cap.trace.events)
+    return any(e.kind == EventKind.BACKWARD_BEGIN for e in cap.trace.events)
 
 
 _MEMORY_HINTS = ("can't allocate memory", "out of memory", "OutOfMemoryError")

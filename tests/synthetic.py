@@ -1,7 +1,22 @@
 """A synthetic trace of any size, built from gradmem.trace.Event directly: a chain of
 `layers` ops, each saving its output for its backward node, then the backward pass that
-unpacks, releases and frees them in reverse. About 13 events per layer."""
+unpacks, releases and frees them in reverse. About 13 events per layer. Each event is
+built through its kind's schema (gradmem/events.py): a field the schema does not declare,
+or a missing one, fails here; fields left out take the schema's defaults."""
+from dataclasses import MISSING, fields
+
+from gradmem.events import SCHEMA
 from gradmem.trace import Event, Meta, Trace
+
+# per kind: (required field names, every field name, the defaults), from the schema
+_FIELDS = {str(k): ({f.name for f in fields(c) if f.default is MISSING}, {f.name for f in fields(c)},
+                    {f.name: f.default for f in fields(c) if f.default is not MISSING}) for k, c in SCHEMA.items()}
+
+
+def _checked(kind: str, data: dict) -> dict:
+    required, known, defaults = _FIELDS[kind]
+    assert required <= data.keys() <= known, (kind, sorted(data), sorted(known))
+    return {**defaults, **data}
 
 
 class _Log:
@@ -10,7 +25,7 @@ class _Log:
 
     def add(self, kind, step, **data):
         self.t += 1000
-        self.events.append(Event(len(self.events) + 1, self.t, kind, step, data))
+        self.events.append(Event(len(self.events) + 1, self.t, kind, step, _checked(kind, data)))
 
 
 def _alloc(log, step, sid, nbytes, op, preexisting=False):

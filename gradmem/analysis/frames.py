@@ -5,35 +5,12 @@ from collections import defaultdict
 
 import pandas as pd
 
+from ..events import FIELDS
 from ..trace import Trace
 
-# the columns each kind's frame always has, so passes never test for missing columns
-KIND_COLUMNS = {
-    "step": ["phase", "op", "node", "backward"],
-    "alloc": ["storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value", "recompute",
-              "grad_args", "ptr"],
-    "free": ["storage"],
-    "tensor": ["storage", "requires_grad", "leaf", "node", "output_nr"],
-    "node": ["node", "name", "next", "leaf"],
-    "saved": ["pack", "storage", "shape", "dtype", "numel", "element_size"],
-    "slot": ["pack", "node", "field"],
-    "hidden_slot": ["node", "field", "hook", "storage"],
-    "unpacked": ["pack", "node"],
-    "released": ["pack"],
-    "node_end": ["node", "grads_in", "grads_out"],
-    "grad": ["target", "grad"],
-    "leaf_grad": ["target", "grad", "value"],
-    "retained": ["target", "grad", "value"],
-    "name": ["storage", "name", "source"],
-    "backward_begin": ["index", "call", "roots", "retain_graph", "create_graph"],
-    "backward_end": ["index"],
-    "error": ["type", "message", "file", "line"],
-    "note": ["text"],
-    "allocator": ["ptr", "nbytes", "total", "device"],
-    "clock": ["method", "offset_ns", "error_ns", "markers"],
-    "rss": ["rss"],
-    "device_memory": ["device", "allocated", "reserved"],
-}
+# the columns each kind's frame always has, so passes never test for missing columns;
+# declared once, as the event schema (gradmem/events.py)
+KIND_COLUMNS = {kind: list(names) for kind, names in FIELDS.items()}
 
 
 def by_kind(trace: Trace) -> dict[str, pd.DataFrame]:

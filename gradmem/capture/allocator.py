@@ -39,7 +39,7 @@ from torch._C._profiler import (
 )
 from torch.autograd import _disable_profiler, _enable_profiler, _prepare_profiler
 
-from ..trace import KIND
+from ..events import EventKind
 
 MARKER_BYTES = 3079        # odd sizes, easy to pick out of a raw record
 MARKERS = 3                # per end; sizes MARKER_BYTES + i at the start, + 8 + i at the end
@@ -82,7 +82,7 @@ class CpuAllocatorRecord:
         self.running = False
         events = allocations(result)
         markers, clock = self._align(events)
-        self.rec.emit(KIND.CLOCK, **clock)
+        self.rec.emit(EventKind.CLOCK, **clock)
         if clock["method"] == "none":   # times that cannot be placed among the steps
             self.notes.append("the allocator's record could not be aligned with the hooks (no marker "
                               "allocations: a fake or meta tensor mode?), so it was left out")
@@ -139,10 +139,10 @@ class CpuAllocatorRecord:
                 continue
             t_hooks = to_perf(t)
             k = bisect.bisect_right(step_t, t_hooks) - 1
-            emit(KIND.ALLOCATOR, t_hooks, step_n[k] if k >= 0 else 0, ptr=ptr, nbytes=nbytes, total=total)
+            emit(EventKind.ALLOCATOR, t_hooks, step_n[k] if k >= 0 else 0, ptr=ptr, nbytes=nbytes, total=total)
 
     def _step_times(self) -> tuple[list, list]:
-        steps = [(e.t_ns, e.step) for e in self.rec.of_kind(KIND.STEP)]
+        steps = [(e.t_ns, e.step) for e in self.rec.of_kind(EventKind.STEP)]
         steps.sort()
         return [t for t, _ in steps], [n for _, n in steps]
 

@@ -3,7 +3,7 @@
 A ``TorchFunctionMode`` sits above autograd, so after each call the outputs carry their
 ``grad_fn``: that is when new backward nodes are discovered and their saved slots read.
 It also sees ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autograd.grad``
-(all overridable), which is where node and gradient hooks are put on for one backward.
+(all overridable), which are handed to ``BackwardCalls``.
 """
 from __future__ import annotations
 
@@ -12,35 +12,43 @@ import sys
 import torch
 from torch.overrides import TorchFunctionMode
 
+from .backward import BackwardCalls
+from .cursor import Cursor
+from .facts import TensorFacts
 from .fake import making_parameter
+from .grads import GradWatcher
 
 BACKWARD_FUNCS = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward",
                   torch.autograd.grad: "grad"}
 RETAIN_GRAD = torch.Tensor.retain_grad
 
 
-
 class CallWatcher(TorchFunctionMode):
-    def __init__(self, cap, retain_grad: str = "as-written"):
+    def __init__(self, cursor: Cursor, facts: TensorFacts, grads: GradWatcher, backward: BackwardCalls,
+                 retain_grad: str = "as-written", fake: bool = False):
         super().__init__()
-        self.cap = cap
+        self.cursor = cursor
+        self.facts = facts
+        self.grads = grads
+        self.backward = backward
         self.retain_grad = retain_grad   # as-written | off | on
+        self.fake = fake
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.cap.fake and making_parameter():   # fake-tensor plumbing a real run never calls
+        if self.fake and making_parameter():   # fake-tensor plumbing a real run never calls
             return func(*args, **kwargs)
         kind = BACKWARD_FUNCS.get(func) if not isinstance(func, type) else None
         if kind is not None:
-            return self.cap.run_backward(kind, func, args, kwargs, sys._getframe(1))
+            return self.backward.run(kind, func, args, kwargs, sys._getframe(1))
         if func is RETAIN_GRAD:
             return self._retain(func, args, kwargs)
         self._inputs(args)
-        self.cap.saved.fresh_call = True
+        self.cursor.fresh_call = True
         try:
             out = func(*args, **kwargs)
         finally:
-            self.cap.saved.fresh_call = False
+            self.cursor.fresh_call = False
         self._outputs(out)
         return out
 
@@ -48,7 +56,7 @@ class CallWatcher(TorchFunctionMode):
         if self.retain_grad == "off":
             return None
         out = func(*args, **kwargs)
-        self.cap.grads.retaining(args[0])
+        self.grads.retaining(args[0])
         return out
 
     def _inputs(self, args) -> None:
@@ -57,11 +65,11 @@ class CallWatcher(TorchFunctionMode):
         for a in args:
             if isinstance(a, torch.Tensor):
                 if a.requires_grad:
-                    self.cap.tensor_facts(a, track=False)
+                    self.facts.record(a, track=False)
             elif isinstance(a, (list, tuple)):
                 for b in a:
                     if isinstance(b, torch.Tensor) and b.requires_grad:
-                        self.cap.tensor_facts(b, track=False)
+                        self.facts.record(b, track=False)
 
     def _outputs(self, out) -> None:
         if isinstance(out, torch.Tensor):
@@ -74,7 +82,7 @@ class CallWatcher(TorchFunctionMode):
     def _output(self, t: torch.Tensor) -> None:
         if not t.requires_grad:
             return
-        self.cap.tensor_facts(t)
+        self.facts.record(t)
         if t.grad_fn is not None and self.retain_grad == "on" and not t.retains_grad:
             t.retain_grad()
-            self.cap.grads.retaining(t)
+            self.grads.retaining(t)

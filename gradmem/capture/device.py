@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 
 HISTORY_ENTRIES = 1_000_000
 
@@ -35,7 +35,7 @@ class CudaMemory:
         return True
 
     def read(self) -> None:
-        self.rec.emit(KIND.DEVICE_MEMORY, device=str(self.device),
+        self.rec.emit(EventKind.DEVICE_MEMORY, device=str(self.device),
                       allocated=torch.cuda.memory_allocated(self.device),
                       reserved=torch.cuda.memory_reserved(self.device))
 
@@ -60,7 +60,7 @@ class CudaMemory:
             if sign is None:
                 continue
             total += sign * entry["size"]
-            self.rec.emit_at(KIND.ALLOCATOR, 0, -1, ptr=entry.get("addr"), nbytes=sign * entry["size"],
+            self.rec.emit_at(EventKind.ALLOCATOR, 0, -1, ptr=entry.get("addr"), nbytes=sign * entry["size"],
                           total=total, device=str(self.device))
 
 

@@ -12,7 +12,7 @@ from functools import partial
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 from .values import preview_now
 
 
@@ -52,15 +52,15 @@ class GradWatcher:
 
     def _grad(self, target: int, grad) -> None:
         if grad is not None:
-            self.rec.emit(KIND.GRAD, target=target, grad=self.storages.see(grad))
+            self.rec.emit(EventKind.GRAD, target=target, grad=self.storages.see(grad))
 
     def _leaf(self, leaf: torch.Tensor) -> None:
         if leaf.grad is not None:
-            self.rec.emit(KIND.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad),
+            self.rec.emit(EventKind.LEAF_GRAD, target=self.storages.see(leaf), grad=self.storages.see(leaf.grad),
                           value=preview_now(leaf.grad))
 
     def record_retained(self) -> None:
         for t in self._alive(self._retaining):
             if t.grad is not None:
-                self.rec.emit(KIND.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad),
+                self.rec.emit(EventKind.RETAINED, target=self.storages.see(t), grad=self.storages.see(t.grad),
                               value=preview_now(t.grad))

@@ -14,7 +14,11 @@ import itertools
 from functools import partial
 from typing import Iterable
 
-from ..trace import KIND
+import torch
+
+from ..events import EventKind
+from ..roles import Phase
+from .cursor import Cursor
 from .recorder import Recorder
 from .saved import Packed
 from .storages import Storages
@@ -28,8 +32,9 @@ def short_name(name: str) -> str:
 
 
 class Graph:
-    def __init__(self, rec: Recorder, storages: Storages):
+    def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages):
         self.rec = rec
+        self.cursor = cursor
         self.storages = storages
         self._ids: dict[tuple, int] = {}
         self._next = itertools.count(1)
@@ -38,6 +43,11 @@ class Graph:
 
     def name_of(self, nid: int) -> str:
         return self._names.get(nid, "?")
+
+    def current_node(self) -> int | None:
+        """The id of the backward node the engine is running on this thread, if any."""
+        node = torch._C._current_autograd_node()
+        return self.node_id(node) if node is not None else None
 
     def key(self, node) -> tuple:
         name = node.name()
@@ -74,7 +84,7 @@ class Graph:
         )}
         if name == ACCUMULATE:
             data["leaf"] = self.storages.see(node.variable)
-        self.rec.emit(KIND.NODE, **data)
+        self.rec.emit(EventKind.NODE, **data)
         for field in self._slot_fields(node):
             self._record_slots(nid, node, field)
 
@@ -102,14 +112,14 @@ class Graph:
         except RuntimeError:
             return
         if isinstance(data, Packed):
-            self.rec.emit(KIND.SLOT, pack=data.pid, node=nid, field=field)
+            self.rec.emit(EventKind.SLOT, pack=data.pid, node=nid, field=field)
             return
         hook = saved.unpack_hook
         storage = self.storages.see(data) if hook is None and hasattr(data, "untyped_storage") else None
         if hook is None and storage is None:   # an empty slot (that gradient is not needed)
             return
         hook_name = getattr(hook, "__qualname__", repr(hook)) if hook is not None else None
-        self.rec.emit(KIND.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
+        self.rec.emit(EventKind.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
 
     def reachable(self, roots: Iterable) -> list:
         seen, out, stack = set(), [], [r for r in roots if r is not None]
@@ -133,13 +143,13 @@ class Graph:
         return handles
 
     def _pre(self, nid: int, name: str, grad_outputs) -> None:
-        if self.rec.node != nid:
-            self.rec.begin_step("backward", short_name(name), node=nid)
+        if self.cursor.node != nid:
+            self.rec.begin_step(Phase.BACKWARD, short_name(name), node=nid)
 
     def _post(self, nid: int, grad_inputs, grad_outputs) -> None:
         see = self.storages.see
         self.rec.emit(
-            KIND.NODE_END, node=nid,
+            EventKind.NODE_END, node=nid,
             grads_in=tuple(see(g) if g is not None else None for g in grad_outputs),
             grads_out=tuple(see(g) if g is not None else None for g in grad_inputs),
         )

@@ -14,7 +14,7 @@ from typing import Iterable, Mapping
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 
 SKIP_DIRS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
 _SNAPSHOT_LOCALS = sys.version_info < (3, 13)
@@ -83,17 +83,17 @@ class Namer:
             elif isinstance(value, torch.optim.Optimizer):
                 self._optimizer(name, value)
             if _compiled(value):
-                self.rec.emit(KIND.NOTE, text=COMPILED_NOTE.format(name=name))
+                self.rec.emit(EventKind.NOTE, text=COMPILED_NOTE.format(name=name))
 
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
         sid = self.storages.lookup(t)
         if sid is not None:
-            self.rec.emit(KIND.NAME, storage=sid, name=name, source=kind)
+            self.rec.emit(EventKind.NAME, storage=sid, name=name, source=kind)
         grad = t.grad if t.is_leaf or t.retains_grad else None
         if grad is not None:
             gid = self.storages.lookup(grad)
             if gid is not None:
-                self.rec.emit(KIND.NAME, storage=gid, name=f"{name}.grad", source="grad")
+                self.rec.emit(EventKind.NAME, storage=gid, name=f"{name}.grad", source="grad")
 
     def _module(self, name: str, module: torch.nn.Module) -> None:
         for pname, p in module.named_parameters(prefix=name):
@@ -110,4 +110,4 @@ class Namer:
                 if isinstance(value, torch.Tensor):
                     sid = self.storages.lookup(value)
                     if sid is not None:
-                        self.rec.emit(KIND.NAME, storage=sid, name=f"{name}.state[{label}].{key}", source="optimizer_state")
+                        self.rec.emit(EventKind.NAME, storage=sid, name=f"{name}.state[{label}].{key}", source="optimizer_state")

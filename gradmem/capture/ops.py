@@ -9,8 +9,14 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..roles import Phase
+from .cursor import Cursor
 from .fake import unrecorded
+from .graph import Graph
+from .recorder import Recorder
+from .storages import Storages
 
+LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
 _op_names: dict = {}
 
 
@@ -37,16 +43,53 @@ def _tensors(args, kwargs):
 
 
 class OpWatcher(TorchDispatchMode):
-    def __init__(self, cap):
+    def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages, graph: Graph, fake: bool = False):
         super().__init__()
-        self.cap = cap
+        self.rec = rec
+        self.cursor = cursor
+        self.storages = storages
+        self.graph = graph
+        self.fake = fake
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        cap = self.cap
-        if cap.ops_paused or (cap.fake and unrecorded(func)):   # gradmem's own op, or fake-tensor
-            return func(*args, **(kwargs or {}))                # plumbing a real run never dispatches
+        if self.cursor.ops_paused or (self.fake and unrecorded(func)):   # gradmem's own op, or fake-tensor
+            return func(*args, **(kwargs or {}))                        # plumbing a real run never dispatches
         name = op_name(func)
-        has_inputs, grad_args = cap.begin_op(name, _tensors(args, kwargs))
+        has_inputs, grad_args = self._begin(name, _tensors(args, kwargs))
         out = func(*args, **(kwargs or {}))
-        cap.op_outputs(name, out, not has_inputs, grad_args)
+        self._outputs(name, out, not has_inputs, grad_args)
         return out
+
+    def _begin(self, name: str, inputs) -> tuple[bool, bool]:
+        """Start the op's step; returns (has tensor inputs, any input requires grad)."""
+        cursor = self.cursor
+        cursor.fresh_call = False
+        cursor.in_node = False
+        if cursor.depth:
+            nid = self.graph.current_node()
+            cursor.in_node = nid is not None
+            if nid is None:
+                self.rec.begin_step(Phase.BACKWARD, name)
+            elif nid != cursor.node:
+                self.rec.begin_step(Phase.BACKWARD, self.graph.name_of(nid), node=nid)
+        else:
+            self.rec.begin_step(Phase.FORWARD, name)
+        if name in LIFT_OPS:   # torch.tensor(data): the input is the new tensor itself
+            return False, False
+        has_inputs = grad_args = False
+        see = self.storages.see
+        for t in inputs:
+            has_inputs = True
+            grad_args = grad_args or t.requires_grad
+            see(t)
+        return has_inputs, grad_args
+
+    def _outputs(self, name: str, out, factory: bool, grad_args: bool) -> None:
+        # grad mode on inside a running backward node (without create_graph) means a
+        # forward pass is being recomputed, as torch.utils.checkpoint does
+        cursor = self.cursor
+        recompute = cursor.in_node and torch.is_grad_enabled() and not cursor.create_graph
+        see = self.storages.see
+        for t in (out if isinstance(out, (list, tuple)) else (out,)):
+            if isinstance(t, torch.Tensor):
+                see(t, name, preexisting=False, factory=factory, recompute=recompute, grad_args=grad_args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from ..trace import KIND
+from ..events import EventKind
 
 EVERY_S = 0.01
 
@@ -34,7 +34,7 @@ class ResidentSampler:
         return True
 
     def sample(self) -> None:
-        self.rec.emit(KIND.RSS, rss=self._process.memory_info().rss)
+        self.rec.emit(EventKind.RSS, rss=self._process.memory_info().rss)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):

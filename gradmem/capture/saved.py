@@ -21,8 +21,11 @@ import itertools
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
+from .cursor import Cursor
 from .recorder import Recorder
+
+SAVED, UNPACKED, RELEASED = EventKind.SAVED.value, EventKind.UNPACKED.value, EventKind.RELEASED.value
 
 
 class Packed:
@@ -36,7 +39,7 @@ class Packed:
 
     def __del__(self):
         if self.rec.active:
-            self.rec.emit(KIND.RELEASED, pack=self.pid)
+            self.rec.emit(RELEASED, pack=self.pid)
 
 
 def modified_message(t: torch.Tensor, saved_version: int) -> str:
@@ -48,12 +51,11 @@ def modified_message(t: torch.Tensor, saved_version: int) -> str:
 
 
 class SavedTensorWatcher:
-    def __init__(self, rec: Recorder, storages, node_of_current, paused_ops):
+    def __init__(self, rec: Recorder, cursor: Cursor, storages, graph):
         self.rec = rec
+        self.cursor = cursor
         self.storages = storages
-        self.node_of_current = node_of_current   # () -> id of the backward node running, or None
-        self.paused_ops = paused_ops             # () -> context in which our op watcher records nothing
-        self.fresh_call = False                  # set by the function watcher: no op ran yet
+        self.graph = graph                       # which backward node is running
         self._next = itertools.count(1)
         self._outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
         self._cm = None
@@ -61,21 +63,20 @@ class SavedTensorWatcher:
     def pack(self, t: torch.Tensor) -> Packed:
         pid = next(self._next)
         sid = self.storages.see(t)
-        # inputs are saved before the op runs (the native engine knows the op's own step)
-        step = self.rec.step + 1 if self.fresh_call and self.rec.counts_steps else None
+        step = self.cursor.step + 1 if self.cursor.fresh_call else None   # inputs are saved before the op runs
         self.rec.emit(
-            KIND.SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
+            SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
             element_size=t.element_size(),
         )
         if self._outer:
             return Packed(pid, self._outer[0](t), self.rec)
-        with self.paused_ops():   # not the program's op: not recorded
+        with self.cursor.paused_ops():   # not the program's op: not recorded
             alias = t.detach()
         return Packed(pid, alias, self.rec, t._version)
 
     def unpack(self, p: Packed) -> torch.Tensor:
-        self.rec.emit(KIND.UNPACKED, pack=p.pid, node=self.node_of_current())
+        self.rec.emit(UNPACKED, pack=p.pid, node=self.graph.current_node())
         if self._outer:
             return self._outer[1](p.inner)
         if p.inner._version != p.version:

@@ -13,9 +13,11 @@ import weakref
 
 import torch
 
-from ..trace import KIND
+from ..events import EventKind
 from .recorder import Recorder
 from .values import UNINITIALIZED, _is_fake, preview
+
+ALLOC, FREE = EventKind.ALLOC.value, EventKind.FREE.value   # plain strs: the hot path
 
 
 class Storages:
@@ -50,7 +52,7 @@ class Storages:
         self._ids[key] = sid
         self._refs[sid] = weakref.ref(s, lambda _ref, key=key, sid=sid: self._freed(key, sid))
         self.rec.emit(
-            KIND.ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
+            ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
             preexisting=preexisting, factory=factory, value=None if preexisting or op in UNINITIALIZED else preview(t),
             **flags,
@@ -62,7 +64,7 @@ class Storages:
         if self._ids.get(key) == sid:
             del self._ids[key]
         self._refs.pop(sid, None)
-        self.rec.emit(KIND.FREE, storage=sid)
+        self.rec.emit(FREE, storage=sid)
 
     def close(self) -> None:
         """Stop watching: dropping the weakrefs means their callbacks never run."""

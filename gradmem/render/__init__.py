@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import write_atomic
 from ..trace import write_trace
 from .chrome import ChromeTraceWriter
 from .html import HtmlWriter
@@ -87,14 +88,6 @@ def write_files(analysis, out_dir, formats) -> list[Path]:
     for writer in writers:
         paths.append(write_atomic(out_dir / writer.filename, writer.render(analysis)))
     return paths
-
-
-def write_atomic(path: Path, data: str | bytes) -> Path:
-    """Write beside ``path``, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    _write(tmp, data)
-    os.replace(tmp, path)
-    return path
 
 
 def _write(path: Path, data: str | bytes) -> None:

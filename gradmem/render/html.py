@@ -12,6 +12,7 @@ import json
 import re
 from importlib import resources
 
+from ..roles import PHASE_COLORS
 from .page_data import page_data
 from .units import human_bytes
 
@@ -19,7 +20,9 @@ MARKER = re.compile(r"<!--gradmem:(\w+)-->")
 
 
 def asset(name: str) -> str:
-    return resources.files("gradmem.render").joinpath("assets", name).read_text(encoding="utf-8")
+    text = resources.files("gradmem.render").joinpath("assets", name).read_text(encoding="utf-8")
+    # the phase colours live beside the phases (gradmem/roles.py), not in the script
+    return text.replace("/*gradmem:phase-colors*/{}", json.dumps(PHASE_COLORS)) if name == "common.js" else text
 
 
 def fill_page(body: str, fill: dict) -> str:

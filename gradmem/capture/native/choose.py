@@ -16,9 +16,9 @@ DEFAULT = "python"
 
 
 class Choice(NamedTuple):
-    engine: str          # python | native
-    ext: object | None   # the loaded extension when native
-    reason: str          # why this engine, in one sentence
+    engine: str            # python | native
+    native: object | None  # when native: the engine's parts for one capture (engine.NativeSession)
+    reason: str            # why this engine, in one sentence
 
 
 def profiler_running() -> bool:
@@ -42,4 +42,5 @@ def choose(requested: str = DEFAULT, fake: bool = False, progress=None) -> Choic
         return Choice("python", None, loader.why_not() or "the native engine could not be loaded")
     if ext.running():
         return Choice("python", None, "another gradmem capture is using the native engine")
-    return Choice("native", ext, "the native extension is built" + (" (asked for)" if requested == "native" else ""))
+    from .engine import NativeSession
+    return Choice("native", NativeSession(ext), "the native extension is built" + (" (asked for)" if requested == "native" else ""))

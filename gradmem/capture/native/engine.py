@@ -14,9 +14,10 @@ with ids from the same counter.
 """
 from __future__ import annotations
 
-import time
 
-from ...trace import KIND
+from ...events import EventKind as KIND
+from ..cursor import Cursor
+from ..graph import Graph
 from ..recorder import Recorder
 from ..storages import Storages
 
@@ -25,14 +26,49 @@ ACCUMULATE = "torch::autograd::AccumulateGrad"
 _CPU = 0   # c10::DeviceType::CPU
 
 
-class NativeRecorder(Recorder):
-    """A Recorder whose steps are the native recorder's: ``step`` reads the step running
-    now (and marks it, so that it is exported); ``begin_step`` opens one of Python's."""
+class NativeSession:
+    """The native engine's parts for one capture: cursor, recorder and storages that ask
+    the extension, its start and stop, and the merge of its record into the events."""
 
-    counts_steps = False
+    def __init__(self, ext):
+        self.ext = ext
+        self.graph: Graph | None = None
+        self.cursor = NativeCursor(ext)
+        self.rec = NativeRecorder(self.cursor)
+        self.storages = NativeStorages(self.rec, ext)
+        self._raw = None
 
-    def __init__(self, ext, clock=time.perf_counter_ns):
-        super().__init__(clock)
+    def make_graph(self, rec, cursor, storages) -> Graph:
+        self.graph = NativeGraph(rec, cursor, storages)
+        return self.graph
+
+    def __enter__(self) -> "NativeSession":
+        self.ext.start(1)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        if self._raw is None and self.ext.running():
+            self._raw = self.ext.stop()
+
+    def merge(self) -> None:
+        """Call after the recorder stopped: no Python event may come after the merge."""
+        self.stop()
+        if self._raw is not None:
+            merge(self.rec, self._raw, self.graph._ids)
+            self._raw = None
+
+
+class NativeCursor(Cursor):
+    """The step is the native recorder's (reading it marks it, so that it is exported);
+    backward calls are told to it, so its steps know their phase. ``fresh_call`` stays
+    False: the native side knows the op a saved input belongs to."""
+
+    def __init__(self, ext):
+        super().__init__()
         self.ext = ext
 
     @property
@@ -40,23 +76,52 @@ class NativeRecorder(Recorder):
         return self.ext.current_step() if self.ext.running() else -1
 
     @step.setter
-    def step(self, value) -> None:   # Recorder.__init__ sets it; the native side owns it
+    def step(self, value) -> None:   # Cursor.__init__ sets it; the native side owns it
         pass
 
-    def begin_step(self, phase: str, op: str, node: int | None = None) -> None:
-        self.ext.begin_step(op, self.backward_index if phase == "backward" else 0)
+    @property
+    def fresh_call(self) -> bool:
+        return False
+
+    @fresh_call.setter
+    def fresh_call(self, value) -> None:
+        pass
+
+    def enter_backward(self, create_graph: bool) -> bool:
+        outer = super().enter_backward(create_graph)
+        self.ext.set_backward(self.backward_index)
+        return outer
+
+    def leave_backward(self, outer_create_graph: bool) -> None:
+        super().leave_backward(outer_create_graph)
+        self.ext.set_backward(self.backward_index if self.in_backward else 0)
+
+
+class NativeRecorder(Recorder):
+    """Steps Python begins (``(after backward)``) are begun in the native recorder, which
+    exports them with the others."""
+
+    def begin_step(self, phase, op: str, node: int | None = None) -> None:
+        self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
+
+
+class NativeGraph(Graph):
+    """No node hooks: node steps and ends come from the native recorder."""
+
+    def hook_nodes(self, roots) -> list:
+        return []
 
 
 class NativeStorages(Storages):
     """Storage ids: the native recorder's for allocations it saw, weakrefs for the rest."""
 
-    def __init__(self, rec: NativeRecorder):
+    def __init__(self, rec: NativeRecorder, ext):
         super().__init__(rec)
-        self.ext = rec.ext
-        self._next = _NativeIds(rec.ext)
+        self.ext = ext
+        self._next = _NativeIds(ext)
 
     def lookup(self, t):
-        return self.see(t) if self._native(t) else super().lookup(t)
+        return self.see(t)
 
     def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False):
@@ -73,9 +138,6 @@ class NativeStorages(Storages):
             if sid:
                 return sid
         return super().see(t, op, preexisting, factory, recompute, grad_args)
-
-    def _native(self, t) -> bool:
-        return True
 
 
 class _NativeIds:
@@ -105,7 +167,7 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict) -> None:
         add((t, len(out), kind, number.get(serial, 0), keys(k, k), tuple(data.values())))
 
     for serial, t, op, kind, _seq, backward, label in raw["steps"]:
-        phase = "backward" if backward else "forward"
+        phase = "backward" if backward else "forward"   # a Phase value
         name = label if kind == 2 else ops[op][0]
         event(t, KIND.STEP, serial, phase=phase, op=name, node=node_of.get(serial),
               backward=backward if backward else None)

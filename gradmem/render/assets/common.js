@@ -2,7 +2,7 @@
    as text, never as markup), search and axis ticks. Hand-written, no library. */
 const gradmemCommon = (function () {
   "use strict";
-  const PHASE_FILL = { setup: "rgba(0,0,0,0.035)", forward: "rgba(78,121,167,0.09)", backward: "rgba(242,142,43,0.11)" };
+  const PHASE_FILL = /*gradmem:phase-colors*/{};   // filled from gradmem/roles.py PHASE_COLORS
   function bytes(n) {
     const units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let i = 0;

@@ -51,18 +51,18 @@ def cell_key(shell, source: str) -> str:
 
 def run_cell(shell, source: str, retain_grad: str, device: str | None):
     """Run the cell under a capture in the user's namespace: (capture, value, error)."""
-    from .capture import Capture
     from .scenario import default_device
+    from .session import Session
 
     body, last = split_last_expression(shell.transform_cell(source), "<gradmem cell>")
-    cap = Capture("cell", {"device": device} if device else {}, retain_grad)
+    cap = Session("cell", {"device": device} if device else {}, retain_grad)
     value = error = None
     with default_device(device):
         try:
             with cap:
                 exec(body, shell.user_ns)
                 value = eval(last, shell.user_ns) if last is not None else None
-                cap.namer.scan(shell.user_ns)
+                cap.name_variables(shell.user_ns)
         except Exception as exc:   # the cell's own error: shown after its partial report
             error = exc
     return cap, value, error

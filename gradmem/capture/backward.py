@@ -1,0 +1,73 @@
+"""One backward call (``Tensor.backward``, ``torch.autograd.backward``/``grad``): hooks on
+for the graph it runs, the call itself, hooks off.
+
+Before the call: discover the graph from the roots, name what the program holds, record
+the leaves' facts, put node and gradient hooks on. After it: the retained gradients, the
+names again, and (outside every backward call) a forward step for the program's own frees.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..events import EventKind
+from ..roles import Phase
+from .cursor import Cursor
+from .facts import TensorFacts
+from .grads import GradWatcher
+from .graph import Graph
+from .names import Namer
+from .recorder import Recorder
+
+AFTER_BACKWARD = "(after backward)"
+
+
+class BackwardCalls:
+    def __init__(self, rec: Recorder, cursor: Cursor, graph: Graph, grads: GradWatcher, namer: Namer,
+                 facts: TensorFacts):
+        self.rec = rec
+        self.cursor = cursor
+        self.graph = graph
+        self.grads = grads
+        self.namer = namer
+        self.facts = facts
+
+    def run(self, call: str, func, args, kwargs, caller):
+        roots = _roots_of(args, kwargs)
+        handles = self._hook(roots, caller)
+        create_graph = bool(kwargs.get("create_graph"))
+        outer = self.cursor.enter_backward(create_graph)
+        self.rec.emit(EventKind.BACKWARD_BEGIN, index=self.cursor.backward_index, call=call,
+                      roots=tuple(self.facts.storages.see(t) for t in roots),
+                      retain_graph=bool(kwargs.get("retain_graph")), create_graph=create_graph)
+        del roots
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.cursor.leave_backward(outer)
+            for h in handles:
+                h.remove()
+            self._after(caller)
+
+    def _hook(self, roots: list, caller) -> list:
+        """Discover and name the graph, then put the hooks on; returns their handles."""
+        grad_fns = [t.grad_fn for t in roots]
+        self.graph.discover(grad_fns)
+        self.namer.scan_stack(caller)
+        leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
+        for leaf in leaves:
+            self.facts.record(leaf)
+        return self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
+
+    def _after(self, caller) -> None:
+        # the latest call's index, as before: a nested call's end names the nested call
+        self.rec.emit(EventKind.BACKWARD_END, index=self.cursor.backward_index)
+        self.grads.record_retained()
+        self.namer.scan_stack(caller)
+        if not self.cursor.in_backward:   # frees from here on are the program's, not the engine's
+            self.rec.begin_step(Phase.FORWARD, AFTER_BACKWARD)
+
+
+def _roots_of(args, kwargs) -> list:
+    first = args[0] if args else kwargs.get("tensors", kwargs.get("outputs"))
+    items = first if isinstance(first, (list, tuple)) else [first]
+    return [t for t in items if isinstance(t, torch.Tensor) and t.grad_fn is not None]

@@ -1,0 +1,231 @@
+"""The event vocabulary and each kind's fields, declared once.
+
+Capture emits events as ``(kind, **fields)``; the trace file stores them as JSON objects;
+analysis turns each kind into a DataFrame with exactly these columns. One frozen
+dataclass per kind names its fields here, so adding a field is one edit: the analysis
+columns (``analysis.frames.KIND_COLUMNS``) and the synthetic traces in tests are derived
+from ``FIELDS``. The capture's hot path does not build these objects (a dataclass per
+event would cost microseconds per op); they are the schema, not the carrier.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from enum import Enum
+
+
+class EventKind(str, Enum):
+    STEP = "step"                      # a forward op, an engine op or a backward node begins
+    ALLOC = "alloc"                    # a storage first seen (an op output, or pre-existing)
+    FREE = "free"                      # a storage's memory was released
+    TENSOR = "tensor"                  # facts about a tensor on a storage (requires_grad, leaf)
+    NODE = "node"                      # a backward node discovered in the graph
+    SAVED = "saved"                    # autograd packed a tensor into a saved slot
+    SLOT = "slot"                      # which node and field own a saved slot
+    HIDDEN_SLOT = "hidden_slot"        # a saved slot packed by someone else's hooks
+    UNPACKED = "unpacked"              # a backward node used a saved slot
+    RELEASED = "released"              # a saved slot was released by the engine
+    NODE_END = "node_end"              # a backward node finished; what gradients it produced
+    GRAD = "grad"                      # a gradient arrived for a tensor (register_hook)
+    LEAF_GRAD = "leaf_grad"            # a leaf's .grad was set (post-accumulate hook)
+    RETAINED = "retained"              # retain_grad() kept a copy as a non-leaf's .grad
+    NAME = "name"                      # a program variable names a storage
+    BACKWARD_BEGIN = "backward_begin"  # .backward() / autograd.grad() called
+    BACKWARD_END = "backward_end"
+    ERROR = "error"                    # the profiled program raised
+    NOTE = "note"                      # a caveat the capture noticed (text)
+    ALLOCATOR = "allocator"            # the allocator's own record: one allocation (+) or free (-)
+    CLOCK = "clock"                    # how the allocator's clock was aligned with the hooks' clock
+    RSS = "rss"                        # the process's resident memory, sampled every few ms
+    DEVICE_MEMORY = "device_memory"    # a CUDA allocator reading (allocated, reserved) after a step
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SCHEMA: dict[EventKind, type] = {}
+
+
+def _kind(kind: EventKind):
+    def register(cls):
+        cls = dataclass(frozen=True)(cls)
+        cls.kind = kind
+        SCHEMA[kind] = cls
+        return cls
+    return register
+
+
+@_kind(EventKind.STEP)
+class Step:
+    phase: str                  # a Phase (gradmem.roles)
+    op: str
+    node: int | None = None     # the backward node this step runs, if any
+    backward: int | None = None  # which backward call (1, 2, ...) a backward step belongs to
+
+
+@_kind(EventKind.ALLOC)
+class Alloc:
+    storage: int
+    nbytes: int
+    device: str
+    dtype: str
+    shape: tuple
+    op: str = ""
+    preexisting: bool = False   # alive before the op that first showed it
+    factory: bool = False       # made by an op with no tensor inputs
+    value: object = None        # a preview of small values
+    recompute: bool | None = None   # made while a backward node recomputed forward (checkpoint)
+    grad_args: bool | None = None   # made by an op with an input that requires grad
+    ptr: int | None = None      # the block's address, to match the allocator's record
+
+
+@_kind(EventKind.FREE)
+class Free:
+    storage: int
+
+
+@_kind(EventKind.TENSOR)
+class Tensor:
+    storage: int
+    requires_grad: bool
+    leaf: bool
+    node: int | None = None
+    output_nr: int | None = None
+
+
+@_kind(EventKind.NODE)
+class Node:
+    node: int
+    name: str
+    next: tuple                 # (node id or None, input nr) per next function
+    leaf: int | None = None     # AccumulateGrad: the leaf's storage
+
+
+@_kind(EventKind.SAVED)
+class Saved:
+    pack: int
+    storage: int | None
+    shape: tuple
+    dtype: str
+    numel: int
+    element_size: int
+
+
+@_kind(EventKind.SLOT)
+class Slot:
+    pack: int
+    node: int
+    field: str
+
+
+@_kind(EventKind.HIDDEN_SLOT)
+class HiddenSlot:
+    node: int
+    field: str
+    hook: str | None = None
+    storage: int | None = None
+
+
+@_kind(EventKind.UNPACKED)
+class Unpacked:
+    pack: int
+    node: int | None = None
+
+
+@_kind(EventKind.RELEASED)
+class Released:
+    pack: int
+
+
+@_kind(EventKind.NODE_END)
+class NodeEnd:
+    node: int
+    grads_in: tuple
+    grads_out: tuple
+
+
+@_kind(EventKind.GRAD)
+class Grad:
+    target: int | None
+    grad: int | None
+
+
+@_kind(EventKind.LEAF_GRAD)
+class LeafGrad:
+    target: int | None
+    grad: int | None
+    value: object = None
+
+
+@_kind(EventKind.RETAINED)
+class Retained:
+    target: int | None
+    grad: int | None
+    value: object = None
+
+
+@_kind(EventKind.NAME)
+class Name:
+    storage: int
+    name: str
+    source: str                 # variable | parameter | buffer | grad | optimizer_state
+
+
+@_kind(EventKind.BACKWARD_BEGIN)
+class BackwardBegin:
+    index: int
+    call: str                   # backward | grad
+    roots: tuple
+    retain_graph: bool
+    create_graph: bool
+
+
+@_kind(EventKind.BACKWARD_END)
+class BackwardEnd:
+    index: int
+
+
+@_kind(EventKind.ERROR)
+class Error:
+    type: str
+    message: str
+    file: str | None = None
+    line: int | None = None
+
+
+@_kind(EventKind.NOTE)
+class Note:
+    text: str
+
+
+@_kind(EventKind.ALLOCATOR)
+class Allocator:
+    ptr: int | None
+    nbytes: int
+    total: int
+    device: str | None = None
+
+
+@_kind(EventKind.CLOCK)
+class Clock:
+    method: str
+    offset_ns: int
+    error_ns: int | None
+    markers: int
+
+
+@_kind(EventKind.RSS)
+class Rss:
+    rss: int
+
+
+@_kind(EventKind.DEVICE_MEMORY)
+class DeviceMemory:
+    device: str
+    allocated: int
+    reserved: int
+
+
+FIELDS: dict[str, tuple[str, ...]] = {k.value: tuple(f.name for f in fields(cls)) for k, cls in SCHEMA.items()}
+"""Each kind's field names, in declaration order (plain strings, for tables)."""
+
+assert set(SCHEMA) == set(EventKind), "every event kind declares its fields"

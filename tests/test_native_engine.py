@@ -94,7 +94,7 @@ def _profile(program, engine: str):
     return analyze(cap.trace)
 
 
-@settings(max_examples=25, derandomize=True, database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
+@settings(max_examples=15, derandomize=True, database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(programs)
 def test_property_programs_same_on_both_engines(native, program):

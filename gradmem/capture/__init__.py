@@ -16,7 +16,6 @@ nothing here analyses or formats it (``gradmem.session`` does that for
     SavedTensorWatcher (saved.py)  saved-tensor pack/unpack/release
     Namer (names.py)            the program's variable names
     GroundTruth (truth.py)     the allocator's record and resident memory beside the hooks
-    native/                     the native engine: ops and allocations recorded in C++
 
 Known limitations:
     - Buffers that kernels allocate internally (convolution workspaces) are not seen by
@@ -43,7 +42,7 @@ from .graph import Graph
 from .grads import GradWatcher
 from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
-from .native.choose import DEFAULT as DEFAULT_ENGINE, choose as choose_engine
+from .native.choose import choose as choose_engine
 from .names import Namer
 from .ops import OpWatcher
 from .recorder import Recorder
@@ -55,33 +54,29 @@ class Capture:
     """Context manager that records one run; ``finish()`` (run on exit) returns the trace."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True, on_progress=None, engine: str = DEFAULT_ENGINE,
-                 build_progress=None):
-        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, engine)
-        self.engine = choose_engine(engine, fake, build_progress)   # python, or native and its parts
-        native = self.engine.native
-        self.cursor = native.cursor if native else Cursor()
-        self.rec = native.rec if native else Recorder(self.cursor)
+                 fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None):
+        choice = choose_engine(engine, fake, build_progress)   # python, or native and its parts (native/)
+        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, choice)
+        self.rec, self.storages = choice.recorder_and_storages(Cursor, Recorder, Storages)   # rec.cursor
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
-        self.storages = native.storages if native else Storages(self.rec)
         self.namer = Namer(self.rec, self.storages)
         self._watchers = self._build_watchers()
         self._modes: list = []
         self._started = ""
         self._error: dict | None = None
         self._trace: Trace | None = None
-        # fake tensors allocate nothing: no allocator record (the native engine records its own)
-        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not fake and not native)
+        # fake tensors allocate nothing: there is no allocator record to compare with
+        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native))
 
     def _build_watchers(self) -> list:
-        rec, cursor, storages, s, native = self.rec, self.cursor, self.storages, self.settings, self.engine.native
-        graph = native.make_graph(rec, cursor, storages) if native else Graph(rec, cursor, storages)
-        grads = GradWatcher(rec, storages)
+        rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
+        graph = s.engine.graph(Graph, rec, cursor, storages)
+        grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
         return [SavedTensorWatcher(rec, cursor, storages, graph),
-                CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake)] + (
-                [] if native else [OpWatcher(rec, cursor, storages, graph, s.fake)])
+                CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
+                *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake)]
 
     @property
     def trace(self) -> Trace | None:
@@ -96,8 +91,7 @@ class Capture:
     def __enter__(self) -> "Capture":
         self._started = now()
         self.namer.entry = sys._getframe(1)
-        # fake below ours: we see fake outputs; the native recorder (a context too) around the watchers
-        self._modes = (fake_modes() if self.fake else []) + [self.engine.native] * bool(self.engine.native) + self._watchers
+        self._modes = (fake_modes() if self.fake else []) + self.settings.engine.contexts() + self._watchers  # fake below ours
         self.ground.start()
         entered = []
         try:
@@ -113,11 +107,14 @@ class Capture:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.namer.scan_stack(sys._getframe(1))
+            self.rec.guard.call(self.namer.scan_stack, sys._getframe(1))
+            if exc is not None:   # the failing frames' variables name what the program made
+                self.rec.guard.call(self.namer.scan_traceback, exc.__traceback__)
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
+            self._grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()
@@ -126,7 +123,12 @@ class Capture:
     def name_variables(self, namespace: Iterable[tuple[str, object]] | Mapping) -> None:
         """Name storages after the variables of ``namespace`` (a script's or a notebook's
         globals, which the stack scan does not reach)."""
-        self.namer.scan(namespace)
+        self.rec.guard.call(self.namer.scan, namespace)
+
+    @property
+    def fault(self) -> dict | None:
+        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
+        return self.rec.guard.failure
 
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
@@ -136,9 +138,7 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            if self.engine.native:
-                self.engine.native.merge()
-            meta = build_meta(self.settings, self._started, self._error, self.rec, self.ground.notes, self.engine)
+            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

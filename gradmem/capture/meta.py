@@ -27,7 +27,7 @@ class Settings:
     retain_grad: str = "as-written"    # as-written | off | on
     fake: bool = False
     verify: bool = True
-    engine: str = "python"             # asked for: python | native | auto (native/choose.py)
+    engine: object = None              # the engine it runs with: a native.choose.Choice (None: python)
 
     @property
     def device(self) -> str:
@@ -45,11 +45,10 @@ def record_error(rec: Recorder, exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
 
 
-def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes,
-               engine=None) -> Meta:
-    """``engine``: the ``native.choose.Choice`` the capture ran with."""
+def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes) -> Meta:
+    engine = settings.engine
     name, reason = (engine.engine, engine.reason) if engine is not None else ("python", "")
-    if settings.engine != "python" and name == "python":   # native was asked for: say why not
+    if engine is not None and engine.asked != "python" and name == "python":   # native was asked for: say why not
         ground_notes = [*ground_notes, f"captured by the Python engine: {reason}"]
     return Meta(
         scenario=settings.scenario, params=dict(settings.params), device=settings.device,

@@ -35,7 +35,7 @@ class NativeSession:
         self.graph: Graph | None = None
         self.cursor = NativeCursor(ext)
         self.rec = NativeRecorder(self.cursor)
-        self.storages = NativeStorages(self.rec, ext)
+        self.storages = NativeStorages(self.rec, ext, self)
         self._raw = None
 
     def make_graph(self, rec, cursor, storages) -> Graph:
@@ -115,10 +115,17 @@ class NativeGraph(Graph):
 class NativeStorages(Storages):
     """Storage ids: the native recorder's for allocations it saw, weakrefs for the rest."""
 
-    def __init__(self, rec: NativeRecorder, ext):
+    def __init__(self, rec: NativeRecorder, ext, session: NativeSession):
         super().__init__(rec)
         self.ext = ext
+        self.session = session
         self._next = _NativeIds(ext)
+
+    def close(self) -> None:
+        """Stop watching; the native record then joins the events (the capture closes the
+        storages after the recorder stopped, so nothing comes after the merge)."""
+        super().close()
+        self.session.merge()
 
     def lookup(self, t):
         return self.see(t)

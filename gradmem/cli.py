@@ -21,6 +21,8 @@ Examples:
   gradmem profile scenarios/linear_mse.py -p n=1000000 -p d=256 -o reports/big
   gradmem profile scenarios/mlp.py --device cuda
   gradmem profile scenarios/linear_mse.py --fake -p n=1000000000 -p d=256
+  gradmem profile --nproc-per-node 2 scenarios/distributed/ddp.py -o reports/ddp
+  torchrun --nproc-per-node 2 -m gradmem profile scenarios/distributed/ddp.py -o reports/ddp
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),
@@ -81,18 +83,27 @@ def main() -> None:
               "--device cuda needs no GPU.")
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Record the CPU allocator's own allocations and frees beside the hooks, to report unattributed bytes.")
+@click.option("--nproc-per-node", "nproc", type=int, metavar="N",
+              help="Start N ranks through torch.distributed.run (each writes OUT/rank<R>/), then merge them into OUT/.")
 @click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
               help="Capture engine: python (dispatch mode), native (C++ extension, built on first use; "
               "falls back to python when it cannot run) or auto. See `gradmem doctor`.")
-def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, engine):
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, nproc, engine):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from . import pipeline
+    from .render.ranks import summary_text as ranks_summary
     from .render.terminal import summary_text
 
     try:
-        done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
-                                fake, verify, on_progress=Progress(), engine=engine, build_progress=_echo_err)
-        if not quiet:
+        if nproc is not None:
+            done = pipeline.profile_ranks(scenario, nproc, params, device, retain_grad, out_dir, force,
+                                          _formats(formats), verify, fake)
+        else:
+            done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
+                                    fake, verify, on_progress=Progress(), engine=engine, build_progress=_echo_err)
+        if not quiet and done.merged is not None:
+            click.echo(ranks_summary(*done.merged))
+        elif not quiet and done.speaks:
             click.echo(summary_text(done.analysis, done.files))
         if done.error is not None:
             raise done.error
@@ -130,6 +141,23 @@ def export(trace_file, formats, out_dir):
     try:
         for path in pipeline.export(trace_file, _formats(formats) or (), out_dir):
             click.echo(str(path))
+    except GradmemError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.argument("job_dir", type=click.Path(path_type=Path))
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
+def merge(job_dir, quiet):
+    """Merge the rank<R>/ reports of a multi-process run in JOB_DIR again: ranks.csv,
+    report.html and trace.chrome.json (a missing or partial rank is said so)."""
+    from .ranks import merge_folder
+    from .render.ranks import summary_text
+
+    try:
+        merged = merge_folder(job_dir)
+        if not quiet:
+            click.echo(summary_text(*merged))
     except GradmemError as exc:
         _fail(exc)
 

@@ -37,6 +37,8 @@ class EventKind(str, Enum):
     CLOCK = "clock"                    # how the allocator's clock was aligned with the hooks' clock
     RSS = "rss"                        # the process's resident memory, sampled every few ms
     DEVICE_MEMORY = "device_memory"    # a CUDA allocator reading (allocated, reserved) after a step
+    COLLECTIVE = "collective"          # a c10d collective (all-reduce, all-gather...) and the storages it touched
+    WRAPPED = "wrapped"                # a storage is the inside of a wrapper subclass (DTensor's local shard)
 
     def __str__(self) -> str:
         return self.value
@@ -76,12 +78,14 @@ class Alloc:
     recompute: bool | None = None   # made while a backward node recomputed forward (checkpoint)
     grad_args: bool | None = None   # made by an op with an input that requires grad
     ptr: int | None = None      # the block's address, to match the allocator's record
+    lineage: int | None = None  # op "resize_": the first generation of a storage grown in place (FSDP2)
     line: tuple | None = None   # torch.tensor(...): the program's (file, line) that called it
 
 
 @_kind(EventKind.FREE)
 class Free:
     storage: int
+    resized: bool | None = None     # freed by resize_(0), the storage object living on (FSDP2)
 
 
 @_kind(EventKind.TENSOR)
@@ -234,6 +238,22 @@ class DeviceMemory:
     device: str
     allocated: int
     reserved: int
+
+
+@_kind(EventKind.COLLECTIVE)
+class Collective:
+    op: str                     # the c10d op: allreduce_, broadcast_, _allgather_base_, ...
+    index: int                  # its place in this process's order of collectives
+    storages: tuple             # the storages it read or wrote
+    nbytes: int                 # bytes of the tensors passed to it
+
+
+@_kind(EventKind.WRAPPED)
+class Wrapped:
+    storage: int                # the inner (local) tensor's storage
+    wrapper: str                # the subclass, e.g. DTensor
+    requires_grad: bool         # of the wrapper
+    leaf: bool
 
 
 FIELDS: dict[str, tuple[str, ...]] = {k.value: tuple(f.name for f in fields(cls)) for k, cls in SCHEMA.items()}

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from .analysis import Analysis, analyze
 from .analysis.compare import Comparison, compare as compare_runs
+from . import ranks
 from .errors import GradmemError, InternalError, Interrupted, ScenarioError, TraceFileError, UsageError
-from .render import write_files, write_reports
+from .render import write_files, write_reports, writers_for
 from .render.comparison import claim_folder, write_comparison
 from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
 from .trace import read_trace
@@ -34,9 +35,11 @@ EXIT_ERRORS = {UsageError.exit_code: UsageError, ScenarioError.exit_code: Scenar
 
 @dataclass
 class Profiled:
-    analysis: Analysis
+    analysis: Analysis | None
     files: list[Path]
     error: GradmemError | None = None   # the scenario failed: raise after showing the summary
+    merged: tuple | None = None         # a multi-process run: (RankMerge, its files), to show instead
+    speaks: bool = True                 # False for a rank of a torchrun job other than rank 0
 
 
 def profile(scenario: Path, params=(), device: str | None = None, retain_grad: str = "as-written",
@@ -44,21 +47,45 @@ def profile(scenario: Path, params=(), device: str | None = None, retain_grad: s
             fake: bool = False, verify: bool = True, on_progress=None, engine: str = "python",
             build_progress=None) -> Profiled:
     """Run a scenario script under a capture and write its reports. Every option is
-    checked before the scenario runs; a failing scenario still gets its reports."""
+    checked before the scenario runs; a failing scenario still gets its reports. As one
+    rank of a torchrun job it writes ``out_dir/rank<R>/`` and rank 0 merges (ranks.py)."""
     sc = load_scenario(scenario)
     values = parse_params(params, sc)
     out_dir = out_dir or Path("reports") / sc.name
-    session, failure = run_scenario(sc, values, device, retain_grad, on_progress=on_progress, fake=fake,
-                                    verify=verify, engine=engine, build_progress=build_progress)
-    analysis = analyze(session.trace)
-    files = write_reports(analysis, out_dir, force=force, **_formats(formats))
+    writers_for(_formats(formats).get("formats", ()))   # a bad --format fails before anything runs
+    job = ranks.RankJob.here(out_dir, force)           # None outside a torchrun job
+    merged = None
+    with ranks.sigterm_guard(job is not None) as scenario_done:
+        session, failure = run_scenario(sc, values, device, retain_grad, fake=fake, verify=verify,
+                                        on_progress=None if job and job.quiet else on_progress,
+                                        engine=engine, build_progress=build_progress)
+        scenario_done()
+        analysis = analyze(session.trace)
+        if job is not None:
+            out_dir = job.folder
+        files = write_reports(analysis, out_dir, force=force, **_formats(formats))
+        if job is not None:
+            merged = job.finish()
     error = None
     if failure is not None:
         kind = (Interrupted if isinstance(failure, KeyboardInterrupt) else
                 InternalError if isinstance(failure, GradmemFault) else ScenarioError)
         error = kind(f"{describe_failure(sc, session, failure)}\n"
                      f"The events recorded before the failure are in {out_dir}/ (marked partial).")
-    return Profiled(analysis, files, error)
+    return Profiled(analysis, files, error, merged, speaks=job is None)
+
+
+def profile_ranks(scenario: Path, nproc: int, params=(), device: str | None = None, retain_grad: str = "as-written",
+                  out_dir: Path | None = None, force: bool = False, formats: tuple | None = None,
+                  verify: bool = True, fake: bool = False) -> Profiled:
+    """``--nproc-per-node N``: N ranks through torch.distributed.run, then their merge."""
+    sc = load_scenario(scenario)
+    parse_params(params, sc)
+    writers_for(_formats(formats).get("formats", ()))
+    out_dir = out_dir or Path("reports") / sc.name
+    forwarded = ranks.forwarded_options(params, device, retain_grad, force, ",".join(formats or ()), verify, fake)
+    merged, error = ranks.launch(sc.path, out_dir, nproc, forwarded, force, env=_env())
+    return Profiled(None, merged[1], error, merged)
 
 
 def render(trace_file: Path, out_dir: Path | None = None, formats: tuple | None = None) -> tuple[Analysis, list[Path]]:

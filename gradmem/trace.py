@@ -49,6 +49,7 @@ class Meta:
     mode: str = "real"                 # real | fake (fake tensors: shapes and bytes, no data: an estimate)
     capture_engine: str = "python"     # python (dispatch mode) | native (C++ extension), and why
     engine_reason: str = ""
+    distributed: dict | None = None    # under torchrun: rank, local_rank, world_size, host, run_id, backend, device, capacity_bytes
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ SMALL = {
     "mlp": {"batch": 64, "width": 32, "depth": 2, "features": 16},
     "conv_bn": {"batch": 4, "channels": 4, "size": 8},
 }
-DROP = {"value", "ptr"}   # fake tensors have no values, and no addresses worth comparing
+DROP = {"value", "values_in", "values_out", "ptr"}   # fake tensors have no values, and no addresses worth comparing
 # the allocator's record and RSS samples exist only for real runs (RSS on its own clock)
 GROUND_KINDS = {"allocator", "clock", "rss", "device_memory"}
 # Known kernel differences, measured: {scenario: (op, real nbytes)}. The CPU mse_loss kernel

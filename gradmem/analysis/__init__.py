@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
+from .births import late_births
 from .derivation import node_rules, with_rules
 from .frames import by_kind, events_table, pairs
 from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
@@ -56,7 +57,7 @@ class Analysis:
 
 
 def analyze(trace: Trace) -> Analysis:
-    frames = by_kind(trace)
+    frames = late_births(by_kind(trace))
     snames = storage_names(frames)
     nnames = node_names(frames["node"], snames)
     slots = build_slots(frames, nnames)

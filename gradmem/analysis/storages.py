@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..roles import Role
 from .frames import joined
+from .sharding import set_rank_roles
 from .naming import storage_shapes
 from .slots import Slots
 from .words import made_at
@@ -14,7 +15,7 @@ from .words import made_at
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
     "free_step", "freed_after", "saved_by", "unpacked_by", "released_step", "value",
-    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed", "made_at",
+    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed", "made_at", "collective",
 ]
 
 
@@ -139,6 +140,7 @@ def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name:
     t = add_saved(t, slots, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)
+    t = set_rank_roles(t, frames)
     t["name"] = t["id"].map(names)
     t["made_at"] = made_at(t, frames)
     return t[TENSOR_COLUMNS].reset_index(drop=True)

@@ -29,6 +29,8 @@ Known limitations:
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import sys
 from typing import Iterable, Mapping
 
@@ -45,6 +47,7 @@ from .meta import Settings, build_meta, now, record_error
 from .native.choose import choose as choose_engine
 from .names import Namer
 from .ops import OpWatcher
+from .ranks import Collectives, StorageResizes, rank_env, rank_meta
 from .recorder import Recorder
 from .saved import SavedTensorWatcher
 from .storages import Storages
@@ -60,6 +63,7 @@ class Capture:
         self.rec, self.storages = choice.recorder_and_storages(Cursor, Recorder, Storages)   # rec.cursor
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
         self.namer = Namer(self.rec, self.storages)
+        self.collectives = Collectives(self.rec, self.storages, rank_env())   # None outside torchrun
         self._watchers = self._build_watchers()
         self._modes: list = []
         self._started = ""
@@ -74,9 +78,9 @@ class Capture:
         grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
-        return [SavedTensorWatcher(rec, cursor, storages, graph),
+        return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
                 CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake)]
+                *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, self.collectives)]
 
     @property
     def trace(self) -> Trace | None:
@@ -139,6 +143,7 @@ class Capture:
             self.rec.active = False
             self.storages.close()
             meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
+            meta = replace(meta, distributed=rank_meta(self.collectives.info, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

@@ -12,12 +12,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..roles import Phase
 from .cursor import Cursor
 from .fake import unrecorded
+from .ranks import is_collective
 from .graph import Graph
 from .recorder import Recorder
 from .storages import Storages
 
 LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
 _op_names: dict = {}
+_collectives: dict = {}   # func -> is it a c10d collective (cached: the check is per op)
 
 
 def op_name(func) -> str:
@@ -43,13 +45,15 @@ def _tensors(args, kwargs):
 
 
 class OpWatcher(TorchDispatchMode):
-    def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages, graph: Graph, fake: bool = False):
+    def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages, graph: Graph, fake: bool = False,
+                 collectives=None):
         super().__init__()
         self.rec = rec
         self.cursor = cursor
         self.storages = storages
         self.graph = graph
         self.fake = fake
+        self.collectives = collectives   # ranks.Collectives: records c10d ops and their storages
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -67,6 +71,11 @@ class OpWatcher(TorchDispatchMode):
         try:
             name = op_name(func)
             has_inputs, grad_args = self._begin(name, _tensors(args, kwargs))
+            collective = _collectives.get(func)
+            if collective is None:
+                collective = _collectives[func] = is_collective(func)
+            if collective and self.collectives is not None:
+                self.collectives.seen(name, args, kwargs)
         except Exception as exc:   # gradmem's fault: the op still runs as without gradmem
             guard.failed(exc)
             return func(*args, **kwargs)

@@ -11,6 +11,9 @@ import click
 from . import __version__
 from .errors import GradmemError
 
+ENGINES = ("auto", "python", "native")   # as gradmem/capture/native/choose.py (kept torch-free here)
+DEFAULT_ENGINE = "python"
+
 EXAMPLES = """
 \b
 Examples:
@@ -87,7 +90,10 @@ def main() -> None:
               help="Record the CPU allocator's own allocations and frees beside the hooks, to report unattributed bytes.")
 @click.option("--nproc-per-node", "nproc", type=int, metavar="N",
               help="Start N ranks through torch.distributed.run (each writes OUT/rank<R>/), then merge them into OUT/.")
-def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, nproc):
+@click.option("--engine", type=click.Choice(ENGINES), default=DEFAULT_ENGINE, show_default=True,
+              help="Capture engine: python (dispatch mode), native (C++ extension, built on first use; "
+              "falls back to python when it cannot run) or auto. See `gradmem doctor`.")
+def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, nproc, engine):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
     from . import pipeline
     from .render.ranks import summary_text as ranks_summary
@@ -99,7 +105,8 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
                                           _formats(formats), verify, fake)
         else:
             done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
-                                    fake, verify, on_progress=Progress(), say=_say)
+                                    fake, verify, on_progress=Progress(), say=_say, engine=engine,
+                                    build_progress=_echo_err)
         if not quiet and done.merged is not None:
             click.echo(ranks_summary(*done.merged))
         elif not quiet and done.speaks:
@@ -198,6 +205,27 @@ def compare(paths, out_dir, params, device, as_written, force, quiet):
                            f"vs off ({w.headline['kept_count']} storages kept); report in {done.out_dir / 'as-written'}/")
     except GradmemError as exc:
         _fail(exc)
+
+
+@main.command()
+@click.option("--build/--no-build", default=True, show_default=True,
+              help="Build the native extension now if it is not built yet (about 30 s of CPU, once).")
+def doctor(build):
+    """Say which capture engine a run will use and why; build the native engine ahead."""
+    from .capture.native import choose, loader
+
+    click.echo(f"compiler: {loader.compiler() or '(none on PATH)'}")
+    click.echo(f"native extension: {loader.cache_dir()} ({'built' if loader.built() else 'not built'})")
+    if build or loader.built():
+        c = choose.choose("auto", progress=_echo_err)
+    else:
+        c = choose.Choice("python", None, "not built yet (run `gradmem doctor` to build it)")
+    click.echo(f"--engine auto uses: {c.engine} ({c.reason})")
+    click.echo(f"--engine python uses: python; the default is --engine {DEFAULT_ENGINE}")
+
+
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
 
 
 FIT_EXAMPLES = """

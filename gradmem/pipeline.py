@@ -46,7 +46,8 @@ class Profiled:
 
 def profile(scenario: Path, params=(), device: str | None = None, retain_grad: str = "as-written",
             out_dir: Path | None = None, force: bool = False, formats: tuple | None = None,
-            fake: bool = False, verify: bool = True, on_progress=None, say=None) -> Profiled:
+            fake: bool = False, verify: bool = True, on_progress=None, say=None, engine: str = "python",
+            build_progress=None) -> Profiled:
     """Run a scenario script under a capture and write its reports. Every option is
     checked before the scenario runs; a failing scenario still gets its reports. As one
     rank of a torchrun job it writes ``out_dir/rank<R>/`` and rank 0 merges (ranks.py)."""
@@ -61,7 +62,8 @@ def profile(scenario: Path, params=(), device: str | None = None, retain_grad: s
     merged = None
     with ranks.sigterm_guard(job is not None) as scenario_done:
         session, failure = run_scenario(sc, values, device, retain_grad, fake=fake, verify=verify,
-                                        on_progress=None if job and job.quiet else on_progress)
+                                        on_progress=None if job and job.quiet else on_progress,
+                                        engine=engine, build_progress=build_progress)
         scenario_done()
         analysis = analyze(session.trace)
         if job is not None:

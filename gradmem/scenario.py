@@ -128,7 +128,8 @@ def default_device(device: str | None, fake: bool = False):
 
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
-                 on_progress=None, fake: bool = False, verify: bool = True):
+                 on_progress=None, fake: bool = False, verify: bool = True, engine: str = "python",
+                 build_progress=None):
     """Run the scenario under a capture. Returns the session (``gradmem.session``), also
     when the scenario raised (then ``session.trace.meta.status == 'partial'``) together with
     the exception. ``fake=True`` runs it on fake tensors: the same trace, no data allocated
@@ -144,7 +145,7 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     if run_device and scenario.main and "device" in scenario.main.params and "device" not in call:
         call["device"] = run_device
     cap = Session(scenario.name, {**call, **({"device": device} if device else {})}, retain_grad,
-                  fake=fake, verify=verify, on_progress=on_progress)
+                  fake=fake, verify=verify, on_progress=on_progress, engine=engine, build_progress=build_progress)
     namespace = {"__name__": "__gradmem__", "__file__": str(scenario.path), "__builtins__": __builtins__}
     failure = None
     with default_device(run_device, fake):

@@ -47,6 +47,8 @@ class Meta:
     error: dict | None = None          # type, message, file, line of the failure
     notes: tuple = ()                  # caveats the capture wants the reader to see
     mode: str = "real"                 # real | fake (fake tensors: shapes and bytes, no data: an estimate)
+    capture_engine: str = "python"     # python (dispatch mode) | native (C++ extension), and why
+    engine_reason: str = ""
     distributed: dict | None = None    # under torchrun: rank, local_rank, world_size, host, run_id, backend, device, capacity_bytes
 
 

@@ -63,6 +63,8 @@ class Summary(Mapping):
     backward_calls: int
     storages: int
     largest: list
+    capture_engine: str
+    engine_reason: str
     mode: str
     estimate: bool
     retain_grad: str
@@ -151,6 +153,7 @@ def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, peak: Pe
         backward_calls=int(steps["backward"].dropna().nunique()),
         storages=int(len(tensors)),
         largest=_top(tensors),
+        capture_engine=meta.capture_engine, engine_reason=meta.engine_reason,
         mode=meta.mode, estimate=meta.mode == "fake", retain_grad=meta.retain_grad,
         cuda_allocator=cuda_allocator.estimate(tensors),
         allocator=ground["allocator"], rss=ground["rss"],

@@ -30,6 +30,7 @@ from .graph import Graph
 from .grads import GradWatcher
 from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
+from .native.choose import choose as choose_engine
 from .names import Namer
 from .ops import OpWatcher
 from .ranks import Collectives, StorageResizes, rank_env, rank_meta
@@ -42,12 +43,11 @@ class Capture:
     """Context manager that records one run; ``finish()`` (run on exit) returns the trace."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True, on_progress=None):
-        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, rank_env())
-        self.cursor = Cursor()
-        self.rec = Recorder(self.cursor)
+                 fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None):
+        choice = choose_engine(engine, fake, build_progress)   # python, or native and its parts (native/)
+        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, ranks=rank_env(), engine=choice)
+        self.rec, self.storages = choice.recorder_and_storages(Cursor, Recorder, Storages)   # rec.cursor
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
-        self.storages = Storages(self.rec)
         self.namer = Namer(self.rec, self.storages)
         self._watchers = self._build_watchers()
         self._modes: list = []
@@ -55,17 +55,17 @@ class Capture:
         self._error: dict | None = None
         self._trace: Trace | None = None
         # fake tensors allocate nothing: there is no allocator record to compare with
-        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not fake)
+        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native))
 
     def _build_watchers(self) -> list:
-        rec, cursor, storages, s = self.rec, self.cursor, self.storages, self.settings
-        graph = Graph(rec, cursor, storages)
+        rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
+        graph = s.engine.graph(Graph, rec, cursor, storages)
         grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
         return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
                 CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                OpWatcher(rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks))]
+                *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks))]
 
     @property
     def trace(self) -> Trace | None:
@@ -80,7 +80,7 @@ class Capture:
     def __enter__(self) -> "Capture":
         self._started = now()
         self.namer.entry = sys._getframe(1)
-        self._modes = (fake_modes() if self.fake else []) + self._watchers   # fake below ours: we see fake outputs
+        self._modes = (fake_modes() if self.fake else []) + self.settings.engine.contexts() + self._watchers  # fake below ours
         self.ground.start()
         entered = []
         try:

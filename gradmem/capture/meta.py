@@ -28,6 +28,7 @@ class Settings:
     fake: bool = False
     verify: bool = True
     ranks: dict | None = None          # under torchrun: rank, world size, backend (learned at the first collective)
+    engine: object = None              # the engine it runs with: a native.choose.Choice (None: python)
 
     @property
     def device(self) -> str:
@@ -47,6 +48,10 @@ def record_error(rec: Recorder, exc: BaseException) -> dict:
 
 def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes,
                distributed=None) -> Meta:
+    engine = settings.engine
+    name, reason = (engine.engine, engine.reason) if engine is not None else ("python", "")
+    if engine is not None and engine.asked != "python" and name == "python":   # native was asked for: say why not
+        ground_notes = [*ground_notes, f"captured by the Python engine: {reason}"]
     return Meta(
         scenario=settings.scenario, params=dict(settings.params), device=settings.device,
         torch_version=torch.__version__, gradmem_version=_version(),
@@ -54,6 +59,7 @@ def build_meta(settings: Settings, started: str, error: dict | None, rec: Record
         status="partial" if error else "complete", error=error,
         notes=(FAKE_NOTE,) * settings.fake + _notes(rec, ground_notes),
         mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad, distributed=distributed,
+        capture_engine=name, engine_reason=reason,
     )
 
 

@@ -140,10 +140,12 @@ def _least_squares(v: np.ndarray, y: np.ndarray, degree: int) -> Curve | None:
     return Curve("linear" if degree == 1 else "quadratic", real, error)
 
 
-FIXED_ROLES = ("parameter", "param_grad", "optimizer_state", "buffer")
+FIXED_ROLES = ("parameter", "param_grad", "optimizer_state", "buffer", "comm_buffer", "sharded_param",
+               "unsharded_param", "sharded_grad", "unsharded_grad")
 
 
 def fixed_bytes(p: Point) -> dict:
     """Bytes at the peak of the smallest run that do not scale with the value: the model's
-    parameters, their gradients, optimizer state and buffers (by role)."""
+    parameters, their gradients, optimizer state, buffers, communication buckets and
+    sharded / gathered parameters and gradients (by role)."""
     return {r: p.by_role.get(r, 0) for r in FIXED_ROLES if p.by_role.get(r, 0)}

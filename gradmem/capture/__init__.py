@@ -2,20 +2,8 @@
 
 ``Capture`` enters the modes, and when the block ends ``finish()`` returns the ``Trace``:
 nothing here analyses or formats it (``gradmem.session`` does that for
-``gradmem.capture()``). The pieces, each handed only what it needs:
-
-    Recorder (recorder.py)      appends events; reads the step from the Cursor
-    Cursor (cursor.py)          step, phase, backward node and depth: the one owner
-    Storages (storages.py)      ids for storages, their allocation and free
-    Graph (graph.py)            backward nodes, their saved slots, node hooks
-    TensorFacts (facts.py)      requires_grad / leaf / which node made a tensor
-    GradWatcher (grads.py)      gradients as they arrive, .grad, retain_grad copies
-    BackwardCalls (backward.py) one backward call: hooks on, run it, hooks off
-    CallWatcher (calls.py)      torch functions (TorchFunctionMode)
-    OpWatcher (ops.py)          aten ops: the steps (TorchDispatchMode)
-    SavedTensorWatcher (saved.py)  saved-tensor pack/unpack/release
-    Namer (names.py)            the program's variable names
-    GroundTruth (truth.py)     the allocator's record and resident memory beside the hooks
+``gradmem.capture()``). The pieces, each handed only what it needs, and what each is
+handed, are listed in docs/architecture.md.
 
 Known limitations:
     - Buffers that kernels allocate internally (convolution workspaces) are not seen by
@@ -28,8 +16,6 @@ Known limitations:
       then the summary says so. Resident memory is sampled every 10 ms on a thread.
 """
 from __future__ import annotations
-
-from dataclasses import replace
 
 import sys
 from typing import Iterable, Mapping
@@ -57,13 +43,12 @@ class Capture:
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
                  fake: bool = False, verify: bool = True, on_progress=None):
-        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify)
+        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, rank_env())
         self.cursor = Cursor()
         self.rec = Recorder(self.cursor)
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
         self.storages = Storages(self.rec)
         self.namer = Namer(self.rec, self.storages)
-        self.collectives = Collectives(self.rec, self.storages, rank_env())   # None outside torchrun
         self._watchers = self._build_watchers()
         self._modes: list = []
         self._started = ""
@@ -80,7 +65,7 @@ class Capture:
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
         return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
                 CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                OpWatcher(rec, cursor, storages, graph, s.fake, self.collectives)]
+                OpWatcher(rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks))]
 
     @property
     def trace(self) -> Trace | None:
@@ -142,8 +127,8 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
-            meta = replace(meta, distributed=rank_meta(self.collectives.info, self.settings.device))
+            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes,
+                              distributed=rank_meta(self.settings.ranks, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

@@ -27,6 +27,7 @@ class Settings:
     retain_grad: str = "as-written"    # as-written | off | on
     fake: bool = False
     verify: bool = True
+    ranks: dict | None = None          # under torchrun: rank, world size, backend (learned at the first collective)
 
     @property
     def device(self) -> str:
@@ -44,14 +45,15 @@ def record_error(rec: Recorder, exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
 
 
-def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes) -> Meta:
+def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes,
+               distributed=None) -> Meta:
     return Meta(
         scenario=settings.scenario, params=dict(settings.params), device=settings.device,
         torch_version=torch.__version__, gradmem_version=_version(),
         python_version=platform.python_version(), started_at=started,
         status="partial" if error else "complete", error=error,
         notes=(FAKE_NOTE,) * settings.fake + _notes(rec, ground_notes),
-        mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad,
+        mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad, distributed=distributed,
     )
 
 

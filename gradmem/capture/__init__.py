@@ -29,8 +29,6 @@ Known limitations:
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import sys
 from typing import Iterable, Mapping
 
@@ -46,7 +44,6 @@ from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
 from .names import Namer
 from .ops import OpWatcher
-from .ranks import Collectives, StorageResizes, rank_env, rank_meta
 from .recorder import Recorder
 from .saved import SavedTensorWatcher
 from .storages import Storages
@@ -63,7 +60,6 @@ class Capture:
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
         self.storages = Storages(self.rec)
         self.namer = Namer(self.rec, self.storages)
-        self.collectives = Collectives(self.rec, self.storages, rank_env())   # None outside torchrun
         self._watchers = self._build_watchers()
         self._modes: list = []
         self._started = ""
@@ -78,9 +74,9 @@ class Capture:
         grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
-        return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
+        return [SavedTensorWatcher(rec, cursor, storages, graph),
                 CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                OpWatcher(rec, cursor, storages, graph, s.fake, self.collectives)]
+                OpWatcher(rec, cursor, storages, graph, s.fake)]
 
     @property
     def trace(self) -> Trace | None:
@@ -143,7 +139,6 @@ class Capture:
             self.rec.active = False
             self.storages.close()
             meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
-            meta = replace(meta, distributed=rank_meta(self.collectives.info, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

@@ -12,6 +12,7 @@ import torch
 from ..events import EventKind
 from ..trace import Meta
 from .names import SKIP_DIRS
+from .ranks import rank_env, rank_meta
 from .recorder import Recorder
 
 FAKE_NOTE = ("estimate: run on fake tensors (shapes, no data); bytes and lifetimes are what a real run "
@@ -45,6 +46,7 @@ def record_error(rec: Recorder, exc: BaseException) -> dict:
 
 
 def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes) -> Meta:
+    """``distributed``: the rank facts of a torchrun job (``ranks.rank_meta``), else None."""
     return Meta(
         scenario=settings.scenario, params=dict(settings.params), device=settings.device,
         torch_version=torch.__version__, gradmem_version=_version(),
@@ -52,6 +54,7 @@ def build_meta(settings: Settings, started: str, error: dict | None, rec: Record
         status="partial" if error else "complete", error=error,
         notes=(FAKE_NOTE,) * settings.fake + _notes(rec, ground_notes),
         mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad,
+        distributed=rank_meta(rank_env(), settings.device, rec.of_kind(EventKind.COLLECTIVE)),
     )
 
 

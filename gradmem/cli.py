@@ -55,6 +55,11 @@ def _formats(text: str | None) -> tuple | None:
     return tuple(f.strip() for f in text.split(",") if f.strip())
 
 
+def _say(line: str) -> None:
+    """A line for the user that is not the summary: stderr."""
+    click.echo(line, err=True)
+
+
 def _fail(exc: GradmemError) -> None:
     click.echo(f"gradmem: error: {exc}", err=True)
     sys.exit(exc.exit_code)
@@ -94,7 +99,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
                                           _formats(formats), verify, fake)
         else:
             done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
-                                    fake, verify, on_progress=Progress())
+                                    fake, verify, on_progress=Progress(), say=_say)
         if not quiet and done.merged is not None:
             click.echo(ranks_summary(*done.merged))
         elif not quiet and done.speaks:
@@ -109,14 +114,15 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
 @click.argument("trace_file", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Report folder [default: the trace's folder].")
 @click.option("--format", "formats", metavar="LIST", help=FORMAT_HELP)
+@click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stdout.")
-def render(trace_file, out_dir, formats, quiet):
-    """Redraw every report from a saved TRACE_FILE without re-running the scenario."""
+def render(trace_file, out_dir, formats, force, quiet):
+    """Redraw every report from a saved TRACE_FILE (or a report folder) without re-running the scenario."""
     from . import pipeline
     from .render.terminal import summary_text
 
     try:
-        analysis, files = pipeline.render(trace_file, out_dir, _formats(formats))
+        analysis, files = pipeline.render(trace_file, out_dir, _formats(formats), force, say=_say)
         if not quiet:
             click.echo(summary_text(analysis, files))
     except GradmemError as exc:
@@ -129,11 +135,11 @@ def render(trace_file, out_dir, formats, quiet):
               help="Comma-separated formats to write, e.g. chrome,memory_viz.")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: the trace's folder].")
 def export(trace_file, formats, out_dir):
-    """Add files of other formats beside a saved TRACE_FILE; the folder's other files stay."""
+    """Add files of other formats beside a saved TRACE_FILE (or in a report folder); the folder's other files stay."""
     from . import pipeline
 
     try:
-        for path in pipeline.export(trace_file, _formats(formats) or (), out_dir):
+        for path in pipeline.export(trace_file, _formats(formats) or (), out_dir, say=_say):
             click.echo(str(path))
     except GradmemError as exc:
         _fail(exc)
@@ -183,7 +189,7 @@ def compare(paths, out_dir, params, device, as_written, force, quiet):
     from .render.comparison import signed, summary_text
 
     try:
-        done = pipeline.compare(paths, out_dir, params, device, as_written, force)
+        done = pipeline.compare(paths, out_dir, params, device, as_written, force, say=_say)
         if not quiet:
             click.echo(summary_text(done.comparison, done.files))
             w = done.as_written

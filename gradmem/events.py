@@ -246,7 +246,6 @@ class Collective:
     index: int                  # its place in this process's order of collectives
     storages: tuple             # the storages it read or wrote
     nbytes: int                 # bytes of the tensors passed to it
-    backend: str | None = None  # the first collective only: the process group's backend (gloo, nccl)
 
 
 @_kind(EventKind.WRAPPED)

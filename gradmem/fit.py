@@ -1,8 +1,9 @@
 """``gradmem fit``: the largest value of a scenario parameter whose peak fits a budget.
 
 Every run is a fake run (``FakeTensorMode``: shapes and storages, no data), so a size that
-fits no machine here is measured exactly, in under a second a run. The search doubles the
-value from 1 until the peak passes the budget, then narrows the bracket: each step tries
+fits no machine here is measured exactly, in under a second a run. The search starts at the
+wanted value (``-p NAME=V``, else main()'s default, else 1) and doubles it until the peak
+passes the budget (or, when it does not fit, tries 1), then narrows the bracket: each step tries
 where the line through the bracket's two ends meets the budget (exact in one or two runs
 when memory grows linearly), and falls back to the midpoint whenever that guess did not
 halve the bracket, so it never takes more runs than plain bisection's twice.
@@ -24,14 +25,15 @@ allocations no tensor explains are not in a fake run's peak, so leave them a mar
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .analysis.fit import Curve, Point, fit_curve, fixed_bytes, peak_facts, point
-from .errors import ScenarioError, UsageError, where
-from .scenario import Scenario, describe_failure, load_scenario, parse_params, run_scenario
+from .errors import GradmemError, InternalError, Interrupted, ScenarioError, UsageError, where
+from .scenario import GradmemFault, Scenario, describe_failure, load_scenario, parse_params, run_scenario
 
 LIMIT = 1 << 40            # doubling stops here: no bundled size comes near it
 UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -132,6 +134,14 @@ class RunFailed(ScenarioError):
     """A fake run raised: the message names the scenario's line."""
 
 
+def _failed(req: Request, session, failure: BaseException, what: str) -> GradmemError:
+    """The error for a failed run: the scenario's (exit 3), Ctrl-C (130), or gradmem's own
+    fault in a hook (exit 5: the scenario is not blamed)."""
+    kind = (Interrupted if isinstance(failure, KeyboardInterrupt) else
+            InternalError if isinstance(failure, GradmemFault) else RunFailed)
+    return kind(f"{describe_failure(req.scenario, session, failure)}\n({what})")
+
+
 def calibrated(p: Point, c: Calibration, budget: int) -> Point:
     extra = c.extra(p.value)
     return replace(p, peak_bytes=p.tensor_peak_bytes + extra, fits=p.tensor_peak_bytes + extra <= budget,
@@ -143,7 +153,7 @@ def real_allocator_peak(req: Request, value: int) -> int:
     from .analysis import analyze
     session, failure = run_scenario(req.scenario, {**req.fixed, req.name: value}, "cpu")
     if failure is not None:
-        raise RunFailed(f"{describe_failure(req.scenario, session, failure)}\n(the real calibration run at {req.name}={value})")
+        raise _failed(req, session, failure, f"the real calibration run at {req.name}={value}")
     return int(analyze(session.trace).steps["allocator_peak_bytes"].max())
 
 
@@ -151,13 +161,12 @@ def measure(req: Request, value: int, retain_grad: str = "as-written", wrap=None
             calibration: Calibration | None = None) -> Point:
     """One fake run at ``value``; ``wrap`` is a context manager factory around it (a change
     that --suggest verifies)."""
-    import contextlib
     start = time.monotonic()
     with (wrap() if wrap else contextlib.nullcontext()):
         session, failure = run_scenario(req.scenario, {**req.fixed, req.name: value}, req.device, retain_grad,
                                         fake=True, verify=False)
     if failure is not None:
-        raise RunFailed(f"{describe_failure(req.scenario, session, failure)}\n(the fake run at {req.name}={value})")
+        raise _failed(req, session, failure, f"the fake run at {req.name}={value}")
     p = point(value, peak_facts(session.trace), req.budget, req.measure, time.monotonic() - start)
     if calibration is not None:
         p = calibrated(p, calibration, req.budget)
@@ -190,7 +199,7 @@ def search(req: Request, on_point=None) -> Search:
     start = time.monotonic()
     try:
         _search(s, on_point)
-    except (ScenarioError, UsageError) as exc:
+    except GradmemError as exc:
         s.error = exc
     s.curve = fit_curve(s.points)
     s.seconds = time.monotonic() - start
@@ -205,17 +214,7 @@ def _run(s: Search, value: int, on_point) -> Point:
 
 
 def _search(s: Search, on_point) -> None:
-    first = _run(s, 1, on_point)
-    if not first.fits:
-        raise UsageError(too_small(s.req, first))
-    lo, hi = first, None
-    while hi is None:
-        p = _run(s, lo.value * 2, on_point)
-        if p.fits:
-            _check_grows(s, p)
-            lo = p
-        else:
-            hi = p
+    lo, hi = _bracket(s, on_point)
     lo, hi = _narrow(s, lo, hi, on_point)
     if s.req.calibrate:
         lo, hi = _recalibrate(s, lo, on_point)
@@ -240,9 +239,28 @@ def _recalibrate(s: Search, answer: Point, on_point) -> tuple[Point, Point]:
     return _narrow(s, lo, hi, on_point)
 
 
-def _check_grows(s: Search, p: Point) -> None:
-    if p.value >= 4 and s.at(1).tensor_peak_bytes == p.tensor_peak_bytes:   # reserved bytes grow in steps
-        raise UsageError(f"--param {s.req.name}: the tensor peak is {p.tensor_peak_bytes:,} B at {s.req.name}=1 and at "
+def _bracket(s: Search, on_point) -> tuple[Point, Point]:
+    """Two values, the first fitting, the second not. From the wanted value (else 1):
+    doubling while it fits; when it does not, the value 1 (if even 1 does not fit, the
+    budget is below the fixed part) and the narrowing does the rest."""
+    start = _run(s, s.req.want or 1, on_point)
+    if not start.fits:
+        one = _run(s, 1, on_point)
+        if not one.fits:
+            raise UsageError(too_small(s.req, one))
+        return one, start
+    lo = start
+    while True:
+        p = _run(s, lo.value * 2, on_point)
+        if not p.fits:
+            return lo, p
+        _check_grows(s, start, p)
+        lo = p
+
+
+def _check_grows(s: Search, first: Point, p: Point) -> None:
+    if p.value >= 4 * first.value and first.tensor_peak_bytes == p.tensor_peak_bytes:   # reserved bytes step
+        raise UsageError(f"--param {s.req.name}: the tensor peak is {p.tensor_peak_bytes:,} B at {s.req.name}={first.value:,} and at "
                          f"{s.req.name}={p.value}: it does not grow with {s.req.name}, so no budget bounds it.")
     if p.value >= LIMIT:
         raise UsageError(f"--param {s.req.name}: {s.req.name}={p.value:,} still fits in {s.req.budget:,} B "
@@ -297,7 +315,7 @@ def fit(scenario_path, name: str, budget: str, params=(), device: str | None = N
         from .suggest import suggestions
         try:
             s.suggestions = suggestions(s, measure, on_line)
-        except (ScenarioError, UsageError) as exc:
+        except GradmemError as exc:
             s.error = exc
     from . import __version__
     return s, write_fit(s, out_dir, __version__)

@@ -76,6 +76,7 @@ class Phase(str, Enum):
     SETUP = "setup"
     FORWARD = "forward"
     BACKWARD = "backward"
+    AFTER_BACKWARD = "after_backward"
 
     def __str__(self) -> str:
         return self.value
@@ -88,10 +89,12 @@ PHASE_COLORS = {
     "setup": "rgba(0,0,0,0.035)",
     "forward": "rgba(78,121,167,0.09)",
     "backward": "rgba(242,142,43,0.11)",
+    "after_backward": "rgba(89,161,79,0.08)",
 }
 
 PHASE_MEANINGS = {
     "setup": "before the first op on a tensor that requires grad: inputs and weights being made",
-    "forward": "ops the program runs, building the graph (and anything after backward)",
+    "forward": "ops the program runs, building the graph",
     "backward": "the autograd engine running backward nodes",
+    "after_backward": "the program's own code once backward() returned, until its next op",
 }

@@ -165,10 +165,9 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
         cap.use_trace(on_device(cap.trace, device))
     if failure is None and cap.capture.fault is not None:
         failure = GradmemFault(cap.capture.fault)
-    elif failure is None and not _ran_backward(cap):
+    elif failure is None and not ran_backward(cap):
         failure = NoBackward()
-        cap.use_trace(cap.trace.with_meta(status="partial", error={
-            "type": "NoBackward", "message": NO_BACKWARD, "file": str(scenario.path), "line": None}))
+        mark_no_backward(cap, str(scenario.path))
     return cap, failure
 
 
@@ -194,8 +193,14 @@ def fault_message(failure: dict) -> str:
             "report it with the scenario and this traceback.\n" + failure["traceback"].rstrip())
 
 
-def _ran_backward(cap) -> bool:
+def ran_backward(cap) -> bool:
     return any(e.kind == EventKind.BACKWARD_BEGIN for e in cap.trace.events)
+
+
+def mark_no_backward(cap, file: str = "<gradmem cell>") -> None:
+    """A run that never called backward is not a complete answer: say so in its trace."""
+    cap.use_trace(cap.trace.with_meta(status="partial", error={
+        "type": "NoBackward", "message": NO_BACKWARD, "file": file, "line": None}))
 
 
 _MEMORY_HINTS = ("can't allocate memory", "out of memory", "OutOfMemoryError")

@@ -8,10 +8,12 @@ states what a run showed, never what a rule of thumb expects. The changes:
 - dropping ``retain_grad()``: the run with ``--retain-grad off`` (only when the scenario
   calls it), with the lines to delete;
 - bf16 autocast of the model: ``model.forward = torch.autocast(...)(model.forward)``;
-- activation checkpointing of the model's children (their ``forward`` wrapped in
-  ``torch.utils.checkpoint.checkpoint``);
-- ``save_on_cpu`` of the model's children, only where the run's tensors are on CUDA and
-  the fake run can place the saved copies on the host (a torch built with CUDA).
+- activation checkpointing of the model's blocks (their ``forward`` wrapped in
+  ``torch.utils.checkpoint.checkpoint``).
+
+Not offered yet: ``save_on_cpu``. On a CPU run it moves nothing, and on a torch built
+without CUDA the fake "CUDA" run is a CPU run relabelled, so a copy to the host cannot be
+told from the original; it needs a fake run on a CUDA build to be measured.
 
 The model is found without module attribution: a global forward pre-hook sees the first
 module called from outside any other module that has parameters (the root), and its name
@@ -19,7 +21,6 @@ is the variable the calling code holds it in. Only names are kept, never a modul
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 import sys
@@ -28,6 +29,10 @@ from pathlib import Path
 
 from .analysis.fit import Point
 from .render.units import human_bytes
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} B" if abs(n) < 1024 else f"{human_bytes(n)} ({n:,} B)"
 
 
 @dataclass
@@ -42,7 +47,7 @@ class Suggestion:
     def result_text(self) -> str:
         verdict = "fits" if self.fits else "still does not fit"
         return (f"peak {human_bytes(self.peak_bytes)} ({self.peak_bytes:,} B) at {self.value:,}, "
-                f"saves {human_bytes(self.saves_bytes)} ({self.saves_bytes:,} B): {verdict} (verified on a fake run)")
+                f"saves {_bytes(self.saves_bytes)}: {verdict} (verified on a fake run)")
 
     def as_dict(self) -> dict:
         return {"title": self.title, "code": self.code, "value": self.value, "peak_bytes": self.peak_bytes,
@@ -103,14 +108,27 @@ class _Roots:
             self.on_root(module, False)
 
 
+def blocks(root) -> list:
+    """[(name, class, has parameters)] of the root's children, where a child that is only a
+    list of modules (``ModuleList``, ``ModuleDict``, a ``Sequential`` inside the model) stands
+    for its own children: a transformer's ``layers.0``, ``layers.1``, ... rather than
+    ``layers``."""
+    from torch import nn
+    out = []
+    for name, child in root.named_children():
+        inner = child.named_children() if isinstance(child, (nn.ModuleList, nn.ModuleDict, nn.Sequential)) else ()
+        pairs = [(f"{name}.{k}", c) for k, c in inner] or [(name, child)]
+        out += [(n, type(c).__name__, any(True for _ in c.parameters())) for n, c in pairs]
+    return out
+
+
 def find_model(measure, req, value: int, calibration=None) -> tuple[Model | None, Point]:
     """One fake run at ``value`` that also notes the model's names."""
     found = []
 
     def on_root(module, entering):
         if entering and not found:
-            kids = [(n, type(c).__name__, any(True for _ in c.parameters())) for n, c in module.named_children()]
-            found.append(Model(_caller_name(module), type(module).__name__, kids))
+            found.append(Model(_caller_name(module), type(module).__name__, blocks(module)))
 
     p = measure(req, value, wrap=lambda: _Roots(on_root), calibration=calibration)
     return (found[0] if found else None), p
@@ -154,7 +172,7 @@ def checkpoint_wrap(names: list[str]):
     return _at_root(apply)
 
 
-def _names(children, model) -> list[str]:
+def _names(children) -> list[str]:
     return [n for n, _, has in children if has]
 
 
@@ -204,7 +222,7 @@ def _model_changes(measure, req, want: int, model: Model, base: Point, say, cal)
     out.append(_make(f"bf16 autocast of {model.var} ({model.cls})",
                      f'{model.var}.forward = torch.autocast("{device_type}", dtype=torch.bfloat16)({model.var}.forward)',
                      p, base))
-    names = _names(model.children, model)
+    names = _names(model.children)
     if names:
         say(f"gradmem fit: activation checkpointing of {model.var}'s children {', '.join(names)}")
         p = measure(req, want, wrap=checkpoint_wrap(names), calibration=cal)

@@ -57,12 +57,11 @@ def test_mlp_answer_fits_and_the_next_value_does_not(mlp_fit):
     assert answer["margin_bytes"] == MLP_BUDGET - int(rows[n]["peak_bytes"])
 
 
-def test_mlp_search_doubles_then_narrows(mlp_fit):
+def test_mlp_search_starts_at_the_wanted_value_then_narrows(mlp_fit):
     out, text, answer = mlp_fit
     values = [int(r["value"]) for r in read_rows(out)]
     n = answer["answer"]
-    doubling = [2 ** i for i in range(len(values)) if 2 ** i <= 2 * n]
-    assert values[:len(doubling)] == doubling
+    assert values[:2] == [4096, 1]                 # the wanted value does not fit: then 1, then narrowing
     assert n in values and n + 1 in values
     assert len(set(values[:-1])) == len(values) - 1 and values[-1] == 4096   # the wanted value, for --suggest
     # one progress line per run of the search
@@ -96,9 +95,11 @@ def _real_peak(path, **params) -> int:
 
 def test_calibrated_mlp_real_run_at_the_answer_stays_within_budget(tmp_path):
     r = fit(SCENARIOS / "mlp.py", "--param", "batch", "--budget", f"{MLP_BUDGET}", *MLP_SMALL, "--calibrate",
-            "-o", tmp_path / "c", "-q")
+            "-p", "batch=8", "-o", tmp_path / "c", "-q")
     assert r.exit_code == 0, r.output
     answer = json.loads((tmp_path / "c" / "fit.json").read_text())
+    values = [int(row["value"]) for row in read_rows(tmp_path / "c")]
+    assert values[:9] == [8 * 2 ** i for i in range(9)]     # 8 fits: doubling until 2048 does not
     n, (a, b), (ga, gb) = answer["answer"], answer["calibration"]["values"], answer["calibration"]["gaps_bytes"]
     small = dict(width=64, features=32, depth=2)
     for v in (a, b):                                        # each gap is a real run's, measured again here
@@ -198,7 +199,7 @@ def test_budget_below_the_fixed_part_says_what_it_is(tmp_path):
     assert "too small for even batch=1" in r.output
     assert f"parameter {params / 1024:.1f} KiB" in r.output and f"param_grad {params / 1024:.1f} KiB" in r.output
     assert f"{2 * params:,} B" in r.output
-    assert len(read_rows(tmp_path / "o")) == 1                     # what ran is written
+    assert [r["value"] for r in read_rows(tmp_path / "o")] == ["4096", "1"]   # what ran is written
 
 
 def test_data_dependent_code_names_the_line(tmp_path):
@@ -221,3 +222,47 @@ def test_budget_units():
     assert parse_budget("24GB") == 24 * 10 ** 9
     assert parse_budget("1.5 MB") == 1_500_000
     assert parse_budget("1_000") == 1000
+
+
+def test_cuda_compares_the_reserved_bytes_of_the_allocator_model(tmp_path):
+    r = fit(SCENARIOS / "linear_mse.py", "--param", "n", "--budget", "5MiB", "-p", "d=16", "--device", "cuda",
+            "-o", tmp_path / "cu", "-q")
+    assert r.exit_code == 0, r.output
+    assert "reserved peak of the CUDA caching allocator model" in r.output
+    n = json.loads((tmp_path / "cu" / "fit.json").read_text())["answer"]
+
+    def reserved(v):
+        session, failure = run_scenario(load_scenario(SCENARIOS / "linear_mse.py"), dict(n=v, d=16), "cuda",
+                                        fake=True, verify=False)
+        assert failure is None
+        return analyze(session.trace).summary["cuda_allocator"]["reserved_peak_bytes"]
+    assert reserved(n) <= 5 * 2 ** 20 < reserved(n + 1)
+    rows = {int(r["value"]): r for r in read_rows(tmp_path / "cu")}
+    assert int(rows[n]["peak_bytes"]) == int(rows[n]["reserved_peak_bytes"]) > int(rows[n]["tensor_peak_bytes"])
+
+
+# -- the curve, on hand-made points (no torch) -----------------------------------------------
+def _points(peaks):
+    from gradmem.analysis.fit import Point
+    return [Point(v, b, True, b, {}) for v, b in peaks.items()]
+
+
+def test_curve_linear_quadratic_or_none():
+    from gradmem.analysis.fit import fit_curve
+    line = fit_curve(_points({v: 1000 + 96 * v for v in (1, 2, 4, 8, 16, 32)}))
+    assert line.kind == "linear" and abs(line.coefs[1] - 96) < 1e-6 and abs(line(100) - 10600) < 1e-6
+    square = fit_curve(_points({v: 5000 + 10 * v + 3 * v * v for v in (1, 2, 4, 8, 16, 32, 64)}))
+    assert square.kind == "quadratic" and abs(square.coefs[2] - 3) < 1e-6
+    stairs = fit_curve(_points({1: 2 << 20, 2: 2 << 20, 4: 2 << 20, 8: 22 << 20, 16: 22 << 20}))
+    assert stairs is None
+
+
+def test_checkpointing_blocks_saves_what_it_claims(tmp_path):
+    blocks = SCENARIOS.parent / "tests" / "fit_programs" / "blocks.py"
+    r = fit(blocks, "--param", "batch", "--budget", "3MB", "--suggest", "-o", tmp_path / "b", "-q")
+    assert r.exit_code == 0, r.output
+    s = next(x for x in json.loads((tmp_path / "b" / "fit.json").read_text())["suggestions"]
+             if x["title"].startswith("checkpoint"))
+    assert "'layers.0', 'layers.1', 'layers.2', 'layers.3'" in s["code"]
+    measured = fake_peak(_paste(tmp_path, s["code"], "net = Net(d, depth)", blocks), batch=512)
+    assert measured == s["peak_bytes"] and s["saves_bytes"] == fake_peak(blocks, batch=512) - measured > 0

@@ -203,3 +203,30 @@ def test_a_profile_does_not_import_torch_dynamo(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# -- 6. the hidden-slot note only when true; wrapped python scalars named as such ---------------
+NOTE = "packed by other saved-tensor hooks"
+
+
+def test_python_float_times_a_tensor_is_a_wrapped_scalar_not_a_hidden_slot():
+    """GPT-2's tanh GELU multiplies by python floats: autograd saves each as a wrapped 0-dim
+    tensor without calling any hook. Those are not someone else's hooks, and their bytes
+    are attributed: no note, and the rows say what they are."""
+    with gradmem.capture(verify=False) as cap:
+        x = torch.randn(3, requires_grad=True)
+        loss = (0.5 * x * (1.0 + torch.tanh(0.79788 * x))).sum()
+        loss.backward()
+    assert not any(NOTE in n for n in cap.summary["notes"]), cap.summary["notes"]
+    scalars = cap.tensors[cap.tensors["name"].str.startswith("python scalar")]
+    assert len(scalars) >= 2 and set(scalars["nbytes"]) == {8}
+    assert "python scalar 0.5" in set(scalars["name"])
+
+
+def test_checkpoint_slots_still_get_the_note():
+    block = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Tanh())
+    with gradmem.capture(verify=False) as cap:
+        x = torch.randn(2, 4, requires_grad=True)
+        checkpoint_ = __import__("torch.utils.checkpoint", fromlist=["checkpoint"]).checkpoint
+        checkpoint_(block, x, use_reentrant=False).sum().backward()
+    assert any(NOTE in n for n in cap.summary["notes"])

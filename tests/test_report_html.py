@@ -45,7 +45,7 @@ def test_live_at_peak_adds_up_to_the_peak(two_rows):
     why = {r["name"]: r["why"] for r in data["at_peak"]["rows"]}
     assert why["error"] == "saved slot PowBackward0.self; program variable `error`"
     assert why["error_squared.grad"] == "retained grad of `error_squared` (retain_grad())"
-    assert why["grad(error)"] == "gradient in flight, waiting for SubBackward0"
+    assert why["grad(error)"] == "gradient in flight, waiting for SubBackward0 (it runs at step 11)"
 
 
 def test_one_node_row_per_backward_node_with_its_storages(two_rows):

@@ -42,8 +42,33 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     free = frames["free"].drop_duplicates("storage").set_index("storage")
     t["free_step"] = t["id"].map(free["step"]).astype("Int64")
     t["free_seq"] = t["id"].map(free["seq"]).astype("Int64")
-    t["freed_after"] = t["free_step"].map(lambda s: step_op.get(int(s), "") if pd.notna(s) else "")
+    t["freed_after"] = pd.Series([step_op.get(int(s), "") if pd.notna(s) else "" for s in t["free_step"]],
+                                 index=t.index, dtype=object)
     t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
+    return t
+
+
+CALL_RETURNED = "() returned)"   # freed_after "(backward() returned)": the call, not a node, let it go
+
+
+def call_returned(call: str) -> str:
+    return f"({call}{CALL_RETURNED}"
+
+
+def mark_call_frees(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    """A gradient the engine made itself (the ``ones_like`` backward starts from) is held
+    by the ``backward()`` call, not by a node: it goes when the call returns, after the
+    last node ran. Saying "after AccumulateGrad" there would name the wrong cause."""
+    steps, ends, begins = frames["step"], frames["backward_end"], frames["backward_begin"]
+    engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
+    last_node = frames["node_end"]["seq"]
+    calls = dict(zip(begins["index"], begins["call"]))
+    for index, end in zip(ends["index"], ends["seq"]):
+        before = last_node[last_node < end]
+        after = before.max() if len(before) else -1
+        hit = (t["alloc_step"].isin(engine) & t["free_seq"].notna()
+               & (t["free_seq"] > after) & (t["free_seq"] < end)).fillna(False).astype(bool)
+        t.loc[hit, "freed_after"] = call_returned(calls.get(index) or "backward")
     return t
 
 
@@ -135,6 +160,7 @@ def shape_text(shape) -> str:
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
                   names: dict[int, str], slots: Slots) -> pd.DataFrame:
     t = base_table(frames, step_phase, step_op)
+    t = mark_call_frees(t, frames)
     known = storage_shapes(frames)
     t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"], t["shape"])]
     t = add_saved(t, slots, node_name)

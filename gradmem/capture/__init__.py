@@ -2,20 +2,8 @@
 
 ``Capture`` enters the modes, and when the block ends ``finish()`` returns the ``Trace``:
 nothing here analyses or formats it (``gradmem.session`` does that for
-``gradmem.capture()``). The pieces, each handed only what it needs:
-
-    Recorder (recorder.py)      appends events; reads the step from the Cursor
-    Cursor (cursor.py)          step, phase, backward node and depth: the one owner
-    Storages (storages.py)      ids for storages, their allocation and free
-    Graph (graph.py)            backward nodes, their saved slots, node hooks
-    TensorFacts (facts.py)      requires_grad / leaf / which node made a tensor
-    GradWatcher (grads.py)      gradients as they arrive, .grad, retain_grad copies
-    BackwardCalls (backward.py) one backward call: hooks on, run it, hooks off
-    CallWatcher (calls.py)      torch functions (TorchFunctionMode)
-    OpWatcher (ops.py)          aten ops: the steps (TorchDispatchMode)
-    SavedTensorWatcher (saved.py)  saved-tensor pack/unpack/release
-    Namer (names.py)            the program's variable names
-    GroundTruth (truth.py)     the allocator's record and resident memory beside the hooks
+``gradmem.capture()``). The pieces, each handed only what it needs, and what each is
+handed, are listed in docs/architecture.md.
 
 Known limitations:
     - Buffers that kernels allocate internally (convolution workspaces) are not seen by
@@ -44,6 +32,7 @@ from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
 from .names import Namer
 from .ops import OpWatcher
+from .ranks import Collectives, StorageResizes, rank_env, rank_meta
 from .recorder import Recorder
 from .saved import SavedTensorWatcher
 from .storages import Storages
@@ -54,7 +43,7 @@ class Capture:
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
                  fake: bool = False, verify: bool = True, on_progress=None):
-        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify)
+        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, rank_env())
         self.cursor = Cursor()
         self.rec = Recorder(self.cursor)
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
@@ -74,9 +63,9 @@ class Capture:
         grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
-        return [SavedTensorWatcher(rec, cursor, storages, graph),
+        return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
                 CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                OpWatcher(rec, cursor, storages, graph, s.fake)]
+                OpWatcher(rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks))]
 
     @property
     def trace(self) -> Trace | None:
@@ -138,7 +127,8 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
+            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes,
+                              distributed=rank_meta(self.settings.ranks, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

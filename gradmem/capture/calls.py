@@ -8,6 +8,7 @@ It also sees ``Tensor.backward``, ``torch.autograd.backward`` and ``torch.autogr
 from __future__ import annotations
 
 import sys
+import warnings
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -22,6 +23,7 @@ from .graph import grad_fn_of
 BACKWARD_FUNCS = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward",
                   torch.autograd.grad: "grad"}
 RETAIN_GRAD = torch.Tensor.retain_grad
+GRAD_PROPERTY = torch._C.TensorBase.grad   # reading t.grad: torch function sees its __get__
 
 
 class CallWatcher(TorchFunctionMode):
@@ -46,6 +48,8 @@ class CallWatcher(TorchFunctionMode):
             return self.backward.run(kind, func, args, kwargs, sys._getframe(1))
         if func is RETAIN_GRAD:
             return self._retain(func, args, kwargs)
+        if getattr(func, "__self__", None) is GRAD_PROPERTY:
+            return self._grad(func, args, sys._getframe(1))
         guard.call(self._inputs, args)
         self.cursor.fresh_call = True
         try:
@@ -53,6 +57,23 @@ class CallWatcher(TorchFunctionMode):
         finally:
             self.cursor.fresh_call = False
         guard.call(self._outputs, out)
+        return out
+
+    def _grad(self, func, args, caller):
+        """``t.grad``: torch may warn that a non-leaf has no .grad. Without this, the
+        warning names this file (the call happens here); it belongs to the program's line,
+        and under --retain-grad off it is gradmem that took the .grad away: say so."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = func(*args)
+        for w in caught:
+            text = str(w.message)
+            if self.retain_grad == "off" and "not a leaf Tensor" in text:
+                text = ("gradmem --retain-grad off made retain_grad() do nothing, so this non-leaf has no .grad "
+                        f"(it reads None). Torch says: {text}")
+            warnings.warn_explicit(text, w.category, caller.f_code.co_filename, caller.f_lineno,
+                                   module=caller.f_globals.get("__name__"), registry=caller.f_globals.setdefault(
+                                       "__warningregistry__", {}))
         return out
 
     def _retain(self, func, args, kwargs):

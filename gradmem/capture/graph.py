@@ -22,7 +22,7 @@ from .cursor import Cursor
 from .recorder import Recorder
 from .saved import Packed
 from .storages import Storages
-from .values import exact_now, small_attr
+from .values import _is_fake, exact_now, small_attr
 
 ACCUMULATE = "torch::autograd::AccumulateGrad"
 RAW = "_raw_saved_"
@@ -36,6 +36,13 @@ def grad_fn_of(t):
         return t.grad_fn
     except RuntimeError:
         return None
+
+
+def _wrapped_scalar(data) -> bool:
+    """A 0-dim CPU double, long or complex tensor in a slot that no hook packed: how torch
+    wraps a python number passed to an op (there is no public test for it)."""
+    return (isinstance(data, torch.Tensor) and data.dim() == 0 and data.device.type in ("cpu", "meta")
+            and data.dtype in (torch.float64, torch.int64, torch.complex128, torch.bool) and not data.requires_grad)
 
 
 def short_name(name: str) -> str:
@@ -150,12 +157,25 @@ class Graph:
             self.rec.emit(EventKind.SLOT, pack=data.pid, node=nid, field=field)
             return
         hook = saved.unpack_hook
+        if hook is None and _wrapped_scalar(data):
+            self._name_scalar(data)
         storage = self.storages.see(data) if hook is None and hasattr(data, "untyped_storage") else None
         if hook is None and storage is None:   # an empty slot (that gradient is not needed)
             return
         hook_name = getattr(hook, "__qualname__", repr(hook)) if hook is not None else None
         value = exact_now(data) if hook is None else None   # a wrapped number (the 3 of x * 3)
         self.rec.emit(EventKind.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage, value=value)
+
+    def _name_scalar(self, data) -> None:
+        """A python number an op turned into a tensor (``0.5 * x``): autograd saves it with no
+        hook at all. It is named for what it is, not left as a nameless input."""
+        sid = self.storages.see(data)
+        value = ""
+        if not _is_fake(data):
+            with torch._C._DisableTorchDispatch():   # through python dispatch it arrives as a float
+                value = f" {data.item():g}"
+        self.rec.emit(EventKind.NAME, storage=sid, name=f"python scalar{value}", source="wrapped_scalar",
+                      shape=())
 
     def reachable(self, roots: Iterable) -> list:
         seen, out, stack = set(), [], [r for r in roots if r is not None]

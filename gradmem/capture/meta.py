@@ -12,7 +12,6 @@ import torch
 from ..events import EventKind
 from ..trace import Meta
 from .names import SKIP_DIRS
-from .ranks import rank_env, rank_meta
 from .recorder import Recorder
 
 FAKE_NOTE = ("estimate: run on fake tensors (shapes, no data); bytes and lifetimes are what a real run "
@@ -28,6 +27,7 @@ class Settings:
     retain_grad: str = "as-written"    # as-written | off | on
     fake: bool = False
     verify: bool = True
+    ranks: dict | None = None          # under torchrun: rank, world size, backend (learned at the first collective)
 
     @property
     def device(self) -> str:
@@ -45,22 +45,23 @@ def record_error(rec: Recorder, exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
 
 
-def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes) -> Meta:
-    """``distributed``: the rank facts of a torchrun job (``ranks.rank_meta``), else None."""
+def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes,
+               distributed=None) -> Meta:
     return Meta(
         scenario=settings.scenario, params=dict(settings.params), device=settings.device,
         torch_version=torch.__version__, gradmem_version=_version(),
         python_version=platform.python_version(), started_at=started,
         status="partial" if error else "complete", error=error,
         notes=(FAKE_NOTE,) * settings.fake + _notes(rec, ground_notes),
-        mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad,
-        distributed=rank_meta(rank_env(), settings.device, rec.of_kind(EventKind.COLLECTIVE)),
+        mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad, distributed=distributed,
     )
 
 
 def _notes(rec: Recorder, ground_notes) -> tuple:
     notes = dict.fromkeys(e.data["text"] for e in rec.of_kind(EventKind.NOTE))
-    hidden = len(rec.of_kind(EventKind.HIDDEN_SLOT))
+    # slots no hook of ours packed and whose storage is unknown: a slot without any hook
+    # (saved before the capture, a wrapped python number) has its storage, so its bytes count
+    hidden = sum(e.data.get("storage") is None for e in rec.of_kind(EventKind.HIDDEN_SLOT))
     notes.update(dict.fromkeys(ground_notes))
     if hidden:
         notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "

@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..roles import Phase
 from .cursor import Cursor
 from .fake import unrecorded
-from .ranks import Collectives, StorageResizes, is_collective
+from .ranks import is_collective
 from .graph import Graph
 from .recorder import Recorder
 from .storages import Storages
@@ -45,25 +45,15 @@ def _tensors(args, kwargs):
 
 
 class OpWatcher(TorchDispatchMode):
-    def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages, graph: Graph, fake: bool = False):
+    def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages, graph: Graph, fake: bool = False,
+                 collectives=None):
         super().__init__()
         self.rec = rec
         self.cursor = cursor
         self.storages = storages
         self.graph = graph
         self.fake = fake
-        self.collectives = Collectives(rec, storages)   # c10d ops and the storages they touch
-        self.resizes = StorageResizes(storages)           # FSDP2's in-place frees, while the mode is on
-
-    def __enter__(self):
-        self.resizes.__enter__()
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        try:
-            return super().__exit__(*exc)
-        finally:
-            self.resizes.__exit__(*exc)
+        self.collectives = collectives   # ranks.Collectives: records c10d ops and their storages
 
     @classmethod
     def _should_skip_dynamo(cls) -> bool:
@@ -84,7 +74,7 @@ class OpWatcher(TorchDispatchMode):
             collective = _collectives.get(func)
             if collective is None:
                 collective = _collectives[func] = is_collective(func)
-            if collective:
+            if collective and self.collectives is not None:
                 self.collectives.seen(name, args, kwargs)
         except Exception as exc:   # gradmem's fault: the op still runs as without gradmem
             guard.failed(exc)

@@ -45,14 +45,12 @@ def rank_env(env=None) -> dict | None:
             "run_id": env.get("GRADMEM_RUN_ID") or env.get("TORCHELASTIC_RUN_ID", ""), "backend": None}
 
 
-def rank_meta(info: dict | None, device: str, collectives=()) -> dict | None:
-    """The trace's ``distributed`` metadata: the rank facts, the backend (as the first
-    collective found it, else as it is now), and the memory this rank can use (a GPU's
-    total memory; on CPU the host's, shared by its ranks)."""
+def rank_meta(info: dict | None, device: str) -> dict | None:
+    """The trace's ``distributed`` metadata: the rank facts, the backend, and the memory
+    this rank can use (a GPU's total memory; on CPU the host's, shared by its ranks)."""
     if info is None:
         return None
-    seen = next((e.data.get("backend") for e in collectives if e.data.get("backend")), None)
-    return {**info, "backend": seen or _backend(), "device": device, "capacity_bytes": _capacity(device)}
+    return {**info, "backend": info["backend"] or _backend(), "device": device, "capacity_bytes": _capacity(device)}
 
 
 def _capacity(device: str) -> int | None:
@@ -97,20 +95,21 @@ def _flat_tensors(obj, out: list) -> list:
 
 
 class Collectives:
-    """Records each ``c10d::`` op the op watcher sees (see the module docstring); the
-    first one also records the backend, read while the process group still exists."""
+    """Records each ``c10d::`` op the op watcher sees (see the module docstring)."""
 
-    def __init__(self, rec, storages):
+    def __init__(self, rec, storages, info: dict | None):
         self.rec = rec
         self.storages = storages
+        self.info = info
         self.count = 0
 
     def seen(self, name: str, args, kwargs) -> None:
+        if self.info is not None and self.info["backend"] is None:
+            self.info["backend"] = _backend()
         tensors = _flat_tensors(list(args) + list((kwargs or {}).values()), [])
         sids = tuple(dict.fromkeys(s for s in (self.storages.see(t) for t in tensors) if s is not None))
         self.rec.emit(EventKind.COLLECTIVE.value, op=name, index=self.count, storages=sids,
-                      nbytes=sum(t.numel() * t.element_size() for t in tensors),
-                      backend=_backend() if self.count == 0 else None)
+                      nbytes=sum(t.numel() * t.element_size() for t in tensors))
         self.count += 1
 
 

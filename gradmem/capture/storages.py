@@ -17,7 +17,7 @@ from ..events import EventKind
 from .ranks import inner_tensors
 from .recorder import Recorder
 from .names import user_line
-from .values import UNINITIALIZED, _is_fake, preview
+from .values import UNINITIALIZED, _is_fake, preview, preview_now
 
 ALLOC, FREE = EventKind.ALLOC.value, EventKind.FREE.value   # plain strs: the hot path
 WRAPPED = EventKind.WRAPPED.value
@@ -125,7 +125,7 @@ class Storages:
         self.rec.emit(
             ALLOC, storage=sid, nbytes=s.nbytes(), device=str(t.device),
             dtype=str(t.dtype).replace("torch.", ""), shape=tuple(t.shape), op=op,
-            preexisting=preexisting, factory=factory, value=None if preexisting or op in UNINITIALIZED else preview(t),
+            preexisting=preexisting, factory=factory, value=_value(t, op, preexisting),
             **flags,
             ptr=ptr,
         )
@@ -150,6 +150,15 @@ def _storage_ptr(s) -> int | None:
         return s.data_ptr() or None
     except (RuntimeError, NotImplementedError):
         return None
+
+
+def _value(t: torch.Tensor, op: str, preexisting: bool) -> str | None:
+    """A small tensor's values as first seen. One made before the capture (an earlier
+    notebook cell's ``x``) is first seen as an op's input, possibly outside our dispatch
+    handler, so it is read with gradmem's modes off."""
+    if preexisting:
+        return preview_now(t)
+    return None if op in UNINITIALIZED else preview(t)
 
 
 def _ptr(s, t: torch.Tensor) -> int | None:

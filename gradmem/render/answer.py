@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .units import human_bytes
+from .units import human_bytes, step_label
 
 MAX_LINES = 10
 _NONE = pd.DataFrame({"name": [], "role": []})   # a node step that freed nothing
@@ -91,11 +91,21 @@ def freed_section(analysis) -> dict:
     late = grads[~grads["freed_promptly"].astype(bool)]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
     lines += [_node_line(r, f.freed_at) for r in nodes.head(MAX_LINES).to_dict("records")]
-    return {"head": head, "lines": _more(lines, len(nodes), "see the table \u201cwhat backward needs\u201d")}
+    _more(lines, len(late) + len(nodes), "see the table \u201cwhat backward needs\u201d")
+    return {"head": head, "lines": lines + _returned_lines(f.freed_by_call)}
+
+
+def _returned_lines(freed: pd.DataFrame) -> list[str]:
+    """'When backward() returned (end of step 13): freed `grad(loss)` (gradient).'"""
+    out = []
+    for (call, step), rows in freed.groupby(["freed_after", "free_step"], sort=False):
+        names = ", ".join(f"`{n}` ({r})" for n, r in zip(rows["name"].head(MAX_LINES), rows["role"]))
+        out.append(f"When {call[1:-1]} (end of step {int(step)}): freed {names}.")
+    return out
 
 
 def _until(row) -> str:
-    return "the end" if pd.isna(row["free_step"]) else f"step {int(row['free_step'])} ({row['freed_after']})"
+    return "the end" if pd.isna(row["free_step"]) else step_label(row["free_step"], row["freed_after"])
 
 
 def held_section(f) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import MARKER, check_target, write_atomic
+from . import check_target, write_atomic, write_marker
 from .comparison_answer import answer, signed
 from .comparison_page import ComparisonHtmlWriter
 
@@ -44,11 +44,14 @@ def summary_text(c, files: list[Path] | None = None) -> str:
     return "\n".join(lines)
 
 
+COMPARE_FILES = frozenset({"comparison.csv", "comparison.html", "off", "on", "as-written"})
+
+
 def claim_folder(out_dir: Path, force: bool) -> None:
     """Check the folder is gradmem's (or new), and mark it so the runs' folders may go in it."""
-    check_target(out_dir, force)
+    check_target(out_dir, force, COMPARE_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text("written by gradmem\n", encoding="utf-8")
+    write_marker(out_dir, sorted(COMPARE_FILES))
 
 
 def write_comparison(c, out_dir, force: bool = False) -> list[Path]:

@@ -51,7 +51,8 @@ def page_data(analysis) -> dict:
 
 def _plain(summary) -> dict:
     keep = ("scenario", "params", "device", "status", "error", "notes", "torch_version", "gradmem_version",
-            "peak_bytes", "peak_step", "peak_op", "peak_phase", "steps", "backward_nodes", "storages")
+            "peak_bytes", "peak_step", "peak_op", "peak_phase", "steps", "backward_nodes", "storages",
+            "estimate", "mode")
     return {k: summary.get(k) for k in keep}
 
 

@@ -63,6 +63,7 @@ VARIANTS = {
     "gradmem": Capture,
     "gradmem --no-verify": lambda: Capture(verify=False),
     "gradmem --no-verify, no module/source attribution": lambda: Capture(verify=False, attribution=False),
+    "gradmem --engine native": lambda: Capture(engine="native"),
     "torch.profiler(profile_memory)": lambda: torch.profiler.profile(
         activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True),
 }
@@ -121,7 +122,7 @@ def peak_in_record(allocations) -> int:
     return peak
 
 
-def peaks(step) -> dict:
+def peaks(step, engine: str = "python") -> dict:
     """Allocator peak of one step without gradmem, and with it (gradmem's own record).
 
     Each measured step follows an unrecorded one, so both start from the same state: the
@@ -129,12 +130,82 @@ def peaks(step) -> dict:
     step()
     _, bare = allocator_record(step)
     step()
-    with Capture() as cap:
+    with Capture(engine=engine) as cap:
         step()
     a = analyze(cap.trace)
     s, before = a.summary, int(a.steps["allocator_bytes"].iloc[0])   # what existed before the step
     return {"bare": peak_in_record(bare), "with": s["allocator"]["peak_bytes"] - before,
             "gradmem": s["peak_bytes"] - before, "with_unattributed": s["allocator"]["peak_with_unattributed"] - before}
+
+
+# -- whole processes: gradmem profile, torch.profiler with a Chrome export, a plain run ------
+SCRIPT = r"""
+import sys, torch
+from torch import nn
+torch.set_num_threads(1)
+KIND, STEPS = sys.argv[1], int(sys.argv[2])
+
+def main():
+    torch.manual_seed(0)
+    if KIND == "mlp":
+        model = nn.Sequential(*[m for _ in range(100) for m in (nn.Linear(64, 64), nn.ReLU())])
+        x = torch.randn(32, 64)
+        def step():
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+    else:
+        n, d = int(KIND.split("x")[0]), int(KIND.split("x")[1])
+        x, y = torch.randn(n, d), torch.randn(n)
+        w = torch.randn(d, requires_grad=True)
+        def step():
+            w.grad = None
+            error = y - x @ w
+            (error ** 2).mean().backward()
+    if len(sys.argv) > 3:   # torch.profiler, then a Chrome trace
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+            for _ in range(STEPS):
+                step()
+        prof.export_chrome_trace(sys.argv[3])
+    else:
+        for _ in range(STEPS):
+            step()
+
+if __name__ in ("__main__", "__gradmem__"):
+    main()
+"""
+
+TIME = r"""
+import resource, subprocess, sys, time
+t = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
+
+def _timed(cmd: list[str]) -> tuple[float, int]:
+    out = subprocess.run([sys.executable, "-c", TIME, *cmd], capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def whole_process(kind: str, steps: int, reps: int) -> dict:
+    """Median seconds and peak RSS of whole processes: the script alone, under torch.profiler
+    exporting a Chrome trace, and under ``gradmem profile`` with each engine."""
+    import os
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    os.environ.update(env)
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "bench_step.py"
+        script.write_text(SCRIPT.replace('KIND, STEPS = sys.argv[1], int(sys.argv[2])',
+                                         f'KIND, STEPS = {kind!r}, {steps}').replace("len(sys.argv) > 3", "len(sys.argv) > 1"))
+        gm = [sys.executable, "-m", "gradmem", "profile", str(script), "-q", "--force", "-o", str(Path(tmp) / "r")]
+        cmds = {"plain": [sys.executable, str(script)],
+                "torch.profiler + chrome": [sys.executable, str(script), str(Path(tmp) / "t.json")],
+                "gradmem": gm, "gradmem --engine native": gm + ["--engine", "native"]}
+        runs = {k: [] for k in cmds}
+        for _ in range(reps):
+            for k, cmd in cmds.items():
+                runs[k].append(_timed(cmd))
+    return {k: (statistics.median(t for t, _ in v), max(m for _, m in v)) for k, v in runs.items()}
 
 
 # -- writing reports for a big trace --------------------------------------------------------
@@ -180,8 +251,35 @@ def rows(args) -> list[tuple[str, str, str]]:
     ts = interleaved(small, names, args.reps, steps=args.small_steps)
     ops = ops_per_step(small)
     pb, ps = peaks(big), peaks(small)
-    w = write_time(args.events)
+    nb, ns_ = peaks(big, "native"), peaks(small, "native")
+    nat = "gradmem --engine native"
     r = [
+        (f"native engine: step time / without, two rows {n:,} x {d}", f"{tb[nat] / tb['bare']:.2f}", "<= 1.10"),
+        ("native engine: same, 100-layer MLP", f"{ts[nat] / ts['bare']:.2f} (Python engine {ts['gradmem'] / ts['bare']:.2f}; "
+         f"torch.profiler {ts['torch.profiler(profile_memory)'] / ts['bare']:.2f})", "<= 2.5 and below torch.profiler"),
+        ("native engine: microseconds of overhead per op (MLP)", f"{(ts[nat] - ts['bare']) / ops * 1e6:.1f}", "report"),
+        ("native engine: allocator peak with / without (two rows; MLP)",
+         f"{nb['with'] / nb['bare']:.4f}; {ns_['with'] / ns_['bare']:.4f}", "1.00"),
+        ("native engine: gradmem peak / Python engine's (two rows; MLP)",
+         f"{nb['gradmem'] / pb['gradmem']:.4f}; {ns_['gradmem'] / ps['gradmem']:.4f}", "1.00"),
+    ]
+    if not args.skip_process:
+        wp = whole_process("mlp", 30, max(3, args.reps // 3))
+        wb = whole_process(f"{n}x{d}", 3, max(3, args.reps // 3))
+        r += [
+            ("whole process, 30 MLP steps: gradmem profile --engine native / torch.profiler + Chrome export",
+             f"{wp[nat][0] / wp['torch.profiler + chrome'][0]:.2f} ({wp[nat][0]:.1f} s vs {wp['torch.profiler + chrome'][0]:.1f} s; "
+             f"Python engine {wp['gradmem'][0] / wp['torch.profiler + chrome'][0]:.2f}; plain {wp['plain'][0]:.1f} s)", "< 1"),
+            (f"whole process, 3 steps of two rows {n:,} x {d}: gradmem profile --engine native / plain",
+             f"{wb[nat][0] / wb['plain'][0]:.2f} ({wb[nat][0]:.1f} s vs {wb['plain'][0]:.1f} s; Python engine "
+             f"{wb['gradmem'][0] / wb['plain'][0]:.2f})", "<= 1.25"),
+            ("  peak resident memory, same / plain", f"{wb[nat][1] / wb['plain'][1]:.2f} (Python engine "
+             f"{wb['gradmem'][1] / wb['plain'][1]:.2f})", "<= 1.10"),
+        ]
+    if args.native_only:
+        return r
+    w = write_time(args.events)
+    r += [
         (f"step time with gradmem / without, two rows scaled to {n:,} x {d}", f"{tb['gradmem'] / tb['bare']:.2f} "
          f"({tb['bare'] * 1e3:.0f} ms bare; --no-verify {tb['gradmem --no-verify'] / tb['bare']:.2f})", "<= 1.10"),
         ("same, 100-layer MLP width 64 batch 32", f"{ts['gradmem'] / ts['bare']:.2f} ({ts['bare'] * 1e3:.1f} ms bare; "
@@ -222,6 +320,8 @@ def main() -> None:
     p.add_argument("--small-steps", type=int, default=3, help="MLP steps per timed repetition")
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--native-only", action="store_true", help="only the native engine's rows (and the variants they need)")
+    p.add_argument("--skip-process", action="store_true", help="leave out the whole-process rows")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: steadier on a shared machine)")
     args = p.parse_args()
     args.reps = max(args.reps, 5)

@@ -41,6 +41,8 @@ class EventKind(str, Enum):
     MODULE_ENTER = "module_enter"      # a module's forward began
     MODULE_EXIT = "module_exit"        # a module's forward ended (and the storages it returned)
     SOURCE = "source"                  # the user's file:line behind the ops from here on changed
+    COLLECTIVE = "collective"          # a c10d collective (all-reduce, all-gather...) and the storages it touched
+    WRAPPED = "wrapped"                # a storage is the inside of a wrapper subclass (DTensor's local shard)
 
     def __str__(self) -> str:
         return self.value
@@ -80,11 +82,14 @@ class Alloc:
     recompute: bool | None = None   # made while a backward node recomputed forward (checkpoint)
     grad_args: bool | None = None   # made by an op with an input that requires grad
     ptr: int | None = None      # the block's address, to match the allocator's record
+    lineage: int | None = None  # op "resize_": the first generation of a storage grown in place (FSDP2)
+    line: tuple | None = None   # torch.tensor(...): the program's (file, line) that called it
 
 
 @_kind(EventKind.FREE)
 class Free:
     storage: int
+    resized: bool | None = None     # freed by resize_(0), the storage object living on (FSDP2)
 
 
 @_kind(EventKind.TENSOR)
@@ -102,6 +107,7 @@ class Node:
     name: str
     next: tuple                 # (node id or None, input nr) per next function
     leaf: int | None = None     # AccumulateGrad: the leaf's storage
+    attrs: dict | None = None   # saved values that are not tensors (exponent, self_sym_sizes, dim)
 
 
 @_kind(EventKind.SAVED)
@@ -112,6 +118,8 @@ class Saved:
     dtype: str
     numel: int
     element_size: int
+    stride: tuple | None = None  # tells a transposed view (weight.T) from its base
+    value: object = None        # every float32 digit, for at most 16 elements: what rules evaluate
 
 
 @_kind(EventKind.SLOT)
@@ -127,6 +135,7 @@ class HiddenSlot:
     field: str
     hook: str | None = None
     storage: int | None = None
+    value: object = None        # saved without hooks (a wrapped number, the 3 of x * 3): its value
 
 
 @_kind(EventKind.UNPACKED)
@@ -145,12 +154,15 @@ class NodeEnd:
     node: int
     grads_in: tuple
     grads_out: tuple
+    values_in: tuple = ()       # those gradients' values, for at most 16 elements
+    values_out: tuple = ()
 
 
 @_kind(EventKind.GRAD)
 class Grad:
     target: int | None
     grad: int | None
+    shape: tuple | None = None  # the gradient's own shape as it arrived
 
 
 @_kind(EventKind.LEAF_GRAD)
@@ -158,6 +170,7 @@ class LeafGrad:
     target: int | None
     grad: int | None
     value: object = None
+    shape: tuple | None = None  # the .grad's shape as it landed
 
 
 @_kind(EventKind.RETAINED)
@@ -165,6 +178,7 @@ class Retained:
     target: int | None
     grad: int | None
     value: object = None
+    shape: tuple | None = None
 
 
 @_kind(EventKind.NAME)
@@ -172,6 +186,7 @@ class Name:
     storage: int
     name: str
     source: str                 # variable | parameter | buffer | grad | optimizer_state
+    shape: tuple | None = None  # the named tensor's shape (a storage may be seen through several)
 
 
 @_kind(EventKind.BACKWARD_BEGIN)
@@ -251,6 +266,22 @@ class Source:
     file: str | None            # None: no frame outside torch and gradmem
     line: int | None
     function: str | None = None
+
+
+@_kind(EventKind.COLLECTIVE)
+class Collective:
+    op: str                     # the c10d op: allreduce_, broadcast_, _allgather_base_, ...
+    index: int                  # its place in this process's order of collectives
+    storages: tuple             # the storages it read or wrote
+    nbytes: int                 # bytes of the tensors passed to it
+
+
+@_kind(EventKind.WRAPPED)
+class Wrapped:
+    storage: int                # the inner (local) tensor's storage
+    wrapper: str                # the subclass, e.g. DTensor
+    requires_grad: bool         # of the wrapper
+    leaf: bool
 
 
 FIELDS: dict[str, tuple[str, ...]] = {k.value: tuple(f.name for f in fields(cls)) for k, cls in SCHEMA.items()}

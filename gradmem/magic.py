@@ -30,6 +30,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display, update_display
 
 from .errors import GradmemError
+from .scenario import NO_BACKWARD, mark_no_backward, ran_backward
 
 
 def split_last_expression(source: str, filename: str):
@@ -86,6 +87,15 @@ class GradmemMagics(Magics):
         args = parse_argstring(self.gradmem, line)
         try:
             cap, value, error = run_cell(self.shell, cell, args.retain_grad, args.device)
+        except SyntaxError as exc:   # the cell's own mistake: its line, not gradmem's traceback
+            print(f"gradmem: error: line {exc.lineno} of the cell: syntax error: {exc.msg}. Nothing ran; "
+                  "fix the cell and run it again.")
+            return None
+        try:
+            if error is None and not ran_backward(cap):
+                mark_no_backward(cap)
+                print(f"gradmem: warning: {NO_BACKWARD}. The report shows the cell's forward pass only "
+                      "(marked partial): add loss.backward() to the cell.")
             self.shell.user_ns[args.name] = cap
             self.show(cap, cell_key(self.shell, cell))
             if args.out:

@@ -13,6 +13,7 @@ name (``difflib``), quadratic in the worst case on very long, very different run
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,54 +21,128 @@ from pathlib import Path
 
 from .analysis import Analysis, analyze
 from .analysis.compare import Comparison, compare as compare_runs
-from .errors import GradmemError, Interrupted, ScenarioError, TraceFileError, UsageError
-from .render import write_files, write_reports
+from . import ranks
+from .errors import GradmemError, InternalError, Interrupted, ScenarioError, TraceFileError, UsageError
+from .render import DEFAULT_FORMATS, MARKER, check_target, dropped_files, write_files, write_reports, writers_for
 from .render.comparison import claim_folder, write_comparison
-from .scenario import describe_failure, load_scenario, parse_params, run_scenario
-from .trace import read_trace
+from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
+from .trace import find_trace, partial_line, read_trace
 
 MODES = ("off", "on")
+ALL_MODES = ("off", "on", "as-written")
 EXIT_ERRORS = {UsageError.exit_code: UsageError, ScenarioError.exit_code: ScenarioError,
-               TraceFileError.exit_code: TraceFileError, Interrupted.exit_code: Interrupted}
+               TraceFileError.exit_code: TraceFileError, Interrupted.exit_code: Interrupted,
+               InternalError.exit_code: InternalError}
 
 
 @dataclass
 class Profiled:
-    analysis: Analysis
+    analysis: Analysis | None
     files: list[Path]
     error: GradmemError | None = None   # the scenario failed: raise after showing the summary
+    merged: tuple | None = None         # a multi-process run: (RankMerge, its files), to show instead
+    speaks: bool = True                 # False for a rank of a torchrun job other than rank 0
 
 
 def profile(scenario: Path, params=(), device: str | None = None, retain_grad: str = "as-written",
             out_dir: Path | None = None, force: bool = False, formats: tuple | None = None,
-            fake: bool = False, verify: bool = True, on_progress=None) -> Profiled:
+            fake: bool = False, verify: bool = True, on_progress=None, say=None, engine: str = "python",
+            build_progress=None) -> Profiled:
     """Run a scenario script under a capture and write its reports. Every option is
-    checked before the scenario runs; a failing scenario still gets its reports."""
+    checked before the scenario runs; a failing scenario still gets its reports. As one
+    rank of a torchrun job it writes ``out_dir/rank<R>/`` and rank 0 merges (ranks.py)."""
     sc = load_scenario(scenario)
     values = parse_params(params, sc)
     out_dir = out_dir or Path("reports") / sc.name
-    session, failure = run_scenario(sc, values, device, retain_grad, on_progress=on_progress, fake=fake,
-                                    verify=verify)
-    analysis = analyze(session.trace)
-    files = write_reports(analysis, out_dir, force=force, **_formats(formats))
+    chosen = _formats(formats)
+    writers_for(chosen.get("formats", ()))   # a bad --format fails before anything runs,
+    job = ranks.RankJob.here(out_dir, force)           # None outside a torchrun job
+    if job is None:
+        check_target(out_dir, force)         # and so does a folder that is not gradmem's
+    merged = None
+    with ranks.sigterm_guard(job is not None) as scenario_done:
+        session, failure = run_scenario(sc, values, device, retain_grad, fake=fake, verify=verify,
+                                        on_progress=None if job and job.quiet else on_progress,
+                                        engine=engine, build_progress=build_progress)
+        scenario_done()
+        analysis = analyze(session.trace)
+        if job is not None:
+            out_dir = job.folder
+        files = _write(analysis, out_dir, force, chosen, say)
+        if job is not None:
+            merged = job.finish()
     error = None
     if failure is not None:
-        kind = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
+        kind = (Interrupted if isinstance(failure, KeyboardInterrupt) else
+                InternalError if isinstance(failure, GradmemFault) else ScenarioError)
         error = kind(f"{describe_failure(sc, session, failure)}\n"
                      f"The events recorded before the failure are in {out_dir}/ (marked partial).")
-    return Profiled(analysis, files, error)
+    return Profiled(analysis, files, error, merged, speaks=job is None)
 
 
-def render(trace_file: Path, out_dir: Path | None = None, formats: tuple | None = None) -> tuple[Analysis, list[Path]]:
-    """Every report again from a saved trace, without re-running the scenario."""
-    analysis = analyze(read_trace(trace_file))
-    return analysis, write_reports(analysis, out_dir or trace_file.parent, **_formats(formats))
+def profile_ranks(scenario: Path, nproc: int, params=(), device: str | None = None, retain_grad: str = "as-written",
+                  out_dir: Path | None = None, force: bool = False, formats: tuple | None = None,
+                  verify: bool = True, fake: bool = False) -> Profiled:
+    """``--nproc-per-node N``: N ranks through torch.distributed.run, then their merge."""
+    sc = load_scenario(scenario)
+    parse_params(params, sc)
+    writers_for(_formats(formats).get("formats", ()))
+    out_dir = out_dir or Path("reports") / sc.name
+    forwarded = ranks.forwarded_options(params, device, retain_grad, force, ",".join(formats or ()), verify, fake)
+    merged, error = ranks.launch(sc.path, out_dir, nproc, forwarded, force, env=_env())
+    return Profiled(None, merged[1], error, merged)
 
 
-def export(trace_file: Path, formats, out_dir: Path | None = None) -> list[Path]:
+def render(trace_file: Path, out_dir: Path | None = None, formats: tuple | None = None, force: bool = False,
+           say=None) -> tuple[Analysis, list[Path]]:
+    """Every report again from a saved trace (or a report folder's), without re-running the
+    scenario. ``say`` gets the lines meant for stderr (a partial trace, a file that went)."""
+    chosen = _formats(formats)
+    writers_for(chosen.get("formats", ()))
+    if out_dir is not None:
+        check_target(Path(out_dir), force)
+    trace_file, trace = read_for_user(trace_file, say)
+    own = out_dir is None or Path(out_dir).resolve() == trace_file.parent.resolve()
+    out_dir = Path(out_dir or trace_file.parent)
+    # a plain folder holding just the trace being redrawn may take its reports
+    reread = {"trace.jsonl"} if own and trace_file.name == "trace.jsonl" else ()
+    check_target(out_dir, force, unmarked_ok=reread)
+    analysis = analyze(trace)
+    return analysis, _write(analysis, out_dir, force, chosen, say, reread)
+
+
+def export(trace_file: Path, formats, out_dir: Path | None = None, say=None) -> list[Path]:
     """Files of other formats beside a saved trace; the folder's other files stay."""
     names = [f for f in formats if f != "trace"]
-    return write_files(analyze(read_trace(trace_file)), out_dir or trace_file.parent, names)
+    writers_for(names)
+    trace_file, trace = read_for_user(trace_file, say)
+    return write_files(analyze(trace), out_dir or trace_file.parent, names)
+
+
+def read_for_user(path: Path, say=None):
+    """(trace file, trace) from a file or a report folder, telling ``say`` when it read a
+    folder's trace.jsonl and when the trace is partial (where it stops)."""
+    say = say or (lambda line: None)
+    found = find_trace(path)
+    if found != Path(path):
+        say(f"gradmem: {path} is a folder: reading {found}")
+    trace = read_trace(found)
+    line = partial_line(trace, found)
+    if line:
+        say(line)
+    return found, trace
+
+
+def _write(analysis, out_dir: Path, force: bool, chosen: dict, say=None, unmarked_ok=()) -> list[Path]:
+    """Write the report folder; say which files of the earlier report are gone with it."""
+    out_dir = Path(out_dir)
+    dropped = dropped_files(out_dir, chosen.get("formats", DEFAULT_FORMATS)) if out_dir.is_dir() else []
+    files = write_reports(analysis, out_dir, force=force, unmarked_ok=unmarked_ok, **chosen)
+    if dropped and say:
+        say(f"gradmem: replaced {out_dir}/ as a whole, so {', '.join(dropped)} from the earlier report "
+            "(gradmem export or another --format wrote it for the old run) is gone: run "
+            "gradmem export again, or pass --format, to write it for this run.")
+    return files
 
 
 def _formats(formats: tuple | None) -> dict:
@@ -85,20 +160,23 @@ class Compared:
 
 
 def compare(paths, out_dir: Path | None = None, params=(), device: str | None = None,
-            as_written: bool = False, force: bool = False) -> Compared:
+            as_written: bool = False, force: bool = False, say=None) -> Compared:
     """One scenario run with retain_grad off and on (and as written), or two saved traces."""
     extra = None
     if len(paths) == 2:
         if params or device or as_written:
             raise UsageError("-p, --device and --as-written apply to a scenario; two trace files are compared as they are.")
-        c = compare_traces(paths[0], paths[1], labels_for(*paths))
-        out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"])
+        labels = labels_for(*paths)
+        c = compare_traces(paths[0], paths[1], labels, say)
+        # not the scenario comparison's folder: its off/ and on/ would no longer match
+        out_dir = out_dir or default_folder(c.a.summary["scenario"], c.b.summary["scenario"], labels)
     elif len(paths) == 1:
         sc = load_scenario(paths[0])
         parse_params(params, sc)   # a bad -p fails before anything runs
         out_dir = out_dir or default_folder(sc.name, sc.name)
         claim_folder(out_dir, force)
         modes = MODES + ("as-written",) * as_written
+        clear_stale_runs(out_dir, modes, say)
         traces = {m: run_mode(sc.path, params, device, m, out_dir / m, force) for m in modes}
         c = compare_traces(traces["off"], traces["on"], ("off", "on"))
         if as_written:
@@ -108,9 +186,21 @@ def compare(paths, out_dir: Path | None = None, params=(), device: str | None = 
     return Compared(c, write_comparison(c, out_dir, force=force), out_dir, extra)
 
 
-def compare_traces(path_a: Path, path_b: Path, labels: tuple[str, str]) -> Comparison:
-    """Comparison of two saved trace files (no torch)."""
-    return compare_runs(analyze(read_trace(path_a)), analyze(read_trace(path_b)), labels)
+def compare_traces(path_a: Path, path_b: Path, labels: tuple[str, str], say=None) -> Comparison:
+    """Comparison of two saved trace files (no torch); ``say`` hears of a partial one."""
+    (_, a), (_, b) = read_for_user(path_a, say), read_for_user(path_b, say)
+    return compare_runs(analyze(a), analyze(b), labels)
+
+
+def clear_stale_runs(out_dir: Path, modes, say=None) -> None:
+    """A run folder an earlier compare left (``as-written/`` after a plain compare) would
+    sit beside this comparison as if it were part of it: it is gradmem's, so it goes."""
+    for mode in set(ALL_MODES) - set(modes):
+        stale = Path(out_dir) / mode
+        if (stale / MARKER).is_file():
+            shutil.rmtree(stale)
+            if say:
+                say(f"gradmem: removed {stale}/, the run of an earlier compare with --{mode}: this comparison has no such run.")
 
 
 def profile_command(scenario: Path, params, device, mode: str, out: Path, force: bool) -> list[str]:
@@ -150,6 +240,9 @@ def labels_for(path_a: Path, path_b: Path) -> tuple[str, str]:
     return "a", "b"
 
 
-def default_folder(scenario_a: str, scenario_b: str) -> Path:
+def default_folder(scenario_a: str, scenario_b: str, labels: tuple[str, str] | None = None) -> Path:
+    """reports/<scenario>-compare for a scenario; two traces add their labels, so they never
+    land in (and half overwrite) a scenario comparison's folder."""
     name = scenario_a if scenario_a == scenario_b else f"{scenario_a}-vs-{scenario_b}"
-    return Path("reports") / f"{name or 'capture'}-compare"
+    runs = f"-{labels[0]}-vs-{labels[1]}" if labels else ""
+    return Path("reports") / f"{name or 'capture'}-compare{runs}"

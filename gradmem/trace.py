@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
-from .errors import TraceFileError
+from .errors import TraceFileError, where
 from .files import atomic_open
 from .events import EventKind  # noqa: F401  (the vocabulary; re-exported for readers of traces)
 
@@ -47,6 +47,9 @@ class Meta:
     error: dict | None = None          # type, message, file, line of the failure
     notes: tuple = ()                  # caveats the capture wants the reader to see
     mode: str = "real"                 # real | fake (fake tensors: shapes and bytes, no data: an estimate)
+    capture_engine: str = "python"     # python (dispatch mode) | native (C++ extension), and why
+    engine_reason: str = ""
+    distributed: dict | None = None    # under torchrun: rank, local_rank, world_size, host, run_id, backend, device, capacity_bytes
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,34 @@ def _parse_lines(lines: Iterable[str], path: Path) -> tuple[dict | None, list[Ev
     return meta, events, ended
 
 
+TRUNCATED = "the trace file ends early"
+
+
+def find_trace(path: str | os.PathLike) -> Path:
+    """The trace file a user meant: the path itself, or a report folder's trace.jsonl."""
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "trace.jsonl"
+        if not inner.is_file():
+            raise TraceFileError(f"{path}: is a folder with no trace.jsonl in it. Give a trace file, or a report "
+                                 "folder gradmem wrote (each holds its run's trace.jsonl).")
+        return inner
+    return path
+
+
+def partial_line(trace: Trace, path) -> str | None:
+    """One line for stderr when a trace is partial: where it stops, and why if known."""
+    if not trace.partial:
+        return None
+    cut = [n for n in trace.meta.notes if n.startswith(TRUNCATED)]
+    if cut:
+        return f"gradmem: warning: {path} is partial: {cut[-1]}; the reports show only what it holds."
+    err = trace.meta.error or {}
+    why = f"{err.get('type')} at {where(str(err.get('file') or 'the scenario'), err.get('line'))}" if err else "it was stopped"
+    step = trace.events[-1].step if trace.events else 0
+    return f"gradmem: warning: {path} is partial: its run stopped at step {step} ({why}); the reports show only what it holds."
+
+
 def read_trace(path: str | os.PathLike) -> Trace:
     """Read a trace file. A truncated file loads as a partial trace."""
     path = Path(path)
@@ -136,6 +167,7 @@ def read_trace(path: str | os.PathLike) -> Trace:
         raise TraceFileError(f"{path}:1: not a gradmem trace (empty file).")
     meta = _meta_from(meta_obj, path)
     if not ended:
-        notes = meta.notes + (f"the trace file ends early after {len(events)} events",)
+        at = f" (step {events[-1].step})" if events else ""
+        notes = meta.notes + (f"{TRUNCATED} after {len(events)} events{at}",)
         meta = replace(meta, status="partial", notes=notes)
     return Trace(meta, tuple(events))

@@ -108,12 +108,15 @@ def test_refuses_to_overwrite_a_foreign_folder(tmp_path):
 
 
 def test_rerun_replaces_the_report_folder_as_a_whole(tmp_path):
+    """A file an earlier run wrote (here its Perfetto trace, via --format) goes with the old
+    folder; a file the user added would stop the run instead (tests/test_cli_checks.py)."""
     out = tmp_path / "r"
-    run_cli("profile", SCENARIOS / "seed_one_weight.py", "-o", out, "-q", check=False)
-    (out / "stale.csv").write_text("from an older run")
+    run_cli("profile", SCENARIOS / "seed_one_weight.py", "-o", out, "-q", "--format", "csv,chrome", check=False)
+    assert (out / "trace.chrome.json").exists()
     proc = run_cli("profile", SCENARIOS / "seed_one_weight.py", "-o", out, "-q")
     assert proc.returncode == 0, proc.stderr
-    assert not (out / "stale.csv").exists() and (out / "tensors.csv").exists()
+    assert not (out / "trace.chrome.json").exists() and (out / "tensors.csv").exists()
+    assert "trace.chrome.json" in proc.stderr
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folders left behind"
 
 

@@ -41,7 +41,9 @@ def test_export_adds_files_beside_the_trace(profiled, tmp_path):
     proc = run_cli("export", folder / "trace.jsonl", check=True)
     assert proc.stdout.strip() == str(folder / "trace.chrome.json")
     assert names(folder) == set(before) | {"trace.chrome.json"}
-    assert all((folder / n).read_bytes() == data for n, data in before.items())
+    # the reports stay as they were; the marker now also lists the export as gradmem's
+    assert all((folder / n).read_bytes() == data for n, data in before.items() if n != ".gradmem-report")
+    assert "export trace.chrome.json" in (folder / ".gradmem-report").read_text()
 
 
 def test_exports_render_without_torch(profiled, tmp_path):

@@ -15,11 +15,11 @@ from gradmem.scenario import load_scenario, run_scenario
 ROOT = Path(__file__).resolve().parent.parent
 
 GOLDEN = """
-STEP 1 forward lift_fresh
+STEP 1 setup lift_fresh
 ALLOC S1 x (2, 2) float32 16 B [input] = [[10, 15], [30, 40]]
-STEP 2 forward lift_fresh
+STEP 2 setup lift_fresh
 ALLOC S2 y (2,) float32 8 B [input] = [20, 25]
-STEP 3 forward lift_fresh
+STEP 3 setup lift_fresh
 ALLOC S3 w (2,) float32 8 B [parameter] = [5, 6]
 SAVED S1 x by MvBackward0.self
 STEP 4 forward mv
@@ -64,13 +64,13 @@ RELEASE S1 x slot MvBackward0.self
 STEP 13 backward AccumulateGrad(w)
 GRAD S18 w.grad for S3 w
 NODE AccumulateGrad(w): S18 w.grad -> -
-FREE S8 grad(loss) after AccumulateGrad(w)
+FREE S8 grad(loss) when backward() returned
 BACKWARD end 1
 RETAIN S17 output.grad for S4 output
 RETAIN S15 error.grad for S5 error
 RETAIN S11 error_squared.grad for S6 error_squared
 RETAIN S9 loss.grad for S7 loss
-STEP 14 forward (after backward)
+STEP 14 after_backward (after backward)
 """
 
 

@@ -117,3 +117,21 @@ def test_report_page_stays_inside_its_iframe():
     parser.feed(iframe(page))
     assert [t for t, _ in parser.tags] == ["iframe"]
     assert parser.tags[0][1]["srcdoc"] == page
+
+
+def test_a_cell_without_backward_is_partial_and_says_so(shell):
+    """As the CLI does: a cell that never calls backward answers nothing about backward."""
+    with capture_output() as out:
+        shell.run_cell_magic("gradmem", "", "a = torch.ones(3, requires_grad=True)\nb = (a * 2).sum()\n")
+    assert "gradmem: warning: no backward pass ran" in out.stdout, out.stdout
+    cap = shell.user_ns["_gradmem"]
+    assert cap.summary["status"] == "partial" and cap.summary["error"]["type"] == "NoBackward"
+    assert "None" not in summary_text(cap.analysis)
+
+
+def test_a_syntax_error_names_the_cells_line_not_gradmem(shell, capsys):
+    with capture_output() as out:
+        value = shell.run_cell_magic("gradmem", "", "a = 1\nb = (a +\n")
+    assert value is None
+    assert "gradmem: error: line 2 of the cell: syntax error" in out.stdout, out.stdout
+    assert "magic.py" not in out.stdout + out.stderr

@@ -26,6 +26,6 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
 def test_readme_commands_match_ci():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    test_command = re.search(r"```\n(pip install [^\n]*pytest[^\n]*)\n```", readme).group(1)
+    test_command = re.search(r"```bash\n(pip install [^\n]*pytest[^\n]*)\n```", readme).group(1)
     assert test_command in ci
-    assert re.search(r"```\n(pip install [^\n]*gradmem profile scenarios/[^\n]*)\n```", readme)
+    assert re.search(r"```bash\n(pip install [^\n]*gradmem profile scenarios/[^\n]*)\n```", readme)

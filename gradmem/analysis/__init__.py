@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
+from .births import late_births
+from .derivation import node_rules, with_rules
 from .frames import by_kind, events_table, pairs
 from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
 from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
+from .headline import true_peak
 from .modules import (activations_by_module, module_outputs, modules_at_peak, modules_table, node_origins,
                       spans, storage_origins)
 from .naming import module_labels, node_names, op_names, storage_names
@@ -36,17 +39,18 @@ class Analysis:
     steps: pd.DataFrame
     nodes: pd.DataFrame
     summary: Summary
-    peak: Peak                                   # the peak, with its place in the event log
+    peak: Peak                                   # the tracked peak (the chart's), with its place in the event log
     backward_peak: Peak                          # the highest point within backward
     slots: Slots = field(repr=False)             # saved slots: pack -> storage, owner, events
     consumers: dict = field(repr=False)          # {gradient storage: Consumer}
-    at_peak: AtPeak = field(repr=False)          # what was alive at the peak, and why
+    at_peak: AtPeak = field(repr=False)          # what was alive at the tracked peak, and why
     answer_facts: AnswerFacts = field(repr=False)   # the storages the plain answer speaks of
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
     modules: pd.DataFrame = field(default_factory=pd.DataFrame)   # one row per nn.Module
     module_spans: list = field(default_factory=list, repr=False)   # each module call: module, depth, t0_ns, t1_ns
+    rules: dict = field(default_factory=dict, repr=False)   # node -> NodeRule: its chain-rule step
 
     @property
     def events(self) -> pd.DataFrame:
@@ -57,7 +61,7 @@ class Analysis:
 
 
 def analyze(trace: Trace) -> Analysis:
-    frames = by_kind(trace)
+    frames = late_births(by_kind(trace))
     module_of, source_of = storage_origins(frames)
     snames = storage_names(frames, module_labels(frames, module_of, module_outputs(frames)))
     nnames = node_names(frames["node"], snames)
@@ -69,20 +73,27 @@ def analyze(trace: Trace) -> Analysis:
     tensors = tensors_table(frames, phase, op, nnames, snames, slots, origins)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors, slots)
-    nodes = nodes_table(steps, frames, tensors, slots)
-    node_module, node_source = node_origins(frames)
-    nodes["module"] = nodes["node"].map(node_module).fillna("")
-    nodes["source"] = nodes["node"].map(node_source).fillna("")
+    rules = node_rules(frames, snames)
+    nodes = with_origins(with_rules(nodes_table(steps, frames, tensors, slots), rules), frames)
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
-    modules = modules_table(frames, tensors, peak.seq)
+    true = true_peak(peak, ground["allocator"], steps, d)
+    modules = modules_table(frames, tensors, true.seq)
     by_module = {"modules_at_peak": modules_at_peak(modules),
                  "activations_by_module": activations_by_module(frames, tensors, modules)}
-    summary = summarize(trace, tensors, steps, peak, backward_peak, ground, by_module)
+    summary = summarize(trace, tensors, steps, true, backward_peak, ground, tracked=peak, by_module=by_module)
     consumers = gradient_consumers(frames["node_end"], nnames)
     return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
                     at_peak(tensors, steps, frames, slots, consumers, peak),
-                    answer_facts(tensors, nodes, consumers), frames, nnames, d, modules, spans(frames))
+                    answer_facts(tensors, nodes, consumers), frames, nnames, d, modules, spans(frames), rules)
+
+
+def with_origins(nodes: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    """Each backward node's module and source line: those of the forward op that made it."""
+    node_module, node_source = node_origins(frames)
+    nodes["module"] = nodes["node"].map(node_module).fillna("")
+    nodes["source"] = nodes["node"].map(node_source).fillna("")
+    return nodes
 
 
 __all__ = ["Analysis", "AnswerFacts", "AtPeak", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]

@@ -12,6 +12,7 @@ import pandas as pd
 
 from .consumers import Consumer
 from .slots import Slots
+from .storages import CALL_RETURNED
 from .summary import Peak
 from .timeline import live_at
 
@@ -29,6 +30,33 @@ class AtPeak:
     open_slots: dict                     # {storage: ["Node.field", ...]} slots still held then
     holders: dict                        # {storage: (source, name)}: the program's first name for it
     consumers: dict                      # {gradient storage: Consumer}
+    gradients: dict                      # {gradient storage: GradientAtPeak}: where it stood then
+
+
+@dataclass(frozen=True)
+class GradientAtPeak:
+    """Where a gradient stood at the peak, so "why alive" is true at that moment."""
+    state: str          # waiting (its node runs later) | running (its node runs now) |
+                        # held_by_call (used; the backward()/grad() call holds it until it returns) | used
+    consumer: Consumer
+    call: str = ""      # backward | grad, for held_by_call
+    free_step: int | None = None
+
+
+def gradients_at(live: pd.DataFrame, consumers: dict, peak: Peak) -> dict[int, GradientAtPeak]:
+    out = {}
+    for sid, fa, fs in zip(live["id"], live["freed_after"], live["free_step"]):
+        c = consumers.get(int(sid))
+        if c is None:
+            continue
+        free_step = int(fs) if pd.notna(fs) else None
+        if c.end_seq > peak.seq:
+            out[int(sid)] = GradientAtPeak("running" if c.step == peak.step else "waiting", c)
+        elif str(fa).endswith(CALL_RETURNED):
+            out[int(sid)] = GradientAtPeak("held_by_call", c, str(fa)[1:].split("()")[0], free_step)
+        else:
+            out[int(sid)] = GradientAtPeak("used", c, free_step=free_step)
+    return out
 
 
 @dataclass(frozen=True)
@@ -38,7 +66,8 @@ class AnswerFacts:
     new_saved_bytes: int                 # of those, the activations' bytes (new memory)
     intermediates: pd.DataFrame          # made in forward and never saved, allocation order
     gradients: pd.DataFrame              # handed between nodes, + freed_promptly (bool)
-    freed_at: dict                       # {step: storages freed in it, in free order}
+    freed_at: dict                       # {step: storages a node's run freed in it, in free order}
+    freed_by_call: pd.DataFrame          # freed when backward()/grad() returned (grad(loss)), free order
     held: pd.DataFrame                   # slot released, yet kept alive by the program
     retained: pd.DataFrame               # retain_grad() copies, allocation order
     param_grads: pd.DataFrame            # leaves' .grad, allocation order
@@ -64,6 +93,7 @@ def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, slots: Slo
         open_slots=slots.open_at(peak.seq, UNKNOWN_OWNER),
         holders=holders(frames["name"]),
         consumers=consumers,
+        gradients=gradients_at(ordered[ordered["role"] == "gradient"], consumers, peak),
     )
 
 
@@ -73,8 +103,13 @@ def _freed_promptly(grads: pd.DataFrame, consumers: dict[int, Consumer]) -> list
             for i, f in zip(grads["id"], grads["free_step"])]
 
 
+def _by_call(tensors: pd.DataFrame) -> pd.Series:
+    return tensors["freed_after"].astype(str).str.endswith(CALL_RETURNED)
+
+
 def _freed_at(tensors: pd.DataFrame, node_steps) -> dict[int, pd.DataFrame]:
-    freed = tensors[tensors["free_step"].isin(list(node_steps))].sort_values("free_seq")
+    """Not what the call let go on returning: that was no node's doing."""
+    freed = tensors[tensors["free_step"].isin(list(node_steps)) & ~_by_call(tensors)].sort_values("free_seq")
     return {int(step): rows for step, rows in freed.groupby("free_step", sort=False)}
 
 
@@ -95,6 +130,7 @@ def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict) ->
         intermediates=t[t["role"] == "intermediate"].sort_values("alloc_seq"),
         gradients=grads.assign(freed_promptly=_freed_promptly(grads, consumers)),
         freed_at=_freed_at(t, nodes["step"]),
+        freed_by_call=t[_by_call(t)].sort_values("free_seq"),
         held=_held(t),
         retained=t[t["role"] == "retained_grad"].sort_values("alloc_seq"),
         param_grads=t[t["role"] == "param_grad"].sort_values("alloc_seq"),

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .frames import text
+from .headline import unattributed_by_node
 
 TOP_BLOCKS = 10
 MIN_SLACK_NS = 2_000       # how far a block may seem to come after its storage's alloc event
@@ -108,6 +109,7 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFram
     err = int(clock["error_ns"].iloc[-1]) if len(clock) and pd.notna(clock["error_ns"].iloc[-1]) else 0
     blocks, counted = blocks_table(ev)
     blocks["storage"] = match_blocks(blocks, frames["alloc"], max(MIN_SLACK_NS, 4 * err))
+    blocks, counted, lost = lost_frees(blocks, counted, frames["free"])
     blocks = on_storage_steps(blocks, tensors)
     loose = blocks[blocks["storage"].isna()]
     idx = out["step"]
@@ -121,10 +123,32 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFram
     summary = _allocator_summary(out, "cpu allocator (torch profiler, profile_memory)", err)
     summary["unattributed_at_peak"] = _loose_at_peak(counted, loose, summary["peak_step"])
     summary["unattributed_blocks"] = _top_blocks(loose, out)
+    summary["unattributed_by_node"] = unattributed_by_node(loose, dict(zip(out["step"], out["op"])))
     summary["blocks"] = int(len(blocks))
     summary["blocks_matched"] = int(blocks["storage"].notna().sum())
     summary["peak_with_unattributed"] = _peak_with_unattributed(frames, tensors, blocks)
+    summary["frees_from_storages"] = lost
     return out, summary
+
+
+def lost_frees(blocks: pd.DataFrame, counted: pd.DataFrame, free: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """The profiler records allocations and frees only on threads it is enabled on: a block
+    whose last owner lets go on another thread (gloo's worker threads release a collective's
+    tensors) is never seen freed. Where the matched storage was freed, its free (the
+    storage's weakref, which fires on any thread) stands in for the missing one."""
+    free = free.drop_duplicates("storage").set_index("storage")
+    lost = blocks["free_t"].isna() & blocks["storage"].notna() & blocks["storage"].isin(free.index)
+    if not lost.any():
+        return blocks, counted, 0
+    blocks = blocks.copy()
+    sid = blocks.loc[lost, "storage"].astype("int64")
+    blocks.loc[lost, "free_t"] = sid.map(free["t_ns"]).to_numpy()
+    blocks.loc[lost, "free_step"] = sid.map(free["step"]).to_numpy()
+    extra = pd.DataFrame({"t_ns": blocks.loc[lost, "free_t"].astype("int64"), "seq": sid.map(free["seq"]).to_numpy(),
+                          "step": blocks.loc[lost, "free_step"].astype("int64"), "ptr": blocks.loc[lost, "ptr"],
+                          "nbytes": -blocks.loc[lost, "nbytes"]})
+    counted = pd.concat([counted, extra], ignore_index=True).sort_values(["t_ns", "seq"], kind="stable")
+    return blocks, counted.reset_index(drop=True), int(lost.sum())
 
 
 def _step_peaks(counted: pd.DataFrame, idx: pd.Series, net: np.ndarray, pre_live: np.ndarray) -> np.ndarray:

@@ -7,12 +7,15 @@ import pandas as pd
 
 from ..roles import Role
 from .frames import joined
+from .sharding import set_rank_roles
+from .naming import storage_shapes
 from .slots import Slots
+from .words import made_at
 
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
     "free_step", "freed_after", "saved_by", "unpacked_by", "released_step", "value",
-    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed",
+    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed", "made_at", "collective",
     "module", "source", "op_name",
 ]
 
@@ -26,7 +29,7 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "id": alloc["storage"].astype(int).values,
         "device": alloc["device"].values,
         "dtype": alloc["dtype"].values,
-        "shape": ["(" + ", ".join(str(d) for d in s) + ("," if len(s) == 1 else "") + ")" for s in alloc["shape"]],
+        "shape": [shape_text(s) for s in alloc["shape"]],
         "nbytes": alloc["nbytes"].astype("int64").values,
         "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"], alloc["preexisting"])],
         "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"], alloc["preexisting"])],
@@ -40,8 +43,33 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     free = frames["free"].drop_duplicates("storage").set_index("storage")
     t["free_step"] = t["id"].map(free["step"]).astype("Int64")
     t["free_seq"] = t["id"].map(free["seq"]).astype("Int64")
-    t["freed_after"] = t["free_step"].map(lambda s: step_op.get(int(s), "") if pd.notna(s) else "")
+    t["freed_after"] = pd.Series([step_op.get(int(s), "") if pd.notna(s) else "" for s in t["free_step"]],
+                                 index=t.index, dtype=object)
     t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
+    return t
+
+
+CALL_RETURNED = "() returned)"   # freed_after "(backward() returned)": the call, not a node, let it go
+
+
+def call_returned(call: str) -> str:
+    return f"({call}{CALL_RETURNED}"
+
+
+def mark_call_frees(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+    """A gradient the engine made itself (the ``ones_like`` backward starts from) is held
+    by the ``backward()`` call, not by a node: it goes when the call returns, after the
+    last node ran. Saying "after AccumulateGrad" there would name the wrong cause."""
+    steps, ends, begins = frames["step"], frames["backward_end"], frames["backward_begin"]
+    engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
+    last_node = frames["node_end"]["seq"]
+    calls = dict(zip(begins["index"], begins["call"]))
+    for index, end in zip(ends["index"], ends["seq"]):
+        before = last_node[last_node < end]
+        after = before.max() if len(before) else -1
+        hit = (t["alloc_step"].isin(engine) & t["free_seq"].notna()
+               & (t["free_seq"] > after) & (t["free_seq"] < end)).fillna(False).astype(bool)
+        t.loc[hit, "freed_after"] = call_returned(calls.get(index) or "backward")
     return t
 
 
@@ -126,14 +154,23 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return t
 
 
+def shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
                   names: dict[int, str], slots: Slots, origins: dict[str, dict] | None = None) -> pd.DataFrame:
     """``origins``: {column: {storage: value}} for module, source and op_name."""
     t = base_table(frames, step_phase, step_op)
+    t = mark_call_frees(t, frames)
+    known = storage_shapes(frames)
+    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"], t["shape"])]
     t = add_saved(t, slots, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)
+    t = set_rank_roles(t, frames)
     t["name"] = t["id"].map(names)
+    t["made_at"] = made_at(t, frames)
     for column in ("module", "source", "op_name"):
         t[column] = t["id"].map((origins or {}).get(column, {})).fillna("")
     return t[TENSOR_COLUMNS].reset_index(drop=True)

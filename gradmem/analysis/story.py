@@ -19,6 +19,7 @@ class _Labels:
     def __init__(self, tensors: pd.DataFrame, steps: pd.DataFrame, node_name: dict, owner: dict, storage_of: dict):
         self.tensors = tensors.set_index("id")
         self.step_op = dict(zip(steps["step"], steps["op"]))
+        self.step_phase = dict(zip(steps["step"], steps["phase"]))
         self.node_name = node_name
         self.owner = owner
         self.storage_of = storage_of
@@ -29,6 +30,10 @@ class _Labels:
         sid = int(sid)
         return f"S{sid} {self.tensors.at[sid, 'name']}" if sid in self.tensors.index else f"S{sid}"
 
+    def freed_after(self, sid) -> str:
+        sid = int(sid)
+        return str(self.tensors.at[sid, "freed_after"]) if sid in self.tensors.index else ""
+
     def full(self, sid) -> str:
         r = self.tensors.loc[int(sid)].to_dict()
         value = f" = {r['value']}" if isinstance(r["value"], str) else ""
@@ -38,7 +43,7 @@ class _Labels:
 def _line(ev, lab: _Labels) -> str | None:
     d, k = ev.data, str(ev.kind)
     if k == "step":
-        return f"STEP {ev.step} {d['phase']} {lab.node_name.get(d['node'], d['op']) if d.get('node') else d['op']}"
+        return f"STEP {ev.step} {lab.step_phase.get(ev.step, d['phase'])} {lab.node_name.get(d['node'], d['op']) if d.get('node') else d['op']}"
     if k == "alloc":
         extra = " (before capture)" if d.get("preexisting") else " (recomputed)" if d.get("recompute") else ""
         return f"ALLOC {lab.full(d['storage'])}{extra}"
@@ -49,6 +54,9 @@ def _line(ev, lab: _Labels) -> str | None:
     if k == "released":
         return f"RELEASE {lab.s(lab.storage_of.get(d['pack']))} slot {lab.owner.get(d['pack'], '?')}"
     if k == "free":
+        freed_after = lab.freed_after(d["storage"])
+        if freed_after.endswith("() returned)"):
+            return f"FREE {lab.s(d['storage'])} when {freed_after[1:-1]}"
         return f"FREE {lab.s(d['storage'])} after {lab.step_op.get(ev.step, ev.step)}"
     if k == "node_end":
         ins = ", ".join(lab.s(g) for g in d["grads_in"] if g is not None) or "-"

@@ -10,6 +10,8 @@ import pandas as pd
 
 from ..roles import ROLE_ORDER
 
+AFTER_BACKWARD = "(after backward)"   # the step the capture begins when backward() returns
+
 
 def steps_frame(frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
     s = frames["step"]
@@ -23,6 +25,8 @@ def steps_frame(frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
     })
     first_grad = _first_forward_step(frames)
     steps.loc[(steps["phase"] == "forward") & (steps["step"] < first_grad), "phase"] = "setup"
+    # the program's own code after backward() returned is neither forward nor backward
+    steps.loc[steps["op"] == AFTER_BACKWARD, "phase"] = "after_backward"
     before = pd.DataFrame({"step": [0], "phase": ["setup"], "op": ["(before capture)"], "node": [pd.NA],
                            "backward": [pd.NA], "t_ns": [int(s["t_ns"].min()) if len(s) else 0]})
     return pd.concat([before, steps], ignore_index=True)

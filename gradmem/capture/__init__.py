@@ -2,20 +2,8 @@
 
 ``Capture`` enters the modes, and when the block ends ``finish()`` returns the ``Trace``:
 nothing here analyses or formats it (``gradmem.session`` does that for
-``gradmem.capture()``). The pieces, each handed only what it needs:
-
-    Recorder (recorder.py)      appends events; reads the step from the Cursor
-    Cursor (cursor.py)          step, phase, backward node and depth: the one owner
-    Storages (storages.py)      ids for storages, their allocation and free
-    Graph (graph.py)            backward nodes, their saved slots, node hooks
-    TensorFacts (facts.py)      requires_grad / leaf / which node made a tensor
-    GradWatcher (grads.py)      gradients as they arrive, .grad, retain_grad copies
-    BackwardCalls (backward.py) one backward call: hooks on, run it, hooks off
-    CallWatcher (calls.py)      torch functions (TorchFunctionMode)
-    OpWatcher (ops.py)          aten ops: the steps (TorchDispatchMode)
-    SavedTensorWatcher (saved.py)  saved-tensor pack/unpack/release
-    Namer (names.py)            the program's variable names
-    GroundTruth (truth.py)     the allocator's record and resident memory beside the hooks
+``gradmem.capture()``). The pieces, each handed only what it needs, and what each is
+handed, are listed in docs/architecture.md.
 
 Known limitations:
     - Buffers that kernels allocate internally (convolution workspaces) are not seen by
@@ -42,9 +30,11 @@ from .graph import Graph
 from .grads import GradWatcher
 from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
+from .native.choose import choose as choose_engine
 from .modules import ModuleWatcher, SourceWatcher
 from .names import Namer
 from .ops import OpWatcher
+from .ranks import Collectives, StorageResizes, rank_env, rank_meta
 from .recorder import Recorder
 from .saved import SavedTensorWatcher
 from .storages import Storages
@@ -54,12 +44,13 @@ class Capture:
     """Context manager that records one run; ``finish()`` (run on exit) returns the trace."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True, on_progress=None, attribution: bool = True):
-        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, attribution)
-        self.cursor = Cursor()
-        self.rec = Recorder(self.cursor)
+                 fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None,
+                 attribution: bool = True):
+        choice = choose_engine(engine, fake, build_progress)   # python, or native and its parts (native/)
+        self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, attribution,
+                                 ranks=rank_env(), engine=choice)
+        self.rec, self.storages = choice.recorder_and_storages(Cursor, Recorder, Storages)   # rec.cursor
         self.rec.on_progress = on_progress   # (step, phase, events so far) after each step
-        self.storages = Storages(self.rec)
         self.namer = Namer(self.rec, self.storages)
         self._watchers = self._build_watchers()
         self._modes: list = []
@@ -67,20 +58,22 @@ class Capture:
         self._error: dict | None = None
         self._trace: Trace | None = None
         # fake tensors allocate nothing: there is no allocator record to compare with
-        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not fake)
+        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native))
 
     def _build_watchers(self) -> list:
-        rec, cursor, storages, s = self.rec, self.cursor, self.storages, self.settings
-        graph = Graph(rec, cursor, storages)
-        grads = GradWatcher(rec, storages)
+        rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
+        graph = s.engine.graph(Graph, rec, cursor, storages)
+        grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
-        # module and source line behind each op (attribution=False: the benchmark's baseline)
+        # module and source line behind each op (attribution=False: the benchmark's baseline);
+        # the native engine has no per-op Python seam, so its ops carry no source line
         modules = [ModuleWatcher(rec, storages, lambda: self.namer.entry)] if s.attribution else []
         sources = SourceWatcher(rec) if s.attribution else None
-        return modules + [SavedTensorWatcher(rec, cursor, storages, graph),
+        collectives = Collectives(rec, storages, s.ranks)
+        return modules + [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
                           CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
-                          OpWatcher(rec, cursor, storages, graph, s.fake, sources)]
+                          *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, collectives, sources)]
 
     @property
     def trace(self) -> Trace | None:
@@ -95,7 +88,7 @@ class Capture:
     def __enter__(self) -> "Capture":
         self._started = now()
         self.namer.entry = sys._getframe(1)
-        self._modes = (fake_modes() if self.fake else []) + self._watchers   # fake below ours: we see fake outputs
+        self._modes = (fake_modes() if self.fake else []) + self.settings.engine.contexts() + self._watchers  # fake below ours
         self.ground.start()
         entered = []
         try:
@@ -111,11 +104,14 @@ class Capture:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.namer.scan_stack(sys._getframe(1))
+            self.rec.guard.call(self.namer.scan_stack, sys._getframe(1))
+            if exc is not None:   # the failing frames' variables name what the program made
+                self.rec.guard.call(self.namer.scan_traceback, exc.__traceback__)
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
+            self._grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()
@@ -124,7 +120,12 @@ class Capture:
     def name_variables(self, namespace: Iterable[tuple[str, object]] | Mapping) -> None:
         """Name storages after the variables of ``namespace`` (a script's or a notebook's
         globals, which the stack scan does not reach)."""
-        self.namer.scan(namespace)
+        self.rec.guard.call(self.namer.scan, namespace)
+
+    @property
+    def fault(self) -> dict | None:
+        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
+        return self.rec.guard.failure
 
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
@@ -134,7 +135,8 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            meta = build_meta(self.settings, self._started, self._error, self.rec, self.ground.notes)
+            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes,
+                              distributed=rank_meta(self.settings.ranks, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

@@ -28,6 +28,8 @@ class Settings:
     fake: bool = False
     verify: bool = True
     attribution: bool = True           # module and source line of each storage (capture/modules.py)
+    ranks: dict | None = None          # under torchrun: rank, world size, backend (learned at the first collective)
+    engine: object = None              # the engine it runs with: a native.choose.Choice (None: python)
 
     @property
     def device(self) -> str:
@@ -45,20 +47,28 @@ def record_error(rec: Recorder, exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": str(exc), "file": file, "line": line}
 
 
-def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes) -> Meta:
+def build_meta(settings: Settings, started: str, error: dict | None, rec: Recorder, ground_notes,
+               distributed=None) -> Meta:
+    engine = settings.engine
+    name, reason = (engine.engine, engine.reason) if engine is not None else ("python", "")
+    if engine is not None and engine.asked != "python" and name == "python":   # native was asked for: say why not
+        ground_notes = [*ground_notes, f"captured by the Python engine: {reason}"]
     return Meta(
         scenario=settings.scenario, params=dict(settings.params), device=settings.device,
         torch_version=torch.__version__, gradmem_version=_version(),
         python_version=platform.python_version(), started_at=started,
         status="partial" if error else "complete", error=error,
         notes=(FAKE_NOTE,) * settings.fake + _notes(rec, ground_notes),
-        mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad,
+        mode="fake" if settings.fake else "real", retain_grad=settings.retain_grad, distributed=distributed,
+        capture_engine=name, engine_reason=reason,
     )
 
 
 def _notes(rec: Recorder, ground_notes) -> tuple:
     notes = dict.fromkeys(e.data["text"] for e in rec.of_kind(EventKind.NOTE))
-    hidden = len(rec.of_kind(EventKind.HIDDEN_SLOT))
+    # slots no hook of ours packed and whose storage is unknown: a slot without any hook
+    # (saved before the capture, a wrapped python number) has its storage, so its bytes count
+    hidden = sum(e.data.get("storage") is None for e in rec.of_kind(EventKind.HIDDEN_SLOT))
     notes.update(dict.fromkeys(ground_notes))
     if hidden:
         notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "

@@ -12,12 +12,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ..roles import Phase
 from .cursor import Cursor
 from .fake import unrecorded
+from .ranks import is_collective
 from .graph import Graph
 from .recorder import Recorder
 from .storages import Storages
 
 LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})
 _op_names: dict = {}
+_collectives: dict = {}   # func -> is it a c10d collective (cached: the check is per op)
 
 
 def op_name(func) -> str:
@@ -44,7 +46,7 @@ def _tensors(args, kwargs):
 
 class OpWatcher(TorchDispatchMode):
     def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages, graph: Graph, fake: bool = False,
-                 sources=None):
+                 collectives=None, sources=None):
         super().__init__()
         self.sources = sources     # a SourceWatcher (capture/modules.py), or None
         self.rec = rec
@@ -52,14 +54,37 @@ class OpWatcher(TorchDispatchMode):
         self.storages = storages
         self.graph = graph
         self.fake = fake
+        self.collectives = collectives   # ranks.Collectives: records c10d ops and their storages
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Torch wraps a mode's ``__torch_dispatch__`` in ``torch._dynamo.disable`` unless
+        this says no: the wrapper imports ``torch._dynamo`` at the first op (2-5 s of every
+        run's start-up, measured in benchmarks/startup.py) and adds a frame to every op.
+        Nothing here is compiled: under a dispatch mode torch.compile runs eagerly."""
+        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.cursor.ops_paused or (self.fake and unrecorded(func)):   # gradmem's own op, or fake-tensor
-            return func(*args, **(kwargs or {}))                        # plumbing a real run never dispatches
-        name = op_name(func)
-        has_inputs, grad_args = self._begin(name, _tensors(args, kwargs))
-        out = func(*args, **(kwargs or {}))
-        self._outputs(name, out, not has_inputs, grad_args)
+        kwargs = kwargs or {}
+        guard = self.rec.guard
+        if self.cursor.ops_paused or guard.broken or (self.fake and unrecorded(func)):   # gradmem's own op,
+            return func(*args, **kwargs)      # gradmem broken, or fake-tensor plumbing a real run never dispatches
+        try:
+            name = op_name(func)
+            has_inputs, grad_args = self._begin(name, _tensors(args, kwargs))
+            collective = _collectives.get(func)
+            if collective is None:
+                collective = _collectives[func] = is_collective(func)
+            if collective and self.collectives is not None:
+                self.collectives.seen(name, args, kwargs)
+        except Exception as exc:   # gradmem's fault: the op still runs as without gradmem
+            guard.failed(exc)
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        try:
+            self._outputs(name, out, not has_inputs, grad_args)
+        except Exception as exc:
+            guard.failed(exc)
         return out
 
     def _begin(self, name: str, inputs) -> tuple[bool, bool]:

@@ -40,26 +40,73 @@ def writers_for(formats) -> list:
     return out
 
 
-def check_target(out_dir: Path, force: bool) -> None:
-    """A report goes into a new folder or one gradmem wrote; another needs ``force``."""
+REPORT_FILES = frozenset({"trace.jsonl", *(w.filename for ws in FORMATS.values() for w in ws)})
+EXPORT = "export "   # marker line prefix: a file `gradmem export` added to the folder
+
+
+def marker_lines(out_dir: Path) -> list[str]:
+    """The names the folder's marker lists (what gradmem wrote there), [] if it has none."""
+    marker = out_dir / MARKER
+    return marker.read_text(encoding="utf-8").splitlines()[1:] if marker.is_file() else []
+
+
+def foreign_files(out_dir: Path, ours=REPORT_FILES) -> list[str]:
+    """Names in a gradmem folder that gradmem did not write (a user's notes, a copy)."""
+    listed = {n.removeprefix(EXPORT) for n in marker_lines(out_dir)}
+    known = {MARKER, *ours, *listed}
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in known and not _our_temp(p.name))
+
+
+def _our_temp(name: str) -> bool:
+    return name.startswith(".") and (".tmp-" in name or ".old-" in name)
+
+
+def check_target(out_dir: Path, force: bool, ours=REPORT_FILES, unmarked_ok=()) -> None:
+    """A report goes into a new folder or one gradmem wrote and nobody added to; another
+    needs ``force``. Called before the scenario runs, so a refusal costs nothing.
+    ``unmarked_ok``: names a folder without gradmem's marker may hold (the trace.jsonl that
+    ``gradmem render`` reads and writes again)."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir}: exists and is not a folder; choose another output folder with -o.")
-    if any(out_dir.iterdir()) and not (out_dir / MARKER).exists() and not force:
+    if force:
+        return
+    if not (out_dir / MARKER).exists():
+        if any(p.name not in unmarked_ok for p in out_dir.iterdir()):
+            raise UsageError(
+                f"{out_dir}: this folder holds files gradmem did not write. Choose another output "
+                "folder with -o, or pass --force to replace it.")
+        return
+    foreign = foreign_files(out_dir, ours)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(
-            f"{out_dir}: this folder holds files gradmem did not write. Choose another output "
-            "folder with -o, or pass --force to replace it."
-        )
+            f"{out_dir}: this folder holds files gradmem did not write ({shown}). Move them out, choose "
+            "another output folder with -o, or pass --force to replace the folder (and delete them).")
+
+
+def dropped_files(out_dir: Path, formats) -> list[str]:
+    """Files gradmem wrote into the folder earlier (``gradmem export``, another
+    ``--format``) that a rewrite with ``formats`` will not write again: they describe the
+    old trace, so they go with the old folder, and the caller says so."""
+    new = {w.filename for w in writers_for(formats)} | {"trace.jsonl", MARKER}
+    names = [n.removeprefix(EXPORT) for n in marker_lines(Path(out_dir))]
+    return [n for n in names if n not in new and (Path(out_dir) / n).exists()]
+
+
+def write_marker(folder: Path, names, exports=()) -> None:
+    lines = ["written by gradmem", *names, *(EXPORT + n for n in exports)]
+    (folder / MARKER).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 DEFAULT_FORMATS = ("csv", "json", "html", "trace")
 
 
-def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False) -> list[Path]:
+def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False, unmarked_ok=()) -> list[Path]:
     out_dir = Path(out_dir)
     writers = writers_for(formats)
-    check_target(out_dir, force)
+    check_target(out_dir, force, unmarked_ok=unmarked_ok)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
@@ -70,7 +117,7 @@ def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = Fals
         if "trace" in formats:
             write_trace(analysis.trace, staging / "trace.jsonl")
             names.append("trace.jsonl")
-        (staging / MARKER).write_text("written by gradmem\n", encoding="utf-8")
+        write_marker(staging, names)
         _swap(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -87,6 +134,11 @@ def write_files(analysis, out_dir, formats) -> list[Path]:
     paths = []
     for writer in writers:
         paths.append(write_atomic(out_dir / writer.filename, writer.render(analysis)))
+    if (out_dir / MARKER).exists():   # a report folder: list the additions as gradmem's
+        lines = marker_lines(out_dir)
+        plain = [n for n in lines if not n.startswith(EXPORT)]
+        exports = dict.fromkeys([n[len(EXPORT):] for n in lines if n.startswith(EXPORT)] + [p.name for p in paths])
+        write_marker(out_dir, plain, [n for n in exports if n not in plain])
     return paths
 
 

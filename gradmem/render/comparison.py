@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import MARKER, check_target, write_atomic
+from . import check_target, write_atomic, write_marker
 from .comparison_answer import answer, signed
 from .comparison_page import ComparisonHtmlWriter
 
@@ -17,7 +17,7 @@ __all__ = ["answer", "claim_folder", "comparison_csv", "signed", "summary_text",
 
 CSV_COLUMNS = ["kind", "role", "peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff",
                "only_in", "storage", "name", "shape", "dtype", "nbytes", "created_by", "alloc_step",
-               "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of"]
+               "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of", "value"]
 INT_COLUMNS = ["peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff", "storage", "nbytes",
                "alloc_step", "free_step", "lifetime_steps"]
 
@@ -44,11 +44,14 @@ def summary_text(c, files: list[Path] | None = None) -> str:
     return "\n".join(lines)
 
 
+COMPARE_FILES = frozenset({"comparison.csv", "comparison.html", "off", "on", "as-written"})
+
+
 def claim_folder(out_dir: Path, force: bool) -> None:
     """Check the folder is gradmem's (or new), and mark it so the runs' folders may go in it."""
-    check_target(out_dir, force)
+    check_target(out_dir, force, COMPARE_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / MARKER).write_text("written by gradmem\n", encoding="utf-8")
+    write_marker(out_dir, sorted(COMPARE_FILES))
 
 
 def write_comparison(c, out_dir, force: bool = False) -> list[Path]:

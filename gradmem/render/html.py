@@ -12,8 +12,10 @@ import json
 import re
 from importlib import resources
 
+from ..errors import where
 from ..roles import PHASE_COLORS
 from .page_data import page_data
+from .terminal import ESTIMATE
 from .units import human_bytes
 
 MARKER = re.compile(r"<!--gradmem:(\w+)-->")
@@ -55,7 +57,8 @@ def answer_html(sections: list[dict]) -> str:
 
 def meta_html(s) -> str:
     params = ", ".join(f"{k}={v}" for k, v in (s.params or {}).items())
-    bits = [f"device {s.device}", f"torch {s.torch_version}", f"status {s.status}",
+    status = ("estimate from fake tensors" + ("" if s.status == "complete" else f", {s.status}")) if s.estimate else s.status
+    bits = [f"device {s.device}", f"torch {s.torch_version}", f"status {status}",
             f"peak {human_bytes(s.peak_bytes)} at step {s.peak_step} ({s.peak_op})",
             f"{s.steps:,} steps, {s.backward_nodes:,} backward nodes, {s.storages:,} storages"]
     if params:
@@ -67,7 +70,8 @@ def notes_html(s) -> str:
     notes = list(s.notes or [])
     err = s.error
     if err:
-        notes.append(f"stopped by {err.get('type')} at {err.get('file')}:{err.get('line')}: {err.get('message')}")
+        notes.append(f"stopped by {err.get('type')} at {where(str(err.get('file') or 'the scenario'), err.get('line'))}: "
+                     f"{err.get('message')}")
     return ("<ul class=\"notes\">" + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes) + "</ul>") if notes else ""
 
 
@@ -78,7 +82,8 @@ class HtmlWriter:
         data = page_data(analysis)
         s = analysis.summary
         fill = {
-            "heading": html.escape(f"gradmem: {data['title']}"), "meta": meta_html(s), "notes": notes_html(s),
+            "heading": html.escape(f"{ESTIMATE}: {data['title']}" if s.estimate else f"gradmem: {data['title']}"),
+            "meta": meta_html(s), "notes": notes_html(s),
             "answer": answer_html(data["answer"]), "version": html.escape(str(s.gradmem_version or "")),
             "css": asset("report.css"), "js": asset("common.js") + asset("report.js"), "data": json_island(data),
         }

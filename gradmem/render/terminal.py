@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import where
 from .units import human_bytes
 
 TOP = 5
+ESTIMATE = "ESTIMATE (fake tensors, nothing allocated)"   # first words of a --fake run's summary and page
 
 
 def _roles(by_role: dict) -> str:
@@ -41,19 +43,60 @@ def _allocator_lines(est: dict | None) -> list[str]:
             f"peak reserved {human_bytes(est['reserved_peak_bytes'])} (tensor bytes above are exact storage sizes)"]
 
 
-def _ground_lines(s) -> list[str]:
+def tracked_peak(s) -> int:
+    """The hooks-only peak (tracked tensors alone)."""
+    return s.get("tracked_peak_bytes", s["peak_bytes"])
+
+
+def _peak_lines(s) -> list[str]:
+    """One statement of the peak (the allocator's when its record is on, kernel scratch
+    included), then what it was made of, so the numbers add up."""
+    where = f"step {s['peak_step']}, during {s['peak_op']}, in {s['peak_phase']}"
+    if s.get("peak_source") != "allocator":
+        return [f"  peak: {human_bytes(s['peak_bytes'])} at {where}", f"  live at the peak: {_roles(s['peak_by_role'])}"]
+    scratch = s["peak_by_role"].get("unattributed", 0)
+    tensors = {r: b for r, b in s["peak_by_role"].items() if r != "unattributed"}
+    lines = [f"  peak: {human_bytes(s['peak_bytes'])} at {where}, as the allocator counts it: "
+             f"{human_bytes(s['peak_bytes'] - scratch)} of tensors + {human_bytes(scratch)} of scratch "
+             "the kernels allocated themselves",
+             f"  those tensors by role: {_roles(tensors)}"]
+    if tracked_peak(s) != s["peak_bytes"] - scratch or s.get("tracked_peak_step") != s["peak_step"]:
+        lines.append(f"  tensors alone were at most {human_bytes(tracked_peak(s))} (step {s.get('tracked_peak_step')})")
+    return lines
+
+
+def _scratch_lines(s) -> list[str]:
+    nodes = s.get("unattributed_by_node")
+    if not nodes:
+        return []
+    parts = [f"{n['op']} {human_bytes(n['max_bytes'])}" + (f" ({n['calls']} calls)" if n["calls"] > 1 else "")
+             for n in nodes[:3]]
+    more = f", and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return [f"  kernel scratch by node (most in one call): {', '.join(parts)}{more}"]
+
+
+def _backward_line(s: dict) -> str:
+    if s["backward_peak_bytes"] == tracked_peak(s) and s["backward_peak_step"] == s.get("tracked_peak_step", s["peak_step"]):
+        return f"  backward: {s['backward_nodes']} nodes; the tensors' highest point above was inside it"
+    return (f"  backward: {s['backward_nodes']} nodes; tensors at most {human_bytes(s['backward_peak_bytes'])} "
+            f"during backward (step {s['backward_peak_step']})")
+
+
+def _ground_lines(s: dict) -> list[str]:
     lines = []
     a = s.allocator or {}
     if a.get("source"):
         check = ("tracked + unattributed = allocator after every step" if a["agrees"]
                  else f"tracked + unattributed differs from the allocator by up to {human_bytes(a['max_mismatch_bytes'])}")
-        lines.append(f"  allocator: peak {human_bytes(a['peak_bytes'])} at step {a['peak_step']}, {a['peak_op']}; "
-                     f"unattributed {human_bytes(a['unattributed_at_peak'])} at that moment, after a step at most "
-                     f"{human_bytes(a['unattributed_max_bytes'])} (step {a['unattributed_max_step']}); {check}")
+        most = a.get("unattributed_max_bytes") or 0
+        after = (f"most scratch left after a step: {human_bytes(most)} (step {a['unattributed_max_step']}); "
+                 if most else "no scratch outlived its step; ")
+        lines.append(f"  allocator check: {after}{check}")
         blocks = a.get("unattributed_blocks") or []
         if blocks:
             b = blocks[0]
-            freed = "freed in the same step" if b["free_step"] == b["step"] else f"freed at step {b['free_step']}"
+            freed = ("freed in the same step" if b["free_step"] == b["step"] else "still allocated at the end"
+                     if b["free_step"] is None else f"freed at step {b['free_step']}")
             lines.append(f"  largest unattributed block: {human_bytes(b['nbytes'])} inside {b['op']} (step {b['step']}), "
                          f"{freed}: a buffer the kernel allocated itself (summary.json: allocator.unattributed_blocks)")
         if a.get("reserved_peak_bytes") is not None:
@@ -66,28 +109,49 @@ def _ground_lines(s) -> list[str]:
     return lines
 
 
+def _peak_line(s) -> str:
+    """The true peak first: the allocator's when its record is on, with the kernel scratch
+    in it; the tracked tensors' own peak after it."""
+    line = f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})"
+    if s.peak_source != "allocator":
+        return line
+    scratch = s.peak_by_role.get("unattributed", 0)
+    return (line + f", allocator's record: {human_bytes(scratch)} of it kernel scratch no tensor explains; "
+            f"tracked tensors alone peak at {human_bytes(s.tracked_peak_bytes)} (step {s.tracked_peak_step})")
+
+
+def _scratch_lines(s) -> list[str]:
+    nodes = s.unattributed_by_node
+    if not nodes:
+        return []
+    parts = [f"{n['op']} {human_bytes(n['max_bytes'])}" + (f" ({n['calls']} calls)" if n["calls"] > 1 else "")
+             for n in nodes[:3]]
+    more = f", and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return [f"  kernel scratch by node (most in one call): {', '.join(parts)}{more}"]
+
+
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
-    status = "" if s.status == "complete" else f"  [{s.status.upper()}]"
-    status += "  [ESTIMATE: fake tensors, nothing allocated]" if s.estimate else ""
+    status = "" if s["status"] == "complete" else f"  [{s['status'].upper()}]"
     lines = [
-        f"gradmem: {s.scenario or 'capture'} on {s.device} (torch {s.torch_version}){status}",
-        f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})",
-        f"  live at the peak: {_roles(s.peak_by_role)}",
+        f"gradmem: {ESTIMATE + ': ' if s.get('estimate') else ''}{s['scenario'] or 'capture'} on {s['device']} "
+        f"(torch {s['torch_version']}){status}",
+        *_peak_lines(s),
+        *_scratch_lines(s),
         *_module_lines(s),
         *_ground_lines(s),
-        f"  backward: {s.backward_nodes} nodes; its peak {human_bytes(s.backward_peak_bytes)} at step {s.backward_peak_step}",
+        _backward_line(s),
         "  saved for backward:",
         *(_saved_lines(analysis.tensors) or ["    nothing"]),
         "  largest tensors:",
         *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s.largest[:TOP]],
         f"  alive at the end: {_roles(s.bytes_by_role_at_end)}",
     ]
-    lines += _allocator_lines(s.cuda_allocator)
-    lines += [f"  note: {n}" for n in s.notes]
-    if s.error:
-        e = s.error
-        lines.append(f"  stopped by {e['type']} at {e.get('file')}:{e.get('line')}: {e['message']}")
+    lines += _allocator_lines(s.get("cuda_allocator"))
+    lines += [f"  note: {n}" for n in s["notes"]]
+    if s.get("error"):
+        e = s["error"]
+        lines.append(f"  stopped by {e['type']} at {where(str(e.get('file') or 'the scenario'), e.get('line'))}: {e['message']}")
     if files:
         lines.append(f"  wrote {files[0].parent}/: " + " ".join(f.name for f in files))
     return "\n".join(lines)

@@ -1,0 +1,231 @@
+"""The native engine's seam with the capture: its recorder, its storage registry, and the
+events it hands to the trace when the capture ends.
+
+In C++ (recorder.cpp): every op frame and every allocation and free, each allocation
+attributed to its op and step as it happens; a step only becomes an event if something
+refers to it. In Python: the saved-tensor hooks, the function watcher (backward calls,
+retain_grad, which tensors require grad), one graph walk per backward and the leaf hooks,
+exactly as on the Python engine. They ask the native side which step is running and which
+storage id a tensor's storage has; nothing runs in Python per op.
+
+Storages the allocator never reported during the capture (made before it, shared with
+numpy or ``from_blob``, zero bytes) are tracked by the Python weakrefs of ``Storages``,
+with ids from the same counter.
+"""
+from __future__ import annotations
+
+
+from ...events import EventKind as KIND
+from ..cursor import Cursor
+from ..graph import Graph
+from ..recorder import Recorder
+from ..storages import Storages
+
+CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
+ACCUMULATE = "torch::autograd::AccumulateGrad"
+_CPU = 0   # c10::DeviceType::CPU
+
+
+class NativeSession:
+    """The native engine's parts for one capture: cursor, recorder and storages that ask
+    the extension, its start and stop, and the merge of its record into the events."""
+
+    def __init__(self, ext):
+        self.ext = ext
+        self.graph: Graph | None = None
+        self.cursor = NativeCursor(ext)
+        self.rec = NativeRecorder(self.cursor)
+        self.storages = NativeStorages(self.rec, ext, self)
+        self._raw = None
+
+    def make_graph(self, rec, cursor, storages) -> Graph:
+        self.graph = NativeGraph(rec, cursor, storages)
+        return self.graph
+
+    def __enter__(self) -> "NativeSession":
+        self.ext.start(1)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        if self._raw is None and self.ext.running():
+            self._raw = self.ext.stop()
+
+    def merge(self) -> None:
+        """Call after the recorder stopped: no Python event may come after the merge."""
+        self.stop()
+        if self._raw is not None:
+            merge(self.rec, self._raw, self.graph._ids)
+            self._raw = None
+
+
+class NativeCursor(Cursor):
+    """The step is the native recorder's (reading it marks it, so that it is exported);
+    backward calls are told to it, so its steps know their phase. ``fresh_call`` stays
+    False: the native side knows the op a saved input belongs to."""
+
+    def __init__(self, ext):
+        super().__init__()
+        self.ext = ext
+
+    @property
+    def step(self) -> int:
+        return self.ext.current_step() if self.ext.running() else -1
+
+    @step.setter
+    def step(self, value) -> None:   # Cursor.__init__ sets it; the native side owns it
+        pass
+
+    @property
+    def fresh_call(self) -> bool:
+        return False
+
+    @fresh_call.setter
+    def fresh_call(self, value) -> None:
+        pass
+
+    def enter_backward(self, create_graph: bool) -> bool:
+        outer = super().enter_backward(create_graph)
+        self.ext.set_backward(self.backward_index)
+        return outer
+
+    def leave_backward(self, outer_create_graph: bool) -> None:
+        super().leave_backward(outer_create_graph)
+        self.ext.set_backward(self.backward_index if self.in_backward else 0)
+
+
+class NativeRecorder(Recorder):
+    """Steps Python begins (``(after backward)``) are begun in the native recorder, which
+    exports them with the others."""
+
+    def begin_step(self, phase, op: str, node: int | None = None) -> None:
+        self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
+
+
+class NativeGraph(Graph):
+    """No node hooks: node steps and ends come from the native recorder."""
+
+    def hook_nodes(self, roots) -> list:
+        return []
+
+
+class NativeStorages(Storages):
+    """Storage ids: the native recorder's for allocations it saw, weakrefs for the rest."""
+
+    def __init__(self, rec: NativeRecorder, ext, session: NativeSession):
+        super().__init__(rec)
+        self.ext = ext
+        self.session = session
+        self._next = _NativeIds(ext)
+
+    def close(self) -> None:
+        """Stop watching; the native record then joins the events (the capture closes the
+        storages after the recorder stopped, so nothing comes after the merge)."""
+        super().close()
+        self.session.merge()
+
+    def lookup(self, t):
+        return self.see(t)
+
+    def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
+            recompute: bool = False, grad_args: bool = False):
+        try:
+            s = t.untyped_storage()
+        except (RuntimeError, NotImplementedError):
+            return None
+        sid = self._ids.get(id(s))
+        if sid is not None:
+            return sid
+        ptr = s.data_ptr()
+        if ptr:
+            sid = self.ext.claim(ptr, str(t.dtype).replace("torch.", ""), list(t.shape), t.requires_grad)
+            if sid:
+                return sid
+        return super().see(t, op, preexisting, factory, recompute, grad_args)
+
+
+class _NativeIds:
+    """``next()`` on it draws from the native id counter (shared with allocations)."""
+
+    def __init__(self, ext):
+        self.ext = ext
+
+    def __next__(self) -> int:
+        return self.ext.new_id()
+
+
+def merge(rec: NativeRecorder, raw: dict, node_ids: dict) -> None:
+    """Put the native record into ``rec.events``: its steps, allocations, frees, node ends
+    and the allocator's record, merged with Python's events by time (one clock), with
+    native step serials turned into step numbers."""
+    ops = raw["ops"]
+    steps = {s[0]: s for s in raw["steps"]}
+    number = {serial: i + 1 for i, serial in enumerate(sorted(steps))}
+    node_of = _node_of_step(raw, ops, node_ids, rec, number)
+    out = []
+    add = out.append
+    keys = rec._keys.setdefault
+
+    def event(t, kind, serial, **data):
+        k = tuple(data)
+        add((t, len(out), kind, number.get(serial, 0), keys(k, k), tuple(data.values())))
+
+    for serial, t, op, kind, _seq, backward, label in raw["steps"]:
+        phase = "backward" if backward else "forward"   # a Phase value
+        name = label if kind == 2 else ops[op][0]
+        event(t, KIND.STEP, serial, phase=phase, op=name, node=node_of.get(serial),
+              backward=backward if backward else None)
+    for (sid, t, serial, nbytes, ptr, dev, dev_index, dtype, shape, op, factory, grad_args, value,
+         t_free, serial_free) in raw["allocs"]:
+        flags = {"grad_args": True} if grad_args else {}
+        event(t, KIND.ALLOC, serial, storage=sid, nbytes=nbytes, device=_device(dev, dev_index), dtype=dtype,
+              shape=tuple(shape), op=ops[op][0] if op >= 0 else "", preexisting=False, factory=factory,
+              value=value or None, **flags, ptr=ptr)
+        if t_free >= 0:
+            event(t_free, KIND.FREE, serial_free, storage=sid)
+    for t, serial, grads_in, grads_out in raw["node_ends"]:
+        event(t, KIND.NODE_END, serial, node=node_of.get(serial), grads_in=_ids(grads_in), grads_out=_ids(grads_out))
+    cpu = [e for e in raw["allocator"] if e[5] == _CPU]
+    if cpu:
+        event(cpu[0][0], KIND.CLOCK, cpu[0][1], **CLOCK)
+    for t, serial, ptr, nbytes, total, _dev in cpu:
+        event(t, KIND.ALLOCATOR, serial, ptr=ptr, nbytes=nbytes, total=total)
+    for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
+        add((t, len(out), kind, number.get(serial, 0), k, values))
+    out.sort()
+    rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
+
+
+def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> dict:
+    """gradmem's node id for each backward-node step: by (name, sequence number), or for
+    AccumulateGrad by the leaf whose .grad landed in that step."""
+    out = {}
+    for serial, _t, op, kind, seq, _b, _label in raw["steps"]:
+        if kind == 1:
+            nid = node_ids.get((ops[op][1], seq))
+            if nid is not None:
+                out[serial] = nid
+    leaf_of = {}
+    for _seq, _t, kind, serial, k, values in rec.events:
+        if kind in (KIND.LEAF_GRAD, KIND.GRAD):
+            leaf_of.setdefault(serial, dict(zip(k, values))["target"])
+    for serial, _t, op, kind, _seq, _b, _label in raw["steps"]:
+        if kind == 1 and ops[op][1] == ACCUMULATE and serial in leaf_of:
+            nid = node_ids.get((ACCUMULATE, leaf_of[serial]))
+            if nid is not None:
+                out[serial] = nid
+    return out
+
+
+def _ids(sids) -> tuple:
+    return tuple(s if s else None for s in sids)
+
+
+def _device(dev: int, index: int) -> str:
+    if dev == _CPU:
+        return "cpu"
+    name = {1: "cuda"}.get(dev, f"device{dev}")
+    return f"{name}:{index}" if index >= 0 else name

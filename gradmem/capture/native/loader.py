@@ -1,0 +1,90 @@
+"""Build (once) and load gradmem's native recorder, or say why it cannot be used.
+
+The extension is compiled by ``torch.utils.cpp_extension.load`` the first time it is
+needed, into a cache folder, and loaded from there afterwards. torch's own extension cache
+key does not cover the torch version, so the version is part of the module's name: a new
+torch builds a new module instead of loading one compiled against other headers. The
+source includes only the headers it needs (not ``torch/extension.h``), which keeps a build
+at about half a minute of CPU. Nothing here runs at ``pip install``: a build there would
+need ``--no-build-isolation``, and the Python engine works without it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+SOURCE = Path(__file__).with_name("recorder.cpp")
+CACHE_ENV = "GRADMEM_NATIVE_CACHE"
+# -DNDEBUG as libtorch is built: RecordFunction has a debug-only member (see recorder.cpp)
+CFLAGS = ["-O2", "-DNDEBUG"]
+
+_module = None
+_error: str | None = None
+
+
+def module_name() -> str:
+    """The extension's name: the torch version and the source's hash are in it, so a new
+    torch or a changed source never loads a stale build."""
+    import torch
+    version = re.sub(r"[^0-9A-Za-z]+", "_", torch.__version__)
+    digest = hashlib.sha1(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:10]
+    return f"gradmem_native_t{version}_{digest}"
+
+
+def cache_dir() -> Path:
+    root = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gradmem", "native")
+    return Path(root) / module_name()
+
+
+def compiler() -> str | None:
+    """The C++ compiler cpp_extension would call, if it is on PATH."""
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
+def built() -> bool:
+    d = cache_dir()
+    return d.is_dir() and any(p.suffix == ".so" and p.stem.startswith(module_name()) for p in d.iterdir())
+
+
+def load(progress=None):
+    """The extension module, building it first if needed; None when it cannot be built
+    (then ``why_not()`` says why). ``progress`` is called with one line before a build."""
+    global _module, _error
+    if _module is not None or _error is not None:
+        return _module
+    if not built() and compiler() is None:
+        _error = "no C++ compiler on PATH (set CXX or install g++): the native engine cannot be built"
+        return None
+    try:
+        _module = _build(progress)
+    except Exception as exc:   # any build or load failure: the Python engine still works
+        _error = f"the native engine failed to build: {type(exc).__name__}: {_last_line(exc)}"
+    return _module
+
+
+def why_not() -> str | None:
+    return _error
+
+
+def _build(progress):
+    from torch.utils import cpp_extension
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    if not built() and progress is not None:
+        progress(f"gradmem: building the native capture engine once (about 30 s), into {d}")
+    return cpp_extension.load(name=module_name(), sources=[str(SOURCE)], build_directory=str(d),
+                              extra_cflags=CFLAGS, verbose=False)
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,548 @@
+// Built with -DNDEBUG, as libtorch is: RecordFunction has a debug-only member, so without it
+// this file and libtorch would disagree on its layout.
+//
+// gradmem's native recorder: every op frame (RecordFunction) and every allocation and free
+// (c10's memory reporting) seen in C++, each allocation attributed to the op that made it
+// when it happens. Only allocations, frees, claimed op outputs and the steps they refer
+// to are handed to Python, once, when the capture ends (see loader.py and engine.py).
+//
+// Why a ProfilerStateBase: torch casts whatever sits in the PROFILER_STATE debug-info slot
+// to ProfilerStateBase (profilerType(), config()), so a bare MemoryReportingInfoBase there
+// would be read as the wrong type. Our state reports profiler type NONE, so neither the
+// legacy nor the kineto profiler casts it further.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/record_function.h>
+#include <c10/core/Allocator.h>
+#include <c10/util/ThreadLocalDebugInfo.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/node.h>
+#include <torch/csrc/profiler/orchestration/observer.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <chrono>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace py = pybind11;
+using torch::profiler::impl::ActiveProfilerType;
+using torch::profiler::impl::ProfilerConfig;
+using torch::profiler::impl::ProfilerState;
+using torch::profiler::impl::ProfilerStateBase;
+
+namespace {
+
+constexpr int kMaxPreview = 16;   // as gradmem/capture/values.py MAX_PREVIEW
+const char* kEvaluate = "autograd::engine::evaluate_function: ";
+
+int64_t now_ns() {   // CLOCK_MONOTONIC: the clock time.perf_counter_ns reads on Linux
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// -- what one op name is --------------------------------------------------------------------
+struct OpInfo {
+  std::string full;     // as RecordFunction names it
+  std::string shortn;   // as gradmem's Python path names it ("mm" for "aten::mm")
+  bool composite = false;   // CompositeImplicitAutograd: decomposes above the Python key
+  bool factory = false;     // no Tensor argument in its schema
+  bool evaluate = false;    // the engine's "evaluate_function: X" frame
+  bool uninitialized = false;   // empty and friends: no value preview
+};
+
+struct Step {
+  int64_t t;
+  int32_t op;          // OpInfo index (for a node: the node's name)
+  int8_t kind;         // 0 op, 1 backward node, 2 a step Python began
+  int64_t seq_nr;      // backward node's sequence number (-1 unknown)
+  int32_t backward;    // backward call index when it began inside one, else 0
+  bool referenced = false;
+  std::string label;   // for kind 2
+};
+
+struct Alloc {
+  int64_t t, t_free = -1, serial, serial_free = -1, nbytes, sid = 0;
+  void* ptr;
+  int32_t op;          // attributed op (-1: outside any op frame)
+  int8_t device_type, device_index;
+  bool claimed = false, factory = false, grad_args = false, recompute = false;
+  bool by_python = false;   // claimed by a Python hook (a pack) before its op returned
+  int32_t claim_op = -1;
+  std::string dtype, value;
+  std::vector<int64_t> shape;
+};
+
+struct AllocatorEvent {
+  int64_t t, nbytes, total, serial;
+  void* ptr;
+  int8_t device_type;
+};
+
+struct NodeEnd {
+  int64_t t, serial;
+  std::vector<int64_t> grads_in, grads_out;
+};
+
+struct Frame {
+  c10::intrusive_ptr<torch::autograd::Node> node;   // an evaluate_function frame's node
+  uintptr_t hook = 0;                                // and the post-hook we put on it
+  int32_t op;        // attributed op for allocations made here (-1 none)
+  int64_t serial;    // step of this frame (-1: none yet)
+  bool boundary;     // a backward node (evaluate_function or BACKWARD_FUNCTION)
+  size_t first_alloc;
+  bool attributed;   // this frame is the op its allocations belong to
+};
+
+struct Recorder;
+Recorder* g_rec = nullptr;   // the running recorder (at most one)
+
+struct Recorder {
+  std::mutex mu;
+  std::vector<OpInfo> ops;
+  std::unordered_map<std::string, int32_t> op_index;
+  std::unordered_map<const char*, int32_t> op_by_ptr;
+  std::vector<Step> steps;
+  std::vector<Alloc> allocs;
+  std::vector<AllocatorEvent> allocator;
+  std::vector<NodeEnd> node_ends;
+  std::unordered_map<void*, size_t> live;   // ptr -> allocs index
+  int64_t last_serial = -1;
+  int32_t backward = 0;       // set by Python: backward call index while one runs
+  bool in_node_recompute = false;
+  std::atomic<int64_t>* next_sid;
+
+  int32_t intern(const at::RecordFunction& fn) {
+    const char* name = fn.name();
+    auto it = op_by_ptr.find(name);
+    if (it != op_by_ptr.end() && ops[it->second].full == name) return it->second;
+    auto jt = op_index.find(name);
+    int32_t idx;
+    if (jt != op_index.end()) {
+      idx = jt->second;
+    } else {
+      idx = add_op(name, fn.operator_name());
+    }
+    op_by_ptr[name] = idx;
+    return idx;
+  }
+
+  int32_t add_op(const std::string& full, const std::optional<c10::OperatorName>& opname) {
+    OpInfo info;
+    info.full = full;
+    auto colon = full.rfind("::");
+    info.shortn = colon == std::string::npos ? full : full.substr(colon + 2);
+    info.evaluate = full.rfind(kEvaluate, 0) == 0;
+    if (info.evaluate) info.shortn = full.substr(std::strlen(kEvaluate));
+    if (opname) {
+      auto handle = c10::Dispatcher::singleton().findOp(*opname);
+      if (handle) {
+        info.composite = handle->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd);
+        if (handle->hasSchema()) {
+          bool tensor_arg = false;
+          for (const auto& arg : handle->schema().arguments())
+            if (arg.type()->str().find("Tensor") != std::string::npos) tensor_arg = true;
+          info.factory = !tensor_arg;
+        }
+      }
+    }
+    static const char* uninit[] = {"empty", "empty_like", "empty_strided", "empty_permuted",
+                                   "new_empty", "new_empty_strided"};
+    for (auto u : uninit) if (info.shortn == u) info.uninitialized = true;
+    if (info.shortn == "lift_fresh" || info.shortn == "lift_fresh_copy" || info.shortn == "lift")
+      info.factory = true;
+    int32_t idx = (int32_t)ops.size();
+    ops.push_back(std::move(info));
+    op_index[full] = idx;
+    return idx;
+  }
+
+  int64_t new_step(int32_t op, int8_t kind, int64_t seq_nr) {
+    Step s;
+    s.t = now_ns(); s.op = op; s.kind = kind; s.seq_nr = seq_nr; s.backward = backward;
+    steps.push_back(std::move(s));
+    last_serial = (int64_t)steps.size() - 1;
+    return last_serial;
+  }
+
+  void ref(int64_t serial) {
+    if (serial >= 0) steps[serial].referenced = true;
+  }
+};
+
+thread_local std::vector<Frame> t_frames;
+thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
+
+c10::DebugInfoBase* g_state = nullptr;   // our State, while it runs
+
+// only the threads that carry our state (the capturing thread, and the engine's threads,
+// to which autograd hands its thread-local state) are recorded
+bool ours() {
+  return g_rec != nullptr && c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == g_state;
+}
+
+struct Ctx : public at::ObserverContext {};
+
+int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value);
+
+// A node's end, as the Python engine's node post-hook sees it: after the engine has
+// checked (and summed to shape) the gradients it produced, before they go on. Put on the
+// node for the span of its evaluate_function frame only.
+struct EndHook : public torch::autograd::FunctionPostHook {
+  int64_t serial;
+  explicit EndHook(int64_t s) : serial(s) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& inputs) override {
+    if (g_rec == nullptr) return outputs;
+    Recorder& r = *g_rec;
+    std::lock_guard<std::mutex> g(r.mu);
+    r.ref(serial);   // every node that ran is a step, as on the Python engine
+    NodeEnd e{now_ns(), serial, {}, {}};
+    for (const auto& t : inputs) e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+    for (const auto& t : outputs) e.grads_out.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+    r.node_ends.push_back(std::move(e));
+    return outputs;
+  }
+};
+
+// -- op frames ---------------------------------------------------------------------------------
+std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
+  if (!ours()) return nullptr;
+  Recorder& r = *g_rec;
+  std::lock_guard<std::mutex> g(r.mu);
+  int32_t op = r.intern(fn);
+  const OpInfo& info = r.ops[op];
+  const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
+  Frame f{{}, 0, -1, -1, false, r.allocs.size(), false};
+  if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
+    f.boundary = true;
+    if (parent != nullptr && parent->boundary && parent->serial >= 0 && r.steps[parent->serial].seq_nr == -2) {
+      f.serial = parent->serial;   // the node inside its evaluate_function frame: same step
+      r.steps[f.serial].op = op;
+      r.steps[f.serial].seq_nr = fn.seqNr();
+    } else {
+      f.serial = r.new_step(op, 1, fn.seqNr());
+    }
+  } else if (info.evaluate) {
+    f.boundary = true;
+    f.serial = r.new_step(op, 1, -2);   // -2: the node's name and number come from its frame
+    f.node = torch::autograd::get_current_node();
+    if (f.node) f.hook = f.node->add_post_hook(std::make_unique<EndHook>(f.serial));
+  } else if (parent != nullptr && parent->op >= 0) {
+    f.op = parent->op;               // inside an op: its allocations are the outer op's
+    f.serial = parent->serial;
+  } else if (!info.composite) {
+    f.op = op;                       // the outermost non-composite op below any node boundary
+    f.attributed = true;
+    f.serial = parent != nullptr ? parent->serial : -1;   // inside a node: the node's step
+    if (f.serial < 0) f.serial = r.new_step(op, 0, -1);
+  } else {
+    f.serial = parent != nullptr ? parent->serial : -1;
+  }
+  t_frames.push_back(f);
+  return std::make_unique<Ctx>();
+}
+
+void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
+  if (ctx == nullptr || t_frames.empty() || g_rec == nullptr) return;
+  Frame f = std::move(t_frames.back());   // destroyed after the lock is released: dropping
+  t_frames.pop_back();                    // a node may free memory, which reports here
+  Recorder& r = *g_rec;
+  std::lock_guard<std::mutex> g(r.mu);
+  int32_t own = r.intern(fn);
+  if (f.attributed) {
+    bool value = !r.ops[f.op].uninitialized;
+    for (const auto& out : fn.outputs()) {
+      if (out.isTensor()) {
+        claim_locked(r, out.toTensor(), f.op, value);
+      } else if (out.isTensorList()) {
+        for (const auto& t : out.toTensorList()) claim_locked(r, t, f.op, value);
+      }
+    }
+  } else if (fn.scope() == at::RecordScope::FUNCTION && r.ops[own].shortn.rfind("lift", 0) == 0) {
+    // torch.tensor(data) reaches the allocator as `empty`: the lift op names it
+    for (const auto& out : fn.outputs())
+      if (out.isTensor()) claim_locked(r, out.toTensor(), own, true);
+  }
+  if (f.node && f.hook) f.node->del_post_hook(f.hook);
+}
+
+// -- values ------------------------------------------------------------------------------------
+std::string number(double v, bool integral, bool boolean) {
+  if (boolean) return v != 0 ? "True" : "False";
+  char buf[64];
+  if (integral) {
+    std::snprintf(buf, sizeof buf, "%lld", (long long)v);
+  } else if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buf, sizeof buf, "%lld", (long long)v);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.6g", v);
+  }
+  return buf;
+}
+
+std::string nested(const at::Tensor& t, int dim, int64_t offset, bool integral, bool boolean,
+                   const std::vector<double>& flat) {
+  if (dim == t.dim()) return number(flat[offset], integral, boolean);
+  std::string s = "[";
+  int64_t stride = 1;
+  for (int d = dim + 1; d < t.dim(); ++d) stride *= t.size(d);
+  for (int64_t i = 0; i < t.size(dim); ++i) {
+    if (i) s += ", ";
+    s += nested(t, dim + 1, offset + i * stride, integral, boolean, flat);
+  }
+  return s + "]";
+}
+
+std::string preview(const at::Tensor& t) {
+  if (t.device().type() != c10::DeviceType::CPU || t.is_complex() || t.numel() > kMaxPreview) return "";
+  struct Busy {
+    Busy() { t_busy = true; }
+    ~Busy() { t_busy = false; }
+  } busy;   // its allocations are gradmem's, and the recorder's lock is held
+  try {
+    at::NoGradGuard no_grad;
+    at::RecordFunctionGuard off(false);   // reading is not the program's op
+    auto flat_t = t.contiguous().to(at::kDouble).reshape({-1});
+    std::vector<double> flat(flat_t.data_ptr<double>(), flat_t.data_ptr<double>() + flat_t.numel());
+    bool boolean = t.scalar_type() == at::kBool;
+    bool integral = !boolean && c10::isIntegralType(t.scalar_type(), false);
+    return nested(t, 0, 0, integral, boolean, flat);
+  } catch (...) {
+    return "";
+  }
+}
+
+// torch's Python name for a dtype ("float32" for Float), as the Python path records it
+std::string dtype_name(c10::ScalarType st) {
+  switch (st) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kHalf: return "float16";
+    case at::kBFloat16: return "bfloat16";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kShort: return "int16";
+    case at::kChar: return "int8";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    case at::kComplexFloat: return "complex64";
+    case at::kComplexDouble: return "complex128";
+    default: {
+      std::string s = c10::toString(st);
+      for (auto& c : s) c = (char)std::tolower(c);
+      return s;
+    }
+  }
+}
+
+// an op output (or a tensor Python saw) on an allocation made during the capture
+int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value) {
+  if (!t.defined() || !t.has_storage()) return 0;
+  void* ptr = t.storage().data_ptr().get();
+  auto it = r.live.find(ptr);
+  if (it == r.live.end()) return 0;
+  Alloc& a = r.allocs[it->second];
+  if (!a.claimed) {
+    a.claimed = true;
+    a.sid = r.next_sid->fetch_add(1);
+    a.claim_op = op >= 0 ? op : a.op;
+    a.dtype = dtype_name(t.scalar_type());
+    a.shape = t.sizes().vec();
+    a.factory = a.claim_op >= 0 && r.ops[a.claim_op].factory;
+    a.grad_args = t.requires_grad();
+    if (value) a.value = preview(t);
+  } else if (a.by_python && op >= 0 && op == a.claim_op) {
+    // autograd saved the output inside its op (exp's result): the op's own output
+    // describes it, with its value, as the Python engine records it at the op's return
+    a.by_python = false;
+    a.dtype = dtype_name(t.scalar_type());
+    a.shape = t.sizes().vec();
+    a.factory = r.ops[op].factory;
+    a.grad_args = t.requires_grad();
+    if (value) a.value = preview(t);
+  } else if (op >= 0 && r.ops[op].shortn.rfind("lift", 0) == 0 && a.claim_op >= 0 &&
+             r.ops[a.claim_op].uninitialized) {
+    a.claim_op = op;   // torch.tensor(data): made by `empty`, named by lift_fresh
+    a.factory = true;
+    if (value) a.value = preview(t);
+  }
+  return a.sid;
+}
+
+// -- memory reporting --------------------------------------------------------------------------
+struct State : public ProfilerStateBase {
+  State() : ProfilerStateBase(ProfilerConfig(ProfilerState::Disabled, false, true)) {}
+  ActiveProfilerType profilerType() override { return ActiveProfilerType::NONE; }
+  bool memoryProfilingEnabled() const override { return true; }
+
+  void reportMemoryUsage(void* ptr, int64_t size, size_t total, size_t, c10::Device device) override {
+    if (g_rec == nullptr || size == 0 || t_busy) return;
+    Recorder& r = *g_rec;
+    int64_t t = now_ns();
+    std::lock_guard<std::mutex> g(r.mu);
+    const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
+    int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
+    r.ref(serial);
+    r.allocator.push_back({t, size, (int64_t)total, serial, ptr, (int8_t)device.type()});
+    if (size > 0) {
+      Alloc a;
+      a.t = t; a.serial = serial; a.nbytes = size; a.ptr = ptr;
+      a.op = f != nullptr ? f->op : -1;
+      a.device_type = (int8_t)device.type(); a.device_index = device.index();
+      r.live[ptr] = r.allocs.size();
+      r.allocs.push_back(std::move(a));
+    } else {
+      auto it = r.live.find(ptr);
+      if (it == r.live.end()) return;   // made before the capture
+      Alloc& a = r.allocs[it->second];
+      a.t_free = t; a.serial_free = r.last_serial;
+      r.ref(r.last_serial);
+      r.live.erase(it);
+    }
+  }
+};
+
+// -- the Python interface ----------------------------------------------------------------------
+struct Session {
+  Recorder rec;
+  std::shared_ptr<State> state;
+  at::CallbackHandle fn_handle = 0;
+  std::atomic<int64_t> next_sid;
+
+  explicit Session(int64_t first_sid) : next_sid(first_sid) { rec.next_sid = &next_sid; }
+};
+
+Session* g_session = nullptr;
+
+void start(int64_t first_sid) {
+  TORCH_CHECK(g_session == nullptr, "gradmem's native recorder is already running");
+  TORCH_CHECK(c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == nullptr,
+              "another profiler is running");
+  g_session = new Session(first_sid);
+  g_rec = &g_session->rec;
+  g_session->state = std::make_shared<State>();
+  g_state = g_session->state.get();
+  c10::ThreadLocalDebugInfo::_push(c10::DebugInfoKind::PROFILER_STATE, g_session->state);
+  g_session->fn_handle = at::addGlobalCallback(
+      at::RecordFunctionCallback(on_enter, on_exit).needsOutputs(true).scopes(
+          {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+}
+
+py::dict stop() {
+  TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
+  at::removeCallback(g_session->fn_handle);
+  auto top = c10::ThreadLocalDebugInfo::_peek(c10::DebugInfoKind::PROFILER_STATE);
+  if (top.get() == g_session->state.get()) c10::ThreadLocalDebugInfo::_pop(c10::DebugInfoKind::PROFILER_STATE);
+  Recorder& r = g_session->rec;
+  {
+    std::lock_guard<std::mutex> g(r.mu);   // a callback still running elsewhere finishes first
+    g_rec = nullptr;
+    g_state = nullptr;
+  }
+  t_frames.clear();
+  py::dict out;
+  py::list ops;
+  for (const auto& o : r.ops) ops.append(py::make_tuple(o.shortn, o.full, o.composite, o.factory, o.evaluate));
+  out["ops"] = ops;
+  py::list steps;
+  for (size_t i = 0; i < r.steps.size(); ++i) {
+    const Step& s = r.steps[i];
+    if (s.referenced) steps.append(py::make_tuple(i, s.t, s.op, s.kind, s.seq_nr, s.backward, s.label));
+  }
+  out["steps"] = steps;
+  py::list allocs;
+  for (const auto& a : r.allocs) {
+    if (!a.claimed) continue;
+    allocs.append(py::make_tuple(a.sid, a.t, a.serial, a.nbytes, (uintptr_t)a.ptr, a.device_type, a.device_index,
+                                 a.dtype, py::tuple(py::cast(a.shape)), a.claim_op, a.factory, a.grad_args,
+                                 a.value, a.t_free, a.serial_free));
+  }
+  out["allocs"] = allocs;
+  py::list allocator;
+  for (const auto& e : r.allocator)
+    allocator.append(py::make_tuple(e.t, e.serial, (uintptr_t)e.ptr, e.nbytes, e.total, e.device_type));
+  out["allocator"] = allocator;
+  py::list nodes;
+  for (const auto& e : r.node_ends)
+    nodes.append(py::make_tuple(e.t, e.serial, py::tuple(py::cast(e.grads_in)), py::tuple(py::cast(e.grads_out))));
+  out["node_ends"] = nodes;
+  out["next_sid"] = g_session->next_sid.load();
+  delete g_session;
+  g_session = nullptr;
+  return out;
+}
+
+// the step Python's events belong to (marked so that it is exported)
+int64_t current_step() {
+  if (g_rec == nullptr) return -1;
+  std::lock_guard<std::mutex> g(g_rec->mu);
+  const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
+  int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : g_rec->last_serial;
+  g_rec->ref(serial);
+  return serial;
+}
+
+int64_t begin_step(const std::string& label, int32_t backward) {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  std::lock_guard<std::mutex> g(g_rec->mu);
+  g_rec->backward = backward;
+  int64_t s = g_rec->new_step(-1, 2, -1);
+  g_rec->steps[s].label = label;
+  g_rec->ref(s);
+  return s;
+}
+
+void set_backward(int32_t backward) {
+  if (g_rec == nullptr) return;
+  std::lock_guard<std::mutex> g(g_rec->mu);
+  g_rec->backward = backward;
+}
+
+// gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0
+// (Python passes the storage's address, dtype and shape: no tensor crosses the boundary)
+int64_t claim(uintptr_t ptr, const std::string& dtype, const std::vector<int64_t>& shape, bool requires_grad) {
+  if (g_rec == nullptr || ptr == 0) return 0;
+  Recorder& r = *g_rec;
+  std::lock_guard<std::mutex> g(r.mu);
+  auto it = r.live.find((void*)ptr);
+  if (it == r.live.end()) return 0;
+  Alloc& a = r.allocs[it->second];
+  if (!a.claimed) {
+    a.claimed = true;
+    a.sid = r.next_sid->fetch_add(1);
+    a.claim_op = a.op;
+    a.by_python = true;
+    a.dtype = dtype;
+    a.shape = shape;
+    a.grad_args = requires_grad;
+  }
+  return a.sid;
+}
+
+int64_t new_id() {
+  TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
+  return g_session->next_sid.fetch_add(1);
+}
+
+bool running() { return g_session != nullptr; }
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
+  m.def("start", &start);
+  m.def("stop", &stop);
+  m.def("current_step", &current_step);
+  m.def("begin_step", &begin_step);
+  m.def("set_backward", &set_backward);
+  m.def("claim", &claim);
+  m.def("new_id", &new_id);
+  m.def("running", &running);
+}

@@ -82,7 +82,8 @@ def test_ddp_rank_with_the_larger_batch_peaks_higher_and_the_report_says_why(ddp
     assert ranks.loc[1, "diff_activation"] == 64 * 256 * 4
     assert ranks.loc[1, "diff_comm_buffer"] == 0 and ranks.loc[1, "diff_parameter"] == 0
     page = (out / "report.html").read_text()
-    assert "Why rank 1 differs from the median rank (0)" in page and "<code>relu#1</code> (128, 256)" in page
+    # the ReLU's output, named by its module (DDP holds the model as .module)
+    assert "Why rank 1 differs from the median rank (0)" in page and "<code>module.1: output</code> (128, 256)" in page
     assert "activation: +64.0 KiB on rank 1" in stdout
 
 

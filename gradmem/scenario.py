@@ -163,8 +163,8 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
             failure = exc
     if stand_in:
         cap.use_trace(on_device(cap.trace, device))
-    if failure is None and cap.capture.fault is not None:
-        failure = GradmemFault(cap.capture.fault)
+    if failure is None and cap.capture.rec.guard.failure is not None:
+        failure = GradmemFault(cap.capture.rec.guard.failure)
     elif failure is None and not _ran_backward(cap):
         failure = NoBackward()
         cap.use_trace(cap.trace.with_meta(status="partial", error={

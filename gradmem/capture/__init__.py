@@ -75,7 +75,7 @@ class Capture:
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.cursor, self.storages, self.settings
         graph = Graph(rec, cursor, storages)
-        grads = self._grads = GradWatcher(rec, storages)
+        grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
         return [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
@@ -118,7 +118,6 @@ class Capture:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
-            self._grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()
@@ -129,11 +128,6 @@ class Capture:
         globals, which the stack scan does not reach)."""
         self.rec.guard.call(self.namer.scan, namespace)
 
-    @property
-    def fault(self) -> dict | None:
-        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
-        return self.rec.guard.failure
-
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
 
@@ -142,7 +136,7 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
+            meta = build_meta(self.settings, self._started, self._error or self.rec.guard.failure, self.rec, self.ground.notes)
             meta = replace(meta, distributed=rank_meta(self.collectives.info, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace

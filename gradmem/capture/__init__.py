@@ -113,6 +113,11 @@ class Capture:
         globals, which the stack scan does not reach)."""
         self.rec.guard.call(self.namer.scan, namespace)
 
+    @property
+    def fault(self) -> dict | None:
+        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
+        return self.rec.guard.failure
+
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
 

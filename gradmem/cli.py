@@ -21,7 +21,8 @@ Examples:
 \b
 Exit codes: 0 ok, 2 bad input (missing file, bad -p), 3 the scenario failed or
 ran no backward pass (reports of what ran are still written, marked partial),
-4 unreadable trace file, 130 interrupted.
+4 unreadable trace file, 5 gradmem's own code failed (a bug in gradmem: the scenario
+ran on; reports cover the run up to the failure), 130 interrupted.
 """
 
 
@@ -161,6 +162,53 @@ def compare(paths, out_dir, params, device, as_written, force, quiet):
             if w is not None:
                 click.echo(f"  as written: peak {w.headline['peak_b']:,} B, after backward {signed(w.headline['end_diff'])} "
                            f"vs off ({w.headline['kept_count']} storages kept); report in {done.out_dir / 'as-written'}/")
+    except GradmemError as exc:
+        _fail(exc)
+
+
+FIT_EXAMPLES = """
+\b
+Examples:
+  gradmem fit scenarios/mlp.py --param batch --budget 2GiB
+  gradmem fit scenarios/linear_mse.py --param n --budget 24GB -p d=256
+  gradmem fit scenarios/mlp.py --param batch --budget 80GiB --device cuda -p batch=1000000 --suggest
+\b
+Exit codes: 0 ok, 2 bad input (unknown --param, bad --budget, a budget below even
+value 1), 3 a run failed (e.g. code that needs data on fake tensors; the line is named).
+What was measured is written either way.
+"""
+
+
+@main.command(epilog=FIT_EXAMPLES)
+@click.argument("scenario", type=click.Path(path_type=Path))
+@click.option("--param", "name", required=True, metavar="NAME", help="The integer parameter of main() to search (batch size, sequence length).")
+@click.option("--budget", required=True, metavar="SIZE", help="Memory budget: 80GiB, 24GB, 512MiB or bytes.")
+@click.option("-p", "--param-value", "params", multiple=True, metavar="NAME=VALUE",
+              help="Other arguments for main(), held fixed; -p NAME=V for the searched one is the value you want (for --suggest).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="cuda compares the caching-allocator model's reserved bytes (no GPU needed); cpu the allocated peak.")
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), help="Folder [default: reports/<scenario>-fit].")
+@click.option("--force", is_flag=True, help="Replace an output folder that holds files gradmem did not write.")
+@click.option("--suggest", is_flag=True, help="If the wanted value does not fit: changes that would, each verified by a fake run.")
+@click.option("--calibrate", is_flag=True, help="cpu: also run for real at NAME=8 and 64 and add what the allocator held "
+              "beyond the fake peak (kernel scratch), as a line in NAME.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
+def fit(scenario, name, budget, params, device, out_dir, force, suggest, calibrate, quiet):
+    """The largest integer NAME whose peak, on fake tensors, stays within --budget."""
+    from .fit import fit as run_fit
+    from .render.fit_page import answer_line, point_line, suggestion_lines, want_line
+
+    say = (lambda line: None) if quiet else (lambda line: click.echo(line, err=True))
+    try:
+        s, files = run_fit(scenario, name, budget, params, device, out_dir, force, suggest, calibrate,
+                           on_point=lambda p: say(point_line(name, p)), on_line=say)
+        click.echo(answer_line(s))
+        for line in [want_line(s)] + suggestion_lines(s):
+            if line:
+                click.echo(line)
+        click.echo(f"  wrote {files[0].parent}/: " + " ".join(f.name for f in files))
+        if s.error is not None:
+            raise s.error
     except GradmemError as exc:
         _fail(exc)
 

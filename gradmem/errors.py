@@ -20,6 +20,12 @@ class ScenarioError(GradmemError):
     exit_code = 3
 
 
+class InternalError(GradmemError):
+    """gradmem's own code failed while the scenario ran (the scenario itself ran on)."""
+
+    exit_code = 5
+
+
 class Interrupted(GradmemError):
     """The run was stopped with Ctrl-C; what was recorded is still written."""
 

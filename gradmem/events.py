@@ -76,6 +76,7 @@ class Alloc:
     recompute: bool | None = None   # made while a backward node recomputed forward (checkpoint)
     grad_args: bool | None = None   # made by an op with an input that requires grad
     ptr: int | None = None      # the block's address, to match the allocator's record
+    line: tuple | None = None   # torch.tensor(...): the program's (file, line) that called it
 
 
 @_kind(EventKind.FREE)
@@ -98,6 +99,7 @@ class Node:
     name: str
     next: tuple                 # (node id or None, input nr) per next function
     leaf: int | None = None     # AccumulateGrad: the leaf's storage
+    attrs: dict | None = None   # saved values that are not tensors (exponent, self_sym_sizes, dim)
 
 
 @_kind(EventKind.SAVED)
@@ -108,6 +110,8 @@ class Saved:
     dtype: str
     numel: int
     element_size: int
+    stride: tuple | None = None  # tells a transposed view (weight.T) from its base
+    value: object = None        # every float32 digit, for at most 16 elements: what rules evaluate
 
 
 @_kind(EventKind.SLOT)
@@ -123,6 +127,7 @@ class HiddenSlot:
     field: str
     hook: str | None = None
     storage: int | None = None
+    value: object = None        # saved without hooks (a wrapped number, the 3 of x * 3): its value
 
 
 @_kind(EventKind.UNPACKED)
@@ -141,12 +146,15 @@ class NodeEnd:
     node: int
     grads_in: tuple
     grads_out: tuple
+    values_in: tuple = ()       # those gradients' values, for at most 16 elements
+    values_out: tuple = ()
 
 
 @_kind(EventKind.GRAD)
 class Grad:
     target: int | None
     grad: int | None
+    shape: tuple | None = None  # the gradient's own shape as it arrived
 
 
 @_kind(EventKind.LEAF_GRAD)
@@ -154,6 +162,7 @@ class LeafGrad:
     target: int | None
     grad: int | None
     value: object = None
+    shape: tuple | None = None  # the .grad's shape as it landed
 
 
 @_kind(EventKind.RETAINED)
@@ -161,6 +170,7 @@ class Retained:
     target: int | None
     grad: int | None
     value: object = None
+    shape: tuple | None = None
 
 
 @_kind(EventKind.NAME)
@@ -168,6 +178,7 @@ class Name:
     storage: int
     name: str
     source: str                 # variable | parameter | buffer | grad | optimizer_state
+    shape: tuple | None = None  # the named tensor's shape (a storage may be seen through several)
 
 
 @_kind(EventKind.BACKWARD_BEGIN)

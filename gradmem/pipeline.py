@@ -20,15 +20,16 @@ from pathlib import Path
 
 from .analysis import Analysis, analyze
 from .analysis.compare import Comparison, compare as compare_runs
-from .errors import GradmemError, Interrupted, ScenarioError, TraceFileError, UsageError
+from .errors import GradmemError, InternalError, Interrupted, ScenarioError, TraceFileError, UsageError
 from .render import write_files, write_reports
 from .render.comparison import claim_folder, write_comparison
-from .scenario import describe_failure, load_scenario, parse_params, run_scenario
+from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
 from .trace import read_trace
 
 MODES = ("off", "on")
 EXIT_ERRORS = {UsageError.exit_code: UsageError, ScenarioError.exit_code: ScenarioError,
-               TraceFileError.exit_code: TraceFileError, Interrupted.exit_code: Interrupted}
+               TraceFileError.exit_code: TraceFileError, Interrupted.exit_code: Interrupted,
+               InternalError.exit_code: InternalError}
 
 
 @dataclass
@@ -52,7 +53,8 @@ def profile(scenario: Path, params=(), device: str | None = None, retain_grad: s
     files = write_reports(analysis, out_dir, force=force, **_formats(formats))
     error = None
     if failure is not None:
-        kind = Interrupted if isinstance(failure, KeyboardInterrupt) else ScenarioError
+        kind = (Interrupted if isinstance(failure, KeyboardInterrupt) else
+                InternalError if isinstance(failure, GradmemFault) else ScenarioError)
         error = kind(f"{describe_failure(sc, session, failure)}\n"
                      f"The events recorded before the failure are in {out_dir}/ (marked partial).")
     return Profiled(analysis, files, error)

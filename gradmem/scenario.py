@@ -150,10 +150,12 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
     with default_device(run_device, fake):
         try:
             with cap:
-                exec(scenario.code, namespace)
-                if callable(namespace.get("main")) and scenario.main is not None:
-                    namespace["main"](**call)
-                cap.name_variables(namespace)
+                try:
+                    exec(scenario.code, namespace)
+                    if callable(namespace.get("main")) and scenario.main is not None:
+                        namespace["main"](**call)
+                finally:   # also when the scenario failed: its names are read all the same
+                    cap.name_variables(namespace)
         except SystemExit as exc:
             if exc.code not in (None, 0):
                 failure = exc
@@ -161,7 +163,9 @@ def run_scenario(scenario: Scenario, params: dict, device: str | None = None, re
             failure = exc
     if stand_in:
         cap.use_trace(on_device(cap.trace, device))
-    if failure is None and not _ran_backward(cap):
+    if failure is None and cap.capture.fault is not None:
+        failure = GradmemFault(cap.capture.fault)
+    elif failure is None and not _ran_backward(cap):
         failure = NoBackward()
         cap.use_trace(cap.trace.with_meta(status="partial", error={
             "type": "NoBackward", "message": NO_BACKWARD, "file": str(scenario.path), "line": None}))
@@ -176,6 +180,20 @@ class NoBackward(Exception):
     pass
 
 
+class GradmemFault(Exception):
+    """gradmem's own code failed in a hook; the scenario ran on to its end."""
+
+    def __init__(self, failure: dict):
+        super().__init__(failure["message"])
+        self.failure = failure
+
+
+def fault_message(failure: dict) -> str:
+    return (f"gradmem's own code failed in a hook at step {failure['step']}, not in your scenario "
+            "(which ran on to its end, as it does without gradmem). This is a bug in gradmem: please "
+            "report it with the scenario and this traceback.\n" + failure["traceback"].rstrip())
+
+
 def _ran_backward(cap) -> bool:
     return any(e.kind == EventKind.BACKWARD_BEGIN for e in cap.trace.events)
 
@@ -186,6 +204,8 @@ _MEMORY_HINTS = ("can't allocate memory", "out of memory", "OutOfMemoryError")
 def describe_failure(scenario: Scenario, cap, exc: BaseException) -> str:
     err = cap.trace.meta.error or {}
     loc = where(err.get("file") or str(scenario.path), err.get("line"))
+    if isinstance(exc, GradmemFault):
+        return fault_message(exc.failure)
     if isinstance(exc, SystemExit):
         return f"{loc}: the scenario called sys.exit({exc.code!r})."
     needed = _needs_data(cap, exc)

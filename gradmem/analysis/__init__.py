@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..trace import Trace
+from .derivation import node_rules, with_rules
 from .frames import by_kind, events_table, pairs
 from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
 from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
+from .headline import true_peak
 from .naming import node_names, storage_names
 from .nodes import annotate_steps, nodes_table
 from .slots import Slots, build_slots
@@ -34,15 +36,16 @@ class Analysis:
     steps: pd.DataFrame
     nodes: pd.DataFrame
     summary: Summary
-    peak: Peak                                   # the peak, with its place in the event log
+    peak: Peak                                   # the tracked peak (the chart's), with its place in the event log
     backward_peak: Peak                          # the highest point within backward
     slots: Slots = field(repr=False)             # saved slots: pack -> storage, owner, events
     consumers: dict = field(repr=False)          # {gradient storage: Consumer}
-    at_peak: AtPeak = field(repr=False)          # what was alive at the peak, and why
+    at_peak: AtPeak = field(repr=False)          # what was alive at the tracked peak, and why
     answer_facts: AnswerFacts = field(repr=False)   # the storages the plain answer speaks of
     frames: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
+    rules: dict = field(default_factory=dict, repr=False)   # node -> NodeRule: its chain-rule step
 
     @property
     def events(self) -> pd.DataFrame:
@@ -63,14 +66,16 @@ def analyze(trace: Trace) -> Analysis:
     tensors = tensors_table(frames, phase, op, nnames, snames, slots)
     d = deltas(tensors)
     steps = annotate_steps(live_by_step(steps, d), frames, tensors, slots)
-    nodes = nodes_table(steps, frames, tensors, slots)
+    rules = node_rules(frames, snames)
+    nodes = with_rules(nodes_table(steps, frames, tensors, slots), rules)
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
-    summary = summarize(trace, tensors, steps, peak, backward_peak, ground)
+    true = true_peak(peak, ground["allocator"], steps, d)
+    summary = summarize(trace, tensors, steps, true, backward_peak, ground, tracked=peak)
     consumers = gradient_consumers(frames["node_end"], nnames)
     return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
                     at_peak(tensors, steps, frames, slots, consumers, peak),
-                    answer_facts(tensors, nodes, consumers), frames, nnames, d)
+                    answer_facts(tensors, nodes, consumers), frames, nnames, d, rules)
 
 
 __all__ = ["Analysis", "AnswerFacts", "AtPeak", "Consumer", "Peak", "Slots", "Summary", "analyze", "storage_names"]

@@ -30,7 +30,7 @@ from .timeline import live_at
 
 KEYS = (["name", "created_by", "shape", "dtype"], ["created_by", "shape", "dtype", "role"])
 EXTRA_COLUMNS = ["only_in", "id", "name", "role", "shape", "dtype", "nbytes", "created_by", "alloc_step",
-                 "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of"]
+                 "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of", "value"]
 TOP_STEPS = 5
 
 
@@ -98,6 +98,7 @@ def only_in(analysis, matched: set, label: str) -> pd.DataFrame:
         "lifetime_steps": (t["free_step"].fillna(last + 1) - t["alloc_step"]).astype(int),
         "outlives_backward": (t["free_step"].isna() | (t["free_step"] > end)).astype(bool),
         "grad_of": t["grad_of"].map(lambda g: names.get(int(g), "") if pd.notna(g) else ""),
+        "value": t["value"].where(t["value"].notna(), ""),
     })
     return out[EXTRA_COLUMNS].reset_index(drop=True)
 
@@ -126,14 +127,14 @@ def end_of_backward(steps: pd.DataFrame) -> pd.Series:
 def role_table(a, b) -> pd.DataFrame:
     """Bytes by role at each run's peak and at the end of its backward pass."""
     ea, eb = end_of_backward(a.steps), end_of_backward(b.steps)
-    pa, pb = a.summary.peak_by_role, b.summary.peak_by_role
+    pa, pb = a.summary.tracked_peak_by_role, b.summary.tracked_peak_by_role   # the tracked timeline's
     rows = []
     for role in ROLE_ORDER:
         row = {"role": role, "peak_a": int(pa.get(role, 0)), "peak_b": int(pb.get(role, 0)),
                "end_a": int(ea.get(f"live_{role}", 0)), "end_b": int(eb.get(f"live_{role}", 0))}
         if any(row[k] for k in ("peak_a", "peak_b", "end_a", "end_b")):
             rows.append(row)
-    rows.append({"role": "total", "peak_a": a.summary.peak_bytes, "peak_b": b.summary.peak_bytes,
+    rows.append({"role": "total", "peak_a": a.summary.tracked_peak_bytes, "peak_b": b.summary.tracked_peak_bytes,
                  "end_a": int(ea["live_bytes"]), "end_b": int(eb["live_bytes"])})
     t = pd.DataFrame(rows)
     t.insert(3, "peak_diff", t["peak_b"] - t["peak_a"])

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .frames import text
+from .headline import unattributed_by_node
 
 TOP_BLOCKS = 10
 MIN_SLACK_NS = 2_000       # how far a block may seem to come after its storage's alloc event
@@ -121,6 +122,7 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFram
     summary = _allocator_summary(out, "cpu allocator (torch profiler, profile_memory)", err)
     summary["unattributed_at_peak"] = _loose_at_peak(counted, loose, summary["peak_step"])
     summary["unattributed_blocks"] = _top_blocks(loose, out)
+    summary["unattributed_by_node"] = unattributed_by_node(loose, dict(zip(out["step"], out["op"])))
     summary["blocks"] = int(len(blocks))
     summary["blocks_matched"] = int(blocks["storage"].notna().sum())
     summary["peak_with_unattributed"] = _peak_with_unattributed(frames, tensors, blocks)

@@ -61,6 +61,21 @@ def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
     return targets
 
 
+def storage_shapes(frames: dict[str, pd.DataFrame]) -> dict[int, tuple]:
+    """{storage: the shape the user knows it by}: where a storage is seen through several
+    shapes (a matmul's 2-D result viewed back to 3-D, a bias gradient summed as (1, n) and
+    handed on as (n,)), the shape of the program variable that names it, else of the .grad
+    as it landed, else of the gradient as it arrived. Storages without either keep the
+    shape they were made with."""
+    shapes: dict[int, tuple] = {}
+    for kind, key, first in (("grad", "grad", True), ("retained", "grad", False), ("leaf_grad", "grad", False),
+                             ("name", "storage", True)):
+        rows = frames[kind].dropna(subset=[key, "shape"]).sort_values("seq")
+        rows = rows.drop_duplicates(key, keep="first" if first else "last")
+        shapes.update({int(s): tuple(shape) for s, shape in zip(rows[key], rows["shape"])})
+    return shapes
+
+
 def storage_names(frames: dict[str, pd.DataFrame]) -> dict[int, str]:
     names = variable_names(frames["name"])
     targets = gradient_targets(frames)

@@ -40,7 +40,7 @@ def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slo
 NODE_COLUMNS = [
     "step", "node", "name", "backward", "unpacked", "unpacked_bytes", "unpacked_made_by",
     "grads_in", "grads_out", "allocated", "freed", "released", "live_before", "live_after",
-    "peak_bytes", "duration_ns",
+    "peak_bytes", "duration_ns", "unpacked_made_at",
 ]
 
 
@@ -61,6 +61,7 @@ def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slots:
     names = pairs(tensors["id"], tensors["name"])
     nbytes = pairs(tensors["id"], tensors["nbytes"])
     made_by = pairs(tensors["id"], tensors["created_by"])
+    made_at = pairs(tensors["id"], tensors["made_at"])   # the same, in the program's words
     used = _used_by_node(slots)
     ends = frames["node_end"].drop_duplicates("node", keep="last")
     grads = {int(n): (i, o) for n, i, o in zip(ends["node"], ends["grads_in"], ends["grads_out"])}
@@ -77,5 +78,6 @@ def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slots:
         out.append((r.step, nid, r.op, r.backward, label(storages), sum(nbytes.get(s, 0) for s in storages),
                     ";".join(str(made_by.get(s, "")) for s in storages), label(grads_in), label(grads_out),
                     r.allocated, r.freed, r.released, r.live_before, r.live_bytes, r.peak_bytes,
-                    r.duration_ns if pd.notna(r.duration_ns) else pd.NA))
+                    r.duration_ns if pd.notna(r.duration_ns) else pd.NA,
+                    ";".join(str(made_at.get(s, "")) for s in storages)))
     return pd.DataFrame(out, columns=NODE_COLUMNS)

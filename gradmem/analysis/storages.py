@@ -7,12 +7,14 @@ import pandas as pd
 
 from ..roles import Role
 from .frames import joined
+from .naming import storage_shapes
 from .slots import Slots
+from .words import made_at
 
 TENSOR_COLUMNS = [
     "id", "name", "role", "device", "dtype", "shape", "nbytes", "created_by", "alloc_step",
     "free_step", "freed_after", "saved_by", "unpacked_by", "released_step", "value",
-    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed",
+    "requires_grad", "is_leaf", "grad_of", "alloc_seq", "free_seq", "phase", "recomputed", "made_at",
 ]
 
 
@@ -25,7 +27,7 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "id": alloc["storage"].astype(int).values,
         "device": alloc["device"].values,
         "dtype": alloc["dtype"].values,
-        "shape": ["(" + ", ".join(str(d) for d in s) + ("," if len(s) == 1 else "") + ")" for s in alloc["shape"]],
+        "shape": [shape_text(s) for s in alloc["shape"]],
         "nbytes": alloc["nbytes"].astype("int64").values,
         "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"], alloc["preexisting"])],
         "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"], alloc["preexisting"])],
@@ -125,11 +127,18 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return t
 
 
+def shape_text(shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
 def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
                   names: dict[int, str], slots: Slots) -> pd.DataFrame:
     t = base_table(frames, step_phase, step_op)
+    known = storage_shapes(frames)
+    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"], t["shape"])]
     t = add_saved(t, slots, node_name)
     t = add_tensor_facts(t, frames)
     t = set_roles(t, frames)
     t["name"] = t["id"].map(names)
+    t["made_at"] = made_at(t, frames)
     return t[TENSOR_COLUMNS].reset_index(drop=True)

@@ -47,6 +47,13 @@ class Summary(Mapping):
     peak_phase: str
     peak_by_role: dict
     live_at_peak: list
+    peak_source: str                  # allocator (its record: kernel scratch included) | tracked
+    tracked_peak_bytes: int           # the hooks' storages alone (the chart's timeline)
+    tracked_peak_step: int
+    tracked_peak_op: str
+    tracked_peak_phase: str
+    tracked_peak_by_role: dict
+    unattributed_by_node: list        # kernel scratch by the op or node that took it
     backward_peak_bytes: int
     backward_peak_step: int
     bytes_by_role_at_end: dict
@@ -110,8 +117,18 @@ def find_peak(d: pd.DataFrame, steps: pd.DataFrame, phase: str | None = None) ->
     return Peak(nbytes, seq, step, pairs(steps["step"], steps["op"]).get(step, ""), phase_of.get(step, ""))
 
 
+def _peak_roles(tensors: pd.DataFrame, peak: Peak, allocator: bool) -> dict[str, int]:
+    """Bytes by role at ``peak``; at the allocator's peak, the rest of it is ``unattributed``."""
+    roles = _by_role(live_at(tensors, peak.seq))
+    return {**roles, "unattributed": max(peak.bytes - sum(roles.values()), 0)} if allocator else roles
+
+
 def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, peak: Peak, backward_peak: Peak,
-              ground: dict) -> Summary:
+              ground: dict, tracked: Peak | None = None) -> Summary:
+    """``peak`` is the true peak (the allocator's when its record is on, see headline.py),
+    ``tracked`` the hooks' own (the same when there is no record)."""
+    tracked = tracked or peak
+    by_allocator = bool(ground["allocator"].get("source"))
     at_peak = live_at(tensors, peak.seq)
     at_end = tensors[tensors["free_seq"].isna()]
     meta = trace.meta
@@ -120,8 +137,12 @@ def summarize(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, peak: Pe
         status=meta.status, error=meta.error, notes=list(meta.notes),
         torch_version=meta.torch_version, gradmem_version=meta.gradmem_version,
         peak_bytes=peak.bytes, peak_step=peak.step, peak_op=peak.op,
-        peak_phase=peak.phase, peak_by_role=_by_role(at_peak),
+        peak_phase=peak.phase, peak_by_role=_peak_roles(tensors, peak, by_allocator),
         live_at_peak=_top(at_peak),
+        peak_source="allocator" if by_allocator else "tracked",
+        tracked_peak_bytes=tracked.bytes, tracked_peak_step=tracked.step, tracked_peak_op=tracked.op,
+        tracked_peak_phase=tracked.phase, tracked_peak_by_role=_by_role(live_at(tensors, tracked.seq)),
+        unattributed_by_node=list(ground["allocator"].get("unattributed_by_node", [])),
         backward_peak_bytes=backward_peak.bytes, backward_peak_step=backward_peak.step,
         bytes_by_role_at_end=_by_role(at_end),
         steps=int(steps["step"].max()) if len(steps) else 0,

@@ -71,7 +71,7 @@ class Capture:
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.cursor, self.storages, self.settings
         graph = Graph(rec, cursor, storages)
-        grads = GradWatcher(rec, storages)
+        grads = self._grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
         return [SavedTensorWatcher(rec, cursor, storages, graph),
@@ -107,11 +107,14 @@ class Capture:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.namer.scan_stack(sys._getframe(1))
+            self.rec.guard.call(self.namer.scan_stack, sys._getframe(1))
+            if exc is not None:   # the failing frames' variables name what the program made
+                self.rec.guard.call(self.namer.scan_traceback, exc.__traceback__)
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
+            self._grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()
@@ -120,7 +123,12 @@ class Capture:
     def name_variables(self, namespace: Iterable[tuple[str, object]] | Mapping) -> None:
         """Name storages after the variables of ``namespace`` (a script's or a notebook's
         globals, which the stack scan does not reach)."""
-        self.namer.scan(namespace)
+        self.rec.guard.call(self.namer.scan, namespace)
+
+    @property
+    def fault(self) -> dict | None:
+        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
+        return self.rec.guard.failure
 
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
@@ -130,7 +138,7 @@ class Capture:
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
-            meta = build_meta(self.settings, self._started, self._error, self.rec, self.ground.notes)
+            meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes)
             self._trace = Trace(meta, self.rec.sorted_events())
         return self._trace
 

@@ -32,21 +32,25 @@ class BackwardCalls:
         self.facts = facts
 
     def run(self, call: str, func, args, kwargs, caller):
-        roots = _roots_of(args, kwargs)
-        handles = self._hook(roots, caller)
+        guard = self.rec.guard
+        try:
+            roots = _roots_of(args, kwargs)
+            handles = self._hook(roots, caller)
+            roots = tuple(self.facts.storages.see(t) for t in roots)
+        except Exception as exc:   # gradmem's fault: backward still runs as without gradmem
+            guard.failed(exc)
+            return func(*args, **kwargs)
         create_graph = bool(kwargs.get("create_graph"))
         outer = self.cursor.enter_backward(create_graph)
-        self.rec.emit(EventKind.BACKWARD_BEGIN, index=self.cursor.backward_index, call=call,
-                      roots=tuple(self.facts.storages.see(t) for t in roots),
+        self.rec.emit(EventKind.BACKWARD_BEGIN, index=self.cursor.backward_index, call=call, roots=roots,
                       retain_graph=bool(kwargs.get("retain_graph")), create_graph=create_graph)
-        del roots
         try:
             return func(*args, **kwargs)
         finally:
             self.cursor.leave_backward(outer)
             for h in handles:
                 h.remove()
-            self._after(caller)
+            guard.call(self._after, caller)
 
     def _hook(self, roots: list, caller) -> list:
         """Discover and name the graph, then put the hooks on; returns their handles."""

@@ -17,6 +17,7 @@ from .cursor import Cursor
 from .facts import TensorFacts
 from .fake import making_parameter
 from .grads import GradWatcher
+from .graph import grad_fn_of
 
 BACKWARD_FUNCS = {torch.Tensor.backward: "backward", torch.autograd.backward: "backward",
                   torch.autograd.grad: "grad"}
@@ -27,6 +28,7 @@ class CallWatcher(TorchFunctionMode):
     def __init__(self, cursor: Cursor, facts: TensorFacts, grads: GradWatcher, backward: BackwardCalls,
                  retain_grad: str = "as-written", fake: bool = False):
         super().__init__()
+        self.guard = facts.rec.guard
         self.cursor = cursor
         self.facts = facts
         self.grads = grads
@@ -36,27 +38,28 @@ class CallWatcher(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if self.fake and making_parameter():   # fake-tensor plumbing a real run never calls
+        guard = self.guard
+        if guard.broken or (self.fake and making_parameter()):   # fake-tensor plumbing a real run never calls
             return func(*args, **kwargs)
         kind = BACKWARD_FUNCS.get(func) if not isinstance(func, type) else None
         if kind is not None:
             return self.backward.run(kind, func, args, kwargs, sys._getframe(1))
         if func is RETAIN_GRAD:
             return self._retain(func, args, kwargs)
-        self._inputs(args)
+        guard.call(self._inputs, args)
         self.cursor.fresh_call = True
         try:
             out = func(*args, **kwargs)
         finally:
             self.cursor.fresh_call = False
-        self._outputs(out)
+        guard.call(self._outputs, out)
         return out
 
     def _retain(self, func, args, kwargs):
         if self.retain_grad == "off":
             return None
         out = func(*args, **kwargs)
-        self.grads.retaining(args[0])
+        self.guard.call(self.grads.retaining, args[0])
         return out
 
     def _inputs(self, args) -> None:
@@ -83,6 +86,6 @@ class CallWatcher(TorchFunctionMode):
         if not t.requires_grad:
             return
         self.facts.record(t)
-        if t.grad_fn is not None and self.retain_grad == "on" and not t.retains_grad:
+        if self.retain_grad == "on" and not t.retains_grad and grad_fn_of(t) is not None:
             t.retain_grad()
             self.grads.retaining(t)

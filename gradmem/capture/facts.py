@@ -26,7 +26,10 @@ class TensorFacts:
 
     def record(self, t: torch.Tensor, track: bool = True) -> None:
         """With ``track=False`` only storages already seen by an op are considered."""
-        grad_fn = t.grad_fn
+        try:
+            grad_fn = t.grad_fn
+        except RuntimeError:   # a view made under no_grad and then modified in place: torch
+            return             # refuses to say (nn.Embedding's padding row); nothing to record
         sid = self.storages.see(t) if track else self.storages.lookup(t)
         nid = self.graph.node_id(grad_fn) if grad_fn is not None else None
         if sid is None or (sid, nid) in self._seen:

@@ -69,6 +69,10 @@ class UniformOnFakeCuda(TorchDispatchMode):
     below ``OpWatcher``, which still records the op.
     """
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:   # see OpWatcher: no torch._dynamo import
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten.uniform_.default and isinstance(args[0], FakeTensor) and args[0].device.type == "cuda":
             return args[0]
@@ -93,9 +97,27 @@ def no_printing():
         FakeTensor.__repr__ = original
 
 
+@contextlib.contextmanager
+def one_fake_mode():
+    """``copy.deepcopy`` of a fake tensor copies its ``fake_mode`` attribute too, so the copy
+    (``nn.TransformerEncoder`` clones its layer this way) belongs to a new mode, and the first
+    op mixing it with the others fails ("Mixing fake modes NYI"). A mode is the run's shared
+    context, not data: while the capture runs, deep-copying one gives the mode itself."""
+    had = "__deepcopy__" in FakeTensorMode.__dict__
+    original = FakeTensorMode.__dict__.get("__deepcopy__")
+    FakeTensorMode.__deepcopy__ = lambda self, memo: self
+    try:
+        yield
+    finally:
+        if had:
+            FakeTensorMode.__deepcopy__ = original
+        else:
+            del FakeTensorMode.__deepcopy__
+
+
 def fake_modes() -> list:
     """Context managers to enter, in order, before the capture's own modes."""
-    modes = [FakeTensorMode(), no_printing()]
+    modes = [FakeTensorMode(allow_non_fake_inputs=True), no_printing(), one_fake_mode()]
     if not torch.cuda.is_available():
         modes.append(UniformOnFakeCuda())
     return modes

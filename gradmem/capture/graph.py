@@ -22,9 +22,20 @@ from .cursor import Cursor
 from .recorder import Recorder
 from .saved import Packed
 from .storages import Storages
+from .values import exact_now, small_attr
 
 ACCUMULATE = "torch::autograd::AccumulateGrad"
 RAW = "_raw_saved_"
+SAVED = "_saved_"
+
+
+def grad_fn_of(t):
+    """``t.grad_fn``, or None where torch refuses to say: a view made under no_grad whose
+    base was then modified in place (``nn.Embedding``'s padding row) raises on reading it."""
+    try:
+        return t.grad_fn
+    except RuntimeError:
+        return None
 
 
 def short_name(name: str) -> str:
@@ -84,6 +95,9 @@ class Graph:
         )}
         if name == ACCUMULATE:
             data["leaf"] = self.storages.see(node.variable)
+        attrs = self._attrs(node)
+        if attrs:
+            data["attrs"] = attrs
         self.rec.emit(EventKind.NODE, **data)
         for field in self._slot_fields(node):
             self._record_slots(nid, node, field)
@@ -94,6 +108,27 @@ class Graph:
             fields = tuple(a[len(RAW):] for a in dir(node) if a.startswith(RAW))
             self._fields[type(node)] = fields
         return fields
+
+    def _attr_fields(self, node) -> tuple[str, ...]:
+        """The saved values that are not tensors (``exponent``, ``self_sym_sizes``): reading
+        them unpacks nothing, where reading a tensor field would run the unpack hook."""
+        key = (type(node), "attrs")
+        fields = self._fields.get(key)
+        if fields is None:
+            tensors = set(self._slot_fields(node))
+            fields = tuple(a[len(SAVED):] for a in dir(node)
+                           if a.startswith(SAVED) and a[len(SAVED):] not in tensors)
+            self._fields[key] = fields
+        return fields
+
+    def _attrs(self, node) -> dict:
+        out = {}
+        for field in self._attr_fields(node):
+            try:
+                out[field] = small_attr(getattr(node, SAVED + field))
+            except Exception:   # a value torch cannot give back as Python: left out
+                continue
+        return out
 
     def _record_slots(self, nid: int, node, field: str) -> None:
         try:
@@ -119,7 +154,8 @@ class Graph:
         if hook is None and storage is None:   # an empty slot (that gradient is not needed)
             return
         hook_name = getattr(hook, "__qualname__", repr(hook)) if hook is not None else None
-        self.rec.emit(EventKind.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage)
+        value = exact_now(data) if hook is None else None   # a wrapped number (the 3 of x * 3)
+        self.rec.emit(EventKind.HIDDEN_SLOT, node=nid, field=field, hook=hook_name, storage=storage, value=value)
 
     def reachable(self, roots: Iterable) -> list:
         seen, out, stack = set(), [], [r for r in roots if r is not None]
@@ -138,8 +174,8 @@ class Graph:
         handles = []
         for node in self.reachable(roots):
             nid = self.node_id(node)
-            handles.append(node.register_prehook(partial(self._pre, nid, node.name())))
-            handles.append(node.register_hook(partial(self._post, nid)))
+            handles.append(node.register_prehook(partial(self.rec.guard.call, self._pre, nid, node.name())))
+            handles.append(node.register_hook(partial(self.rec.guard.call, self._post, nid)))
         return handles
 
     def _pre(self, nid: int, name: str, grad_outputs) -> None:
@@ -152,4 +188,6 @@ class Graph:
             EventKind.NODE_END, node=nid,
             grads_in=tuple(see(g) if g is not None else None for g in grad_outputs),
             grads_out=tuple(see(g) if g is not None else None for g in grad_inputs),
+            values_in=tuple(exact_now(g) for g in grad_outputs),
+            values_out=tuple(exact_now(g) for g in grad_inputs),
         )

@@ -24,6 +24,15 @@ def _user_frame(frame) -> bool:
     return not frame.f_code.co_filename.startswith(SKIP_DIRS)
 
 
+def user_line() -> tuple[str, int] | None:
+    """The program's own file and line running now (the ``torch.tensor(...)`` call behind a
+    ``lift_fresh``), so a report can say where a tensor came from in the user's words."""
+    frame = sys._getframe(1)
+    while frame is not None and not _user_frame(frame):
+        frame = frame.f_back
+    return (frame.f_code.co_filename, frame.f_lineno) if frame is not None else None
+
+
 def _read_locals(frame) -> list[tuple[str, object]]:
     f_locals = frame.f_locals
     items = list(f_locals.items())
@@ -65,6 +74,15 @@ class Namer:
                 break
             frame = frame.f_back
 
+    def scan_traceback(self, tb) -> None:
+        """The variables of the program's frames that a failure unwound (a run that fails
+        before backward has read no names yet)."""
+        with torch._C.DisableTorchFunction():
+            while tb is not None:
+                if _user_frame(tb.tb_frame):
+                    self._scan(_read_locals(tb.tb_frame))
+                tb = tb.tb_next
+
     def scan(self, items: Iterable[tuple[str, object]] | Mapping) -> None:
         with torch._C.DisableTorchFunction():
             self._scan(items)
@@ -88,12 +106,12 @@ class Namer:
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
         sid = self.storages.lookup(t)
         if sid is not None:
-            self.rec.emit(EventKind.NAME, storage=sid, name=name, source=kind)
+            self.rec.emit(EventKind.NAME, storage=sid, name=name, source=kind, shape=tuple(t.shape))
         grad = t.grad if t.is_leaf or t.retains_grad else None
         if grad is not None:
             gid = self.storages.lookup(grad)
             if gid is not None:
-                self.rec.emit(EventKind.NAME, storage=gid, name=f"{name}.grad", source="grad")
+                self.rec.emit(EventKind.NAME, storage=gid, name=f"{name}.grad", source="grad", shape=tuple(grad.shape))
 
     def _module(self, name: str, module: torch.nn.Module) -> None:
         for pname, p in module.named_parameters(prefix=name):

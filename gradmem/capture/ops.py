@@ -51,13 +51,30 @@ class OpWatcher(TorchDispatchMode):
         self.graph = graph
         self.fake = fake
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        """Torch wraps a mode's ``__torch_dispatch__`` in ``torch._dynamo.disable`` unless
+        this says no: the wrapper imports ``torch._dynamo`` at the first op (2-5 s of every
+        run's start-up, measured in benchmarks/startup.py) and adds a frame to every op.
+        Nothing here is compiled: under a dispatch mode torch.compile runs eagerly."""
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if self.cursor.ops_paused or (self.fake and unrecorded(func)):   # gradmem's own op, or fake-tensor
-            return func(*args, **(kwargs or {}))                        # plumbing a real run never dispatches
-        name = op_name(func)
-        has_inputs, grad_args = self._begin(name, _tensors(args, kwargs))
-        out = func(*args, **(kwargs or {}))
-        self._outputs(name, out, not has_inputs, grad_args)
+        kwargs = kwargs or {}
+        guard = self.rec.guard
+        if self.cursor.ops_paused or guard.broken or (self.fake and unrecorded(func)):   # gradmem's own op,
+            return func(*args, **kwargs)      # gradmem broken, or fake-tensor plumbing a real run never dispatches
+        try:
+            name = op_name(func)
+            has_inputs, grad_args = self._begin(name, _tensors(args, kwargs))
+        except Exception as exc:   # gradmem's fault: the op still runs as without gradmem
+            guard.failed(exc)
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        try:
+            self._outputs(name, out, not has_inputs, grad_args)
+        except Exception as exc:
+            guard.failed(exc)
         return out
 
     def _begin(self, name: str, inputs) -> tuple[bool, bool]:

@@ -20,6 +20,7 @@ from ..events import EventKind
 from ..roles import Phase
 from ..trace import Event
 from .cursor import Cursor
+from .guard import Guard
 
 STEP = EventKind.STEP.value   # a plain str: an Enum lookup per step costs 0.2 us more
 
@@ -37,6 +38,7 @@ class Recorder:
         # (step, phase, events so far) after each step begins, e.g. the CLI's progress line
         self.on_progress: Callable[[int, Phase, int], None] | None = None
         self.before_step: Callable[[], None] | None = None   # e.g. a CUDA allocator reading
+        self.guard = Guard(self)             # every hook's bookkeeping reports its faults here
 
     def emit(self, kind: str, step: int | None = None, **data) -> None:
         if self.active:

@@ -24,6 +24,7 @@ import torch
 from ..events import EventKind
 from .cursor import Cursor
 from .recorder import Recorder
+from .values import exact_now
 
 SAVED, UNPACKED, RELEASED = EventKind.SAVED.value, EventKind.UNPACKED.value, EventKind.RELEASED.value
 
@@ -50,6 +51,15 @@ def modified_message(t: torch.Tensor, saved_version: int) -> str:
             "autograd's own check.)")
 
 
+def _stride(t: torch.Tensor):
+    """Strides tell a transposed view (a Linear's weight.T) from its base; none for layouts
+    without them (sparse, nested)."""
+    try:
+        return tuple(t.stride())
+    except RuntimeError:
+        return None
+
+
 class SavedTensorWatcher:
     def __init__(self, rec: Recorder, cursor: Cursor, storages, graph):
         self.rec = rec
@@ -61,27 +71,34 @@ class SavedTensorWatcher:
         self._cm = None
 
     def pack(self, t: torch.Tensor) -> Packed:
-        pid = next(self._next)
-        sid = self.storages.see(t)
-        step = self.cursor.step + 1 if self.cursor.fresh_call else None   # inputs are saved before the op runs
-        self.rec.emit(
-            SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape),
-            dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
-            element_size=t.element_size(),
-        )
+        pid = self.rec.guard.call(self._record_pack, t) or 0   # 0: gradmem broke, nothing recorded
         if self._outer:
             return Packed(pid, self._outer[0](t), self.rec)
         with self.cursor.paused_ops():   # not the program's op: not recorded
             alias = t.detach()
         return Packed(pid, alias, self.rec, t._version)
 
+    def _record_pack(self, t: torch.Tensor) -> int:
+        pid = next(self._next)
+        sid = self.storages.see(t)
+        step = self.cursor.step + 1 if self.cursor.fresh_call else None   # inputs are saved before the op runs
+        self.rec.emit(
+            SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape), stride=_stride(t),
+            dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
+            element_size=t.element_size(), value=exact_now(t),
+        )
+        return pid
+
     def unpack(self, p: Packed) -> torch.Tensor:
-        self.rec.emit(UNPACKED, pack=p.pid, node=self.graph.current_node())
+        self.rec.guard.call(self._record_unpack, p)
         if self._outer:
             return self._outer[1](p.inner)
         if p.inner._version != p.version:
             raise RuntimeError(modified_message(p.inner, p.version))
         return p.inner
+
+    def _record_unpack(self, p: Packed) -> None:
+        self.rec.emit(UNPACKED, pack=p.pid, node=self.graph.current_node())
 
     def __enter__(self):
         self._cm = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)

@@ -15,9 +15,11 @@ import torch
 
 from ..events import EventKind
 from .recorder import Recorder
+from .names import user_line
 from .values import UNINITIALIZED, _is_fake, preview
 
 ALLOC, FREE = EventKind.ALLOC.value, EventKind.FREE.value   # plain strs: the hot path
+LIFT_OPS = frozenset({"lift_fresh", "lift_fresh_copy", "lift"})   # torch.tensor(data) in the program
 
 
 class Storages:
@@ -43,6 +45,8 @@ class Storages:
         sid = self._ids.get(id(s))
         if sid is None:
             flags = {k: True for k, v in (("recompute", recompute), ("grad_args", grad_args)) if v}
+            if op in LIFT_OPS:
+                flags["line"] = user_line()
             sid = self._track(s, t, op, preexisting, factory, flags)
         return sid
 

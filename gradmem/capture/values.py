@@ -1,8 +1,6 @@
 """Small-value previews, so a hand derivation can be checked against the report.
 
 Only tensors of at most ``MAX_PREVIEW`` elements are read, only where they are created
-(inside the dispatch handler, where our own modes are off), and never for fake or meta
-tensors, which have no data: a small fake tensor's value reads ``NO_DATA`` to say why.
 (inside the dispatch handler, where our own modes are off) or where a ``.grad`` lands, and
 never for fake or meta tensors, which have no data, nor for ``empty`` outputs, whose
 memory holds whatever was there before.
@@ -21,40 +19,60 @@ UNINITIALIZED = frozenset({"empty", "empty_like", "empty_strided", "empty_permut
                            "new_empty_strided"})
 
 
-def _number(v) -> str:
+SHORT, EXACT = ".6g", ".9g"   # a preview a reader scans; enough digits to give a float32 back exactly
+
+
+def _number(v, digits: str = SHORT) -> str:
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, float):
         if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
             return str(int(v))
-        return f"{v:.6g}"
+        return format(v, digits)
     return str(v)
 
 
-def _nested(v) -> str:
+def _nested(v, digits: str = SHORT) -> str:
     if isinstance(v, list):
-        return "[" + ", ".join(_nested(x) for x in v) + "]"
-    return _number(v)
+        return "[" + ", ".join(_nested(x, digits) for x in v) + "]"
+    return _number(v, digits)
 
 
-def preview(t: torch.Tensor) -> str | None:
+def preview(t: torch.Tensor, digits: str = SHORT) -> str | None:
     """'[12150, 16400]' for a small real tensor, NO_DATA for a small fake one, else None."""
     try:
         if t.numel() > MAX_PREVIEW or t.device.type == "meta":
             return None
         if _is_fake(t):
             return NO_DATA
-        return _nested(t.detach().cpu().tolist())
+        return _nested(t.detach().cpu().tolist(), digits)
     except Exception:  # data we cannot read (fake, functional wrappers): no preview
         return None
 
 
-def preview_now(t: torch.Tensor) -> str | None:
+def preview_now(t: torch.Tensor, digits: str = SHORT) -> str | None:
     """``preview`` from a hook, where the program's ops are watched: reading is not an op."""
-    if t.numel() > MAX_PREVIEW:
+    if t is None or t.numel() > MAX_PREVIEW:
         return None
     with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
-        return preview(t)
+        return preview(t, digits)
+
+
+def exact_now(t: torch.Tensor) -> str | None:
+    """A small tensor's values with every digit a float32 has: what a backward rule is
+    evaluated on (analysis/rules.py), so the check against torch's gradient is not blurred
+    by rounding in the preview."""
+    return preview_now(t, EXACT)
+
+
+def small_attr(v):
+    """A node's non-tensor saved value (an exponent, a size, a dim) as plain JSON data, or
+    None when it is something else (a tensor list, an object)."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, (tuple, list)) and len(v) <= MAX_PREVIEW and all(isinstance(x, (bool, int, float)) for x in v):
+        return list(v)
+    return None
 
 
 def _is_fake(t: torch.Tensor) -> bool:

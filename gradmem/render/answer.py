@@ -18,6 +18,13 @@ def _value(row) -> str:
     return f" = {row['value']}" if isinstance(row["value"], str) and row["value"] else ""
 
 
+def _made(row) -> str:
+    """'`torch.tensor(...)` at line 20 of x.py' or '`mv`': the call as code, the place as words."""
+    made = row.get("made_at") if isinstance(row.get("made_at"), str) else row["created_by"]
+    call, sep, where = made.partition(" at line ")
+    return f"`{call}`" + (f" at line {where}" if sep else "")
+
+
 def _names(rows: pd.DataFrame, limit: int = MAX_LINES) -> str:
     names = [f"`{n}`" for n in rows["name"].head(limit)]
     more = len(rows) - limit
@@ -37,7 +44,7 @@ def saved_section(f) -> dict:
         cost = {"input": " (an input: saving it cost no new bytes)",
                 "parameter": " (a parameter: saving it cost no new bytes)"}.get(r["role"], "")
         used = f", unpacked by {r['unpacked_by']}" if r["unpacked_by"] else ", never unpacked"
-        lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by `{r['created_by']}`, "
+        lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by {_made(r)}, "
                      f"saved for {r['saved_by']}{cost}{used}.")
     _more(lines, len(saved), "see the lifetimes and tensors.csv")
     head = (f"Autograd saved {len(saved):,} tensor(s) for backward; {human_bytes(f.new_saved_bytes)} of them was "
@@ -50,12 +57,18 @@ def saved_section(f) -> dict:
 
 def peak_section(analysis) -> dict:
     s, before, made = analysis.summary, analysis.at_peak.before_bytes, analysis.at_peak.made
-    step = s.peak_step
-    head = f"The peak: {human_bytes(s.peak_bytes)} at step {step}, during `{s.peak_op}` ({s.peak_phase})."
-    lines = [f"{human_bytes(before)} were live before that step; it added "
-             + ", ".join(f"`{r['name']}` {human_bytes(r['nbytes'])} ({r['role']})"
-                         for r in made.head(MAX_LINES).to_dict("records")) + "."] if len(made) else []
-    roles = sorted(((b, r) for r, b in s.peak_by_role.items() if b), reverse=True)
+    step = s.peak_step   # the true peak: the allocator's when its record is on
+    head = f"The peak: {human_bytes(s.peak_bytes)} at step {step}, during `{s.peak_op}` ({s.peak_phase})"
+    scratch = s.peak_by_role.get("unattributed", 0)
+    head += (f", {human_bytes(scratch)} of it kernel scratch that no tensor explains (the allocator's record)."
+             if scratch else ".")
+    # what follows is the tracked tensors' own peak (analysis.at_peak), which the chart marks
+    lines = [f"Tensors alone peaked at {human_bytes(s.tracked_peak_bytes)} at step {s.tracked_peak_step}."] * (
+        s.peak_source == "allocator")
+    lines += [f"{human_bytes(before)} were live before that step; it added "
+              + ", ".join(f"`{r['name']}` {human_bytes(r['nbytes'])} ({r['role']})"
+                          for r in made.head(MAX_LINES).to_dict("records")) + "."] if len(made) else []
+    roles = sorted(((b, r) for r, b in s.tracked_peak_by_role.items() if b), reverse=True)
     lines.append("Live at that moment, by role: " + ", ".join(f"{r} {human_bytes(b)}" for b, r in roles) + ".")
     return {"head": head, "lines": lines}
 

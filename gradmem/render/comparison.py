@@ -17,7 +17,7 @@ __all__ = ["answer", "claim_folder", "comparison_csv", "signed", "summary_text",
 
 CSV_COLUMNS = ["kind", "role", "peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff",
                "only_in", "storage", "name", "shape", "dtype", "nbytes", "created_by", "alloc_step",
-               "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of"]
+               "free_step", "freed_after", "lifetime_steps", "outlives_backward", "grad_of", "value"]
 INT_COLUMNS = ["peak_a", "peak_b", "peak_diff", "end_a", "end_b", "end_diff", "storage", "nbytes",
                "alloc_step", "free_step", "lifetime_steps"]
 

@@ -49,6 +49,9 @@ def aligned_series(c, max_points: int = MAX_POINTS) -> dict:
     out["by_role"] = {side: {r: g[f"{side}:{r}"].astype("int64").tolist() for r in roles} for side in ("a", "b")}
     if size == 1:
         out["rows"] = {k: _plain_list(al[k]) for k in ("step_a", "step_b", "op_a", "op_b", "phase_a", "phase_b")}
+        for side, steps in (("a", c.a.steps), ("b", c.b.steps)):   # rows that ran a backward node: ticks
+            is_node = steps["node"].notna().to_numpy()[al[f"pos_{side}"].to_numpy()]
+            out["rows"][f"node_{side}"] = [bool(n) and s is not None for n, s in zip(is_node, out["rows"][f"step_{side}"])]
     return out
 
 

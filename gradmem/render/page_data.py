@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..roles import ROLE_COLORS, ROLE_MEANINGS, ROLE_ORDER
 from .answer import answer
+from .derivation import forward_values, rule_rows
 from .peak import peak_rows
 
 MAX_POINTS = 4000        # memory-curve buckets
@@ -43,6 +44,8 @@ def page_data(analysis) -> dict:
         "nodes_total": int(len(analysis.nodes)),
         "at_peak": peak_rows(analysis, PEAK_ROWS),
         "answer": answer(analysis),
+        "forward": forward_values(tensors),
+        "rules": rule_rows(analysis),
     }
 
 
@@ -176,6 +179,7 @@ def node_rows(analysis, known: set, limit: int = NODE_ROWS) -> list[dict]:
         step, node = int(r["step"]), int(r["node"])
         row = {k: _cell(r[k]) for k in NODE_FIELDS}
         row["t"] = times.get(step, 0.0)
+        row["unpacked_made_by"] = _cell(r["unpacked_made_at"])   # torch.tensor(...) at line N, not lift_fresh
         row["unpacked_ids"] = sorted(set(ids["unpacked"].get(node, [])))
         row["produced_ids"] = sorted(ids["produced"].get(step, []))
         row["freed_ids"] = sorted(ids["freed"].get(step, []))

@@ -57,14 +57,36 @@ def _ground_lines(s) -> list[str]:
     return lines
 
 
+def _peak_line(s) -> str:
+    """The true peak first: the allocator's when its record is on, with the kernel scratch
+    in it; the tracked tensors' own peak after it."""
+    line = f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})"
+    if s.peak_source != "allocator":
+        return line
+    scratch = s.peak_by_role.get("unattributed", 0)
+    return (line + f", allocator's record: {human_bytes(scratch)} of it kernel scratch no tensor explains; "
+            f"tracked tensors alone peak at {human_bytes(s.tracked_peak_bytes)} (step {s.tracked_peak_step})")
+
+
+def _scratch_lines(s) -> list[str]:
+    nodes = s.unattributed_by_node
+    if not nodes:
+        return []
+    parts = [f"{n['op']} {human_bytes(n['max_bytes'])}" + (f" ({n['calls']} calls)" if n["calls"] > 1 else "")
+             for n in nodes[:3]]
+    more = f", and {len(nodes) - 3} more" if len(nodes) > 3 else ""
+    return [f"  kernel scratch by node (most in one call): {', '.join(parts)}{more}"]
+
+
 def summary_text(analysis, files: list[Path] | None = None) -> str:
     s = analysis.summary
     status = "" if s.status == "complete" else f"  [{s.status.upper()}]"
     status += "  [ESTIMATE: fake tensors, nothing allocated]" if s.estimate else ""
     lines = [
         f"gradmem: {s.scenario or 'capture'} on {s.device} (torch {s.torch_version}){status}",
-        f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})",
+        _peak_line(s),
         f"  live at the peak: {_roles(s.peak_by_role)}",
+        *_scratch_lines(s),
         *_ground_lines(s),
         f"  backward: {s.backward_nodes} nodes; its peak {human_bytes(s.backward_peak_bytes)} at step {s.backward_peak_step}",
         "  saved for backward:",

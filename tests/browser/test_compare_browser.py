@@ -30,7 +30,7 @@ def cursor_column(browser, canvas_id: str) -> list[int]:
     """x pixels (in CSS px) of the blue cursor line drawn on a chart."""
     return browser.execute_script(
         "const c = document.getElementById(arguments[0]), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-        "const dpr = window.devicePixelRatio || 1, y = Math.round(20 * dpr), xs = [];"
+        "const dpr = window.devicePixelRatio || 1, y = Math.round(40 * dpr), xs = [];"   # inside the plot: below the node ticks
         "for (let x = 0; x < c.width; x++) { const i = (y * c.width + x) * 4;"
         "  if (d[i] === 31 && d[i + 1] === 79 && d[i + 2] === 209) xs.push(Math.round(x / dpr)); }"
         "return xs;", canvas_id)

@@ -77,7 +77,7 @@ def test_actions_replay_to_the_measured_peak_and_end_state(report, snapshot):
     summary = json.loads((report / "summary.json").read_text())
     (trace,) = [tr for tr in snapshot["device_traces"] if tr]
     live, peak = replay(trace)
-    assert peak == summary["peak_bytes"]
+    assert peak == summary["tracked_peak_bytes"]
     blocks = [b for seg in snapshot["segments"] for b in seg["blocks"] if b["state"] == "active_allocated"]
     assert sorted(live.values()) == sorted(b["size"] for b in blocks)
     assert sum(live.values()) == sum(summary["bytes_by_role_at_end"].values())

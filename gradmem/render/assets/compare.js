@@ -8,7 +8,7 @@
   const COLOR = {};
   D.roles.forEach(r => { COLOR[r.role] = r.color; });
   const N = S.x1.length ? S.x1[S.x1.length - 1] + 1 : 1;
-  const PAD = { l: 70, r: 20, t: 14, b: 24 };
+  const PAD = { l: 70, r: 20, t: 26, b: 38 };
   const state = { cursor: null };
   const YMAX = Math.max(1, ...S.hi_a, ...S.hi_b) * 1.1;
   const DLO = Math.min(0, ...S.dlo), DHI = Math.max(0, ...S.dhi);
@@ -38,6 +38,28 @@
       if (!ph[i]) continue;
       L.ctx.fillStyle = PHASE_FILL[ph[i]] || PHASE_FILL.setup;
       L.ctx.fillRect(L.x(S.x0[i]), PAD.t, L.x(S.x1[i] + 1) - L.x(S.x0[i]), L.h - PAD.t - PAD.b);
+    }
+  }
+  function phaseLabels(L, side) { // each run of one phase named at its top left, where it fits
+    if (!S.rows) return;
+    const ph = S.rows["phase_" + side];
+    L.ctx.fillStyle = "#555"; L.ctx.font = "11px sans-serif"; L.ctx.textAlign = "left";
+    let start = 0;
+    for (let i = 1; i <= ph.length; i++) {
+      if (i < ph.length && ph[i] === ph[start]) continue;
+      const x0 = L.x(S.x0[start]), x1 = L.x(S.x1[i - 1] + 1);
+      if (ph[start] && x1 - x0 > 60) L.ctx.fillText(ph[start], x0 + 4, PAD.t + 12);
+      start = i;
+    }
+  }
+  function nodeTicks(L, side) { // a tick above the plot at every row that ran a backward node
+    if (!S.rows) return;
+    const nodes = S.rows["node_" + side];
+    L.ctx.strokeStyle = "rgba(120,60,0,0.55)"; L.ctx.lineWidth = 1;
+    for (let i = 0; i < nodes.length; i++) {
+      if (!nodes[i]) continue;
+      const x = L.x(S.x0[i] + 0.5);
+      L.ctx.beginPath(); L.ctx.moveTo(x, PAD.t - 8); L.ctx.lineTo(x, PAD.t + 4); L.ctx.stroke();
     }
   }
   function drawStacks(L, side) {
@@ -83,6 +105,7 @@
     ctx.textAlign = "center";
     const every = Math.max(1, Math.round(niceTicks(N, 8)[1] || N));
     for (let v = 0; v <= N; v += every) ctx.fillText(String(v), L.x(v), L.h - PAD.b + 13);
+    ctx.fillText(H.same_steps ? "step" : "aligned row (steps matched by op)", (PAD.l + L.w - PAD.r) / 2, L.h - 6);
   }
   function drawCursor(L) {
     if (state.cursor === null) return;
@@ -93,7 +116,8 @@
   }
   function drawRun(side) {
     const L = layout(charts[side], 0, YMAX);
-    drawPhases(L, side); drawStacks(L, side); drawPeak(L, side); drawAxes(L, niceBytesTicks(YMAX), bytes); drawCursor(L);
+    drawPhases(L, side); drawStacks(L, side); phaseLabels(L, side); nodeTicks(L, side); drawPeak(L, side);
+    drawAxes(L, niceBytesTicks(YMAX), bytes); drawCursor(L);
   }
   function diffTicks() {
     const step = niceBytesTicks(Math.max(DHI, -DLO))[1] || 1, out = [];
@@ -109,6 +133,7 @@
       if (S.dlo[i] < 0) { ctx.fillStyle = "#59a14f"; ctx.fillRect(x0, L.y(0), w, L.y(S.dlo[i]) - L.y(0)); }
     }
     ctx.strokeStyle = "#555"; ctx.beginPath(); ctx.moveTo(PAD.l, L.y(0)); ctx.lineTo(L.w - PAD.r, L.y(0)); ctx.stroke();
+    phaseLabels(L, "b"); nodeTicks(L, "b");
     drawAxes(L, diffTicks(), signed); drawCursor(L);
   }
   function redraw() { drawRun("a"); drawRun("b"); drawDiff(); }
@@ -181,7 +206,7 @@
       col("difference", "peak_diff", signed, 1, 1), col("end of backward " + a, "end_a", bytes, 1),
       col("end of backward " + b, "end_b", bytes, 1), col("difference", "end_diff", signed, 1, 1)], D.role_table);
     table("extra-table", [col("only in", "only_in"), col("name", "name"), col("role", "role"), col("bytes", "nbytes", bytes, 1),
-      col("shape", "shape"), col("made by", "created_by"), col("allocated at step", "alloc_step", null, 1),
+      col("shape", "shape"), col("value", "value"), col("made by", "created_by"), col("allocated at step", "alloc_step", null, 1),
       { label: "freed", get: freed }, col("lives (steps)", "lifetime_steps", null, 1),
       col("outlives backward", "outlives_backward", v => v ? "yes" : "no")], D.extra);
     document.getElementById("extra-note").textContent = D.extra_total
@@ -193,8 +218,11 @@
       col("allocated in " + a, "alloc_step_a", null, 1), col("allocated in " + b, "alloc_step_b", null, 1),
       { label: "freed in " + a, get: when("a") }, { label: "freed in " + b, get: when("b") }], D.moved);
     document.getElementById("moved-note").textContent = D.moved_total
-      ? D.moved_total + " storages exist in both runs but were allocated, freed or classed differently."
-      : "Every storage both runs have lives the same steps in both.";
+      ? D.moved_total + " storages exist in both runs but were allocated, freed or classed differently." : "";
+    if (!D.moved_total) { // no empty panel: say it where the storages are compared
+      document.getElementById("moved").hidden = true;
+      document.getElementById("extra-note").textContent += " Every storage both runs have lives the same steps in both.";
+    }
     const stepOf = s => r => r["step_" + s] === null ? "" : r["step_" + s] + " " + r["op_" + s];
     table("steps-table", [{ label: "step in " + a, get: stepOf("a") }, { label: "step in " + b, get: stepOf("b") },
       col("live in " + a, "live_a", bytes, 1), col("live in " + b, "live_b", bytes, 1), col("difference", "diff", signed, 1, 1)], D.differ_most);

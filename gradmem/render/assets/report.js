@@ -7,7 +7,9 @@
   const M = D.memory, S = D.storages, ROLES = D.roles.map(r => r.role);
   const COLOR = {};
   D.roles.forEach(r => { COLOR[r.role] = r.color; });
-  const state = { mode: "step", view: null, selected: -1, drag: null, hover: null };
+  const state = { mode: "step", view: null, selected: -1, drag: null, hover: null, hideFixed: false, log: false, labels: [] };
+  const FIXED = new Set(["input", "parameter"]);   // alive before forward: hidden on request
+  function shownRoles() { return state.hideFixed ? ROLES.filter(r => !FIXED.has(r)) : ROLES; }
   const byId = new Map(S.id.map((id, i) => [id, i]));
   const lastStep = M.x1.length ? M.x1[M.x1.length - 1] : 0;
 
@@ -43,6 +45,7 @@
   const canvas = document.getElementById("chart");
   const tip = document.getElementById("tooltip");
   const PAD = { l: 64, r: 70, t: 92, b: 30 };
+  const LABEL_FONT = "10px sans-serif", LABEL_H = 10, SLANT = Math.SQRT1_2;
 
   function layout() {
     const w = canvas.clientWidth, h = canvas.clientHeight, dpr = window.devicePixelRatio || 1;
@@ -50,15 +53,17 @@
     const [d0, d1] = domain();
     const vis = visibleBuckets(d0, d1);
     let ymax = 1;
-    for (let i = vis[0]; i <= vis[1]; i++) ymax = Math.max(ymax, M.hi[i]);
+    for (let i = vis[0]; i <= vis[1]; i++) ymax = Math.max(ymax, state.hideFixed ? stackTop(i) : M.hi[i]);
     ymax *= 1.1;
+    const frac = state.log ? v => Math.log10(1 + Math.max(v, 0)) / Math.log10(1 + ymax) : v => v / ymax;
     return {
       w, h, dpr, d0, d1, ymax, vis,
       x: v => PAD.l + (v - d0) / (d1 - d0) * (w - PAD.l - PAD.r),
-      y: v => h - PAD.b - v / ymax * (h - PAD.t - PAD.b),
+      y: v => h - PAD.b - frac(v) * (h - PAD.t - PAD.b),
       inv: px => d0 + (px - PAD.l) / (w - PAD.l - PAD.r) * (d1 - d0),
     };
   }
+  function stackTop(i) { return shownRoles().reduce((s, r) => s + M.by_role[r][i], 0); }
   function visibleBuckets(d0, d1) {
     const lefts = state.mode === "step" ? M.x0 : M.t;
     if (!lefts.length) return [0, -1];
@@ -87,7 +92,7 @@
       const x0 = Math.max(PAD.l, L.x(left(i))), x1 = Math.min(L.w - PAD.r, L.x(right(i)));
       const w = Math.max(x1 - x0, 0.6);
       let base = 0;
-      ROLES.forEach(r => {
+      shownRoles().forEach(r => {
         const v = M.by_role[r][i];
         if (!v) return;
         ctx.fillStyle = COLOR[r];
@@ -107,26 +112,49 @@
       }
       ctx.stroke(); ctx.setLineDash([]);
     };
+    if (state.hideFixed) return;   // the envelope counts every role: not drawn over a partial stack
     line(M.hi, "#222", []);
     if (M.bucket_steps > 1) line(M.lo, "#777", [3, 3]);
   }
   function nodeX(n) { return state.mode === "step" ? n.step + 0.5 : n.t; }
+  function longestLabel() {
+    const ctx = canvas.getContext("2d");
+    ctx.font = LABEL_FONT;
+    return D.nodes.reduce((m, n) => Math.max(m, ctx.measureText(n.name).width), 0);
+  }
+  function labelRoom() { // room above and right of the plot for the slanted labels of the longest node name
+    const longest = longestLabel() * SLANT;
+    PAD.t = Math.min(Math.max(92, Math.ceil(longest + LABEL_H + 14)), 200);
+    PAD.r = Math.min(Math.max(70, Math.ceil(longest + 8)), 180);
+  }
   function drawNodes(ctx, L) {
-    ctx.font = "10px sans-serif"; ctx.textAlign = "left";
-    let lastLabel = -1e9;
+    ctx.font = LABEL_FONT; ctx.textAlign = "left";
+    const placed = [], room = (PAD.t - 10) / SLANT;   // the longest label that fits above the plot
     D.nodes.forEach((n, k) => {
       const x = L.x(nodeX(n));
       if (x < PAD.l || x > L.w - PAD.r) return;
       const sel = k === state.selected;
-      ctx.strokeStyle = sel ? "#1f4fd1" : "rgba(120,60,0,0.35)"; ctx.lineWidth = sel ? 2 : 1;
+      ctx.strokeStyle = sel ? "#111" : "rgba(120,60,0,0.35)"; ctx.lineWidth = sel ? 2 : 1;
       ctx.beginPath(); ctx.moveTo(x, PAD.t - 4); ctx.lineTo(x, sel ? L.h - PAD.b : PAD.t + 6); ctx.stroke();
-      if (x - lastLabel > 12 || sel) {
-        ctx.save(); ctx.translate(x + 2, PAD.t - 7); ctx.rotate(-Math.PI / 4);
-        ctx.fillStyle = sel ? "#1f4fd1" : "#7a4a12";
-        ctx.fillText(n.name.length > 22 ? n.name.slice(0, 21) + "\u2026" : n.name, 0, 0);
-        ctx.restore(); lastLabel = x;
+      // slanted 45 degrees, two labels overlap unless their anchors are a label's height / sin 45 apart
+      const last = placed[placed.length - 1];
+      if (sel || !last || x - last.x >= LABEL_H / SLANT + 1) {
+        let text = n.name;
+        while (text.length > 4 && ctx.measureText(text).width > room) text = text.slice(0, -2);
+        if (text !== n.name) text = text.slice(0, -1) + "\u2026";
+        const w = ctx.measureText(text).width;
+        if (sel && last && x - last.x < LABEL_H / SLANT + 1) placed.pop();
+        placed.push({ x: x, text: text, w: w, k: k, sel: sel });
       }
     });
+    placed.forEach(p => {
+      ctx.save(); ctx.translate(p.x + 2, PAD.t - 7); ctx.rotate(-Math.PI / 4);
+      ctx.fillStyle = p.sel ? "#111" : "#7a4a12";
+      ctx.fillText(p.text, 0, 0);
+      ctx.restore();
+    });
+    // each label's box in page pixels (the text's baseline runs up-right from its anchor)
+    state.labels = placed.map(p => ({ name: D.nodes[p.k].name, text: p.text, x: p.x + 2, y: PAD.t - 7, w: p.w, h: LABEL_H }));
   }
   function drawPeak(ctx, L) {
     const p = D.peak, x = L.x(state.mode === "step" ? p.step + 0.5 : p.t), y = L.y(p.bytes);
@@ -140,7 +168,7 @@
     ctx.strokeStyle = "#999"; ctx.lineWidth = 1; ctx.fillStyle = "#444"; ctx.font = "11px sans-serif";
     ctx.beginPath(); ctx.moveTo(PAD.l, PAD.t); ctx.lineTo(PAD.l, L.h - PAD.b); ctx.lineTo(L.w - PAD.r, L.h - PAD.b); ctx.stroke();
     ctx.textAlign = "right";
-    niceBytesTicks(L.ymax).forEach(v => {
+    (state.log ? logTicks(L.ymax) : niceBytesTicks(L.ymax)).forEach(v => {
       const y = L.y(v); if (y < PAD.t) return;
       ctx.fillText(bytes(v), PAD.l - 5, y + 3);
       ctx.strokeStyle = "rgba(0,0,0,0.06)"; ctx.beginPath(); ctx.moveTo(PAD.l, y); ctx.lineTo(L.w - PAD.r, y); ctx.stroke();
@@ -155,7 +183,13 @@
     }
     ctx.fillText(state.mode === "step" ? "step (op index)" : "time since the first step", (PAD.l + L.w - PAD.r) / 2, L.h - 3);
   }
+  function logTicks(max) { // 1 B, 32 B, 1 KiB, 32 KiB, ... up to max
+    const out = [];
+    for (let v = 1; v <= max; v *= 32) out.push(v);
+    return out;
+  }
   function drawChart() {
+    labelRoom();
     const L = layout(), ctx = canvas.getContext("2d");
     ctx.setTransform(L.dpr, 0, 0, L.dpr, 0, 0);
     ctx.clearRect(0, 0, L.w, L.h);
@@ -174,7 +208,7 @@
   }
   function roleAt(L, i, py) {
     let base = 0;
-    for (const r of ROLES) {
+    for (const r of shownRoles()) {
       const v = M.by_role[r][i];
       if (v && py <= L.y(base) && py >= L.y(base + v)) return r;
       base += v;
@@ -235,6 +269,8 @@
   document.querySelectorAll("input[name=xmode]").forEach(r => r.addEventListener("change", () => {
     state.mode = r.value; state.view = null; redraw();
   }));
+  document.getElementById("hide-fixed").addEventListener("change", ev => { state.hideFixed = ev.target.checked; redraw(); });
+  document.getElementById("log-scale").addEventListener("change", ev => { state.log = ev.target.checked; redraw(); });
   window.addEventListener("resize", () => redraw());
 
   function legend() {
@@ -260,51 +296,92 @@
     const [a, b] = domain();
     return [stepAt(a), stepAt(b) + 1];
   }
+  function lifetimeRows() {
+    return D.lifetime_ids.filter(id => !(state.hideFixed && FIXED.has(S.role[byId.get(id)])));
+  }
+  function nodeTicks(root, x, top, bottom, labelW, w) { // a tick per backward node, named where there is room
+    let last = -1e9;
+    D.nodes.forEach((n, k) => {
+      const cx = x(n.step + 0.5);
+      if (cx < labelW || cx > w - 10) return;
+      const tick = svg("line", { class: "node-tick", x1: cx, x2: cx, y1: top - 6, y2: bottom, stroke: k === state.selected ? "#111" : "rgba(120,60,0,0.25)" });
+      tick.appendChild(svg("title", {}, n.name + " (step " + n.step + ")"));
+      root.appendChild(tick);
+      if (cx - last >= LABEL_H / SLANT + 1) {
+        root.appendChild(svg("text", { class: "node-label", x: cx + 2, y: top - 8, fill: "#7a4a12",
+          transform: "rotate(-45 " + (cx + 2) + " " + (top - 8) + ")" }, n.name));
+        last = cx;
+      }
+    });
+  }
+  function stepAxis(root, x, d0, d1, y, labelW, w) {
+    root.appendChild(svg("line", { x1: labelW, x2: w - 10, y1: y, y2: y, stroke: "#999" }));
+    let every = Math.max(1, Math.round(niceTicks(d1 - d0, 8)[1] || 1));
+    for (let v = Math.ceil(d0 / every) * every; v <= d1; v += every) {
+      const cx = x(v + 0.5);
+      if (cx < labelW || cx > w - 10) continue;
+      root.appendChild(svg("line", { x1: cx, x2: cx, y1: y, y2: y + 4, stroke: "#999" }));
+      root.appendChild(svg("text", { class: "step-label", x: cx, y: y + 15, fill: "#444", "text-anchor": "middle" }, String(v)));
+    }
+    root.appendChild(svg("text", { x: (labelW + w) / 2, y: y + 29, fill: "#444", "text-anchor": "middle" }, "step"));
+  }
+  function endMark(g, i, b, y) {
+    if (S.f[i] === -1) { // alive at the end: an arrow past the last step
+      g.appendChild(svg("path", { class: "mark end-alive", d: "M" + (b + 2) + " " + (y + 1) + "l8 5.5l-8 5.5z", fill: "#fff", stroke: "#333" }));
+    } else { // freed: a dark cap where the memory went
+      g.appendChild(svg("rect", { class: "mark end-freed", x: b - 2, y: y, width: 2, height: 13, fill: "#111" }));
+    }
+  }
   function drawLifetimes() {
     const box = document.getElementById("lifetimes-box");
     box.textContent = "";
-    const ids = D.lifetime_ids, rowH = 15, labelW = 190, w = Math.max(box.clientWidth, 400), h = ids.length * rowH + 24;
-    const [d0, d1] = stepDomain(), x = v => labelW + (v - d0) / (d1 - d0) * (w - labelW - 10);
+    const ids = lifetimeRows(), rowH = 15, labelW = 190, w = Math.max(box.clientWidth, 400);
+    const longest = longestLabel() * SLANT, right = Math.min(Math.max(18, longest + 8), 180);
+    const top = Math.min(Math.round(longest) + 20, 160), h = top + ids.length * rowH + 40;
+    const [d0, d1] = stepDomain(), x = v => labelW + (v - d0) / (d1 - d0) * (w - labelW - right);
     const root = svg("svg", { width: w, height: h, viewBox: "0 0 " + w + " " + h });
     const sel = state.selected >= 0 ? D.nodes[state.selected] : null;
-    if (sel) root.appendChild(svg("line", { x1: x(sel.step + 0.5), x2: x(sel.step + 0.5), y1: 0, y2: h - 20, stroke: "#1f4fd1", "stroke-dasharray": "3 3" }));
+    nodeTicks(root, x, top, top + ids.length * rowH, labelW, x(d1) + 1);
     ids.forEach((id, r) => {
-      const i = byId.get(id), y = r * rowH + 2;
+      const i = byId.get(id), y = top + r * rowH + 2;
       const cls = sel ? (sel.unpacked_ids.includes(id) ? "hl-unpacked" : sel.produced_ids.includes(id) ? "hl-produced"
         : sel.freed_ids.includes(id) ? "hl-freed" : "dim") : "";
       const g = svg("g", { class: "row " + cls, "data-id": id });
       g.appendChild(svg("text", { x: 2, y: y + 10, fill: "#333" }, S.name[i].length > 28 ? S.name[i].slice(0, 27) + "\u2026" : S.name[i]));
       const end = S.f[i] === -1 ? lastStep + 1 : S.f[i] + 1;
-      const a = Math.max(x(S.a[i]), labelW), b = Math.min(x(end), w - 10);
-      if (b > labelW && a < w - 10) {
+      const a = Math.max(x(S.a[i]), labelW), b = Math.min(x(end), x(d1));
+      if (b > labelW && a < x(d1)) {
         const bar = svg("rect", { class: "bar", x: a, y: y + 1, width: Math.max(b - a, 1.5), height: rowH - 4, fill: COLOR[S.role[i]] || "#999" });
         bar.appendChild(svg("title", {}, S.name[i] + " " + S.shape[i] + " " + bytes(S.bytes[i]) + " [" + S.role[i] + "]: step "
-          + S.a[i] + " to " + (S.f[i] === -1 ? "the end" : S.f[i]) + (S.saved_by[i] ? "; saved by " + S.saved_by[i] : "")));
+          + S.a[i] + (S.f[i] === -1 ? ", alive at the end" : ", freed at step " + S.f[i]) + (S.saved_by[i] ? "; saved by " + S.saved_by[i] : "")));
         g.appendChild(bar);
+        if (x(end) <= x(d1) + 0.5) endMark(g, i, b, y);   // not where the view cuts the bar
       }
       marks(g, S.saved[i], x, y, "saved", labelW, w);
       marks(g, S.unpacked[i], x, y, "unpacked", labelW, w);
       marks(g, S.released[i], x, y, "released", labelW, w);
       root.appendChild(g);
     });
-    root.appendChild(svg("text", { x: labelW, y: h - 6, fill: "#555" },
-      "step " + Math.round(d0) + " \u2192 " + Math.round(d1) + "   \u25bc saved   \u25cf unpacked   | slot released"));
+    if (sel) root.appendChild(svg("line", { x1: x(sel.step + 0.5), x2: x(sel.step + 0.5), y1: top - 6, y2: top + ids.length * rowH, stroke: "#111", "stroke-dasharray": "3 3" }));
+    stepAxis(root, x, d0, d1, top + ids.length * rowH + 4, labelW, x(d1) + 10);
     box.appendChild(root);
   }
-  function marks(g, steps, x, y, kind, lo, hi) {
+  function marks(g, steps, x, y, kind, lo, hi) { // pixel offsets, so an unpack and a release in one step stay apart
     steps.forEach(s => {
       const cx = x(s + 0.5);
       if (cx < lo || cx > hi) return;
       if (kind === "saved") g.appendChild(svg("path", { class: "mark saved", d: "M" + (cx - 4) + " " + (y) + "h8l-4 6z", fill: "#222" }));
-      if (kind === "unpacked") g.appendChild(svg("circle", { class: "mark unpacked", cx: cx, cy: y + 6, r: 3, fill: "#fff", stroke: "#222" }));
-      if (kind === "released") g.appendChild(svg("rect", { class: "mark released", x: cx - 1, y: y - 1, width: 2, height: 13, fill: "#222" }));
+      if (kind === "unpacked") g.appendChild(svg("circle", { class: "mark unpacked", cx: cx - 4, cy: y + 6.5, r: 3, fill: "#fff", stroke: "#222" }));
+      if (kind === "released") g.appendChild(svg("rect", { class: "mark released", x: cx + 2, y: y - 1, width: 2, height: 15, fill: "#222" }));
     });
   }
   function lifetimesNote() {
     const left = D.storages_total - D.lifetime_ids.length;
     document.getElementById("lifetimes-note").textContent = "One bar per storage, from the step that allocated it to the step that freed it, "
-      + "in allocation order. Click a backward node (table below, or a tick on the chart) to outline what it "
-      + "unpacked (blue), produced (green) and freed (red)."
+      + "in allocation order; ticks on top: backward nodes (hover a tick for its name). Marks: \u25bc saved, "
+      + "\u25cb unpacked (used by backward), | slot released, \u258c freed (the bar ends there), \u25b6 still alive at the end. "
+      + "Click a backward node (table below, or a tick on the chart) to outline what it unpacked (solid black), "
+      + "produced (dashed) and freed (dotted)."
       + (left > 0 ? " Showing the " + D.lifetime_ids.length + " largest of " + D.storages_total.toLocaleString()
         + " storages; " + left.toLocaleString() + " left out (tensors.csv has them all)." : "");
   }
@@ -365,6 +442,68 @@
   }
   function redraw() { drawChart(); drawLifetimes(); }
 
-  legend(); lifetimesNote(); nodesTable(); peakTable(); redraw();
+  // -- the chain rule, node by node ----------------------------------------------------------
+  function forwardValues() {
+    const box = document.getElementById("forward-values");
+    if (!D.forward.length) return;
+    box.appendChild(el("h3", {}, "Forward pass: the values"));
+    const t = el("table"), head = el("tr");
+    ["tensor", "value", "made by", "saved for backward by"].forEach(h => head.appendChild(el("th", {}, h)));
+    t.appendChild(el("thead")).appendChild(head);
+    const body = t.appendChild(el("tbody"));
+    D.forward.forEach(f => {
+      const tr = el("tr", { "data-name": f.name });
+      tr.appendChild(el("td")).appendChild(el("code", {}, f.name));
+      tr.appendChild(el("td", { class: "num" }, f.value));
+      tr.appendChild(el("td", {}, f.made));
+      tr.appendChild(el("td", {}, f.saved_by ? f.saved_by.split(";").join(", ") : "\u2014"));
+      body.appendChild(tr);
+    });
+    box.appendChild(t);
+  }
+  function gradientLines(box, g) {
+    box.appendChild(el("div", { class: "formula" }, g.target + " = " + g.formula));
+    g.steps.forEach(([text, value]) => box.appendChild(el("div", { class: "numbers" }, text + " = " + value)));
+    if (!g.value) return;
+    const line = el("div", { class: "numbers" }, g.target + " = " + g.numbers + " = " + g.value + "  ");
+    if (g.match === true) line.appendChild(el("span", { class: "ok" }, "\u2713 torch computed " + g.torch));
+    if (g.match === false) line.appendChild(el("span", { class: "bad" }, "\u2717 torch computed " + g.torch));
+    box.appendChild(line);
+  }
+  function ruleCard(r) {
+    const box = el("div", { class: "rule-node", "data-node": r.name });
+    const h = el("h4", {}, r.name + " ");
+    h.appendChild(el("span", { class: "step" }, "step " + r.step));
+    box.appendChild(h);
+    if (!r.on_file) {
+      box.appendChild(el("div", { class: "none" }, "No rule on file for this node. " + (r.uses.length
+        ? "It saved: " + r.uses.map(([f, n]) => n + " (" + f + ")").join(", ") + "." : "It saved nothing.")));
+      return box;
+    }
+    const saved = r.uses.length
+      ? "Saved for this step: " + r.uses.map(([f, n, use]) => n + " (" + f + (use ? ": " + use : "") + ")").join("; ")
+      : (r.name.startsWith("AccumulateGrad") ? "Saves nothing: it stores the gradient that arrives as .grad."
+        : "Saved nothing: this derivative needs no value from the forward pass.");
+    box.appendChild(el("div", { class: "uses" }, saved));
+    r.gradients.forEach(g => gradientLines(box, g));
+    return box;
+  }
+  function derivationSection() {
+    const with_values = D.rules.some(r => r.gradients.some(g => g.value));
+    document.getElementById("derivation-note").textContent = "Backward runs the chain rule one node at a time, from the loss "
+      + "back to the weights: each node multiplies the gradient arriving for its output by its local derivative. The "
+      + "saved tensors are the forward values those derivatives need; a node whose derivative is a constant (a "
+      + "subtraction: \u00b11) saves nothing. "
+      + (with_values ? "Numbers: gradmem's arithmetic on the values recorded in this run, beside the gradient torch computed at that node."
+        : "The tensors here are too large for their values to be recorded (at most 16 elements), so only the rules are shown.")
+      + " Words and symbols: see the end of the page."
+      + (D.nodes_total > D.rules.length ? " Showing the first " + D.rules.length + " of " + D.nodes_total.toLocaleString()
+        + " nodes; nodes.csv has every rule (columns rule, rule_values, rule_check, saved_for)." : "");
+    forwardValues();
+    const box = document.getElementById("rules");
+    D.rules.forEach(r => box.appendChild(ruleCard(r)));
+  }
+
+  legend(); lifetimesNote(); nodesTable(); peakTable(); derivationSection(); redraw();
   window.gradmemReport = { data: D, state: state, selectNode: selectNode };
 })();

@@ -223,13 +223,26 @@ def _env() -> dict:
 
 def run_mode(scenario: Path, params, device, mode: str, out: Path, force: bool = False) -> Path:
     """Profile the scenario in a fresh process; returns its trace file. Its error, if any,
-    goes to stderr as usual and comes back as the same exit code."""
-    code = subprocess.run(profile_command(scenario, params, device, mode, out, force), env=_env()).returncode
+    comes back as the same exit code."""
+    code = _run_passing_output_on(profile_command(scenario, params, device, mode, out, force))
     if code != 0:
         error = EXIT_ERRORS.get(code, GradmemError)
         raise error(f"the --retain-grad {mode} run of {scenario} failed (exit {code}); see its error above. "
                     f"What it recorded is in {out}/.")
     return out / "trace.jsonl"
+
+
+def _run_passing_output_on(cmd: list[str]) -> int:
+    """Run cmd; its output (the scenario's prints, progress lines, its error) goes to this
+    process's ``sys.stderr`` line by line as it comes, not to the inherited file handles:
+    so a notebook cell, or a caller that captures ``sys.stderr``, sees it too. On stderr
+    because stdout is the comparison's summary."""
+    with subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace") as proc:
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+    return proc.returncode
 
 
 def labels_for(path_a: Path, path_b: Path) -> tuple[str, str]:

@@ -1,24 +1,119 @@
+"""Shared by every test folder (tests/unit, tests/capture, ... see tests/README.md): the
+checkout on sys.path, tests/helpers importable by module name (``from oracles import ...``),
+the CLI runners and the seed reports."""
+import contextlib
 import os
 import subprocess
 import sys
+import traceback
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
 SCENARIOS = ROOT / "scenarios"
-sys.path.insert(0, str(ROOT))   # this checkout's gradmem, whatever is pip-installed
+for _path in (TESTS / "helpers", TESTS, ROOT):   # ROOT first: this checkout's gradmem, whatever is pip-installed
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 
-def run_cli(*args, cwd=None, check=False, timeout=300, env=None):
-    """Run the real CLI in a fresh process, as a user would."""
+@dataclass
+class CliResult:
+    """What a run of the CLI gave, the same fields as ``subprocess.CompletedProcess``."""
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, cwd=None, check=False, timeout=300, env=None) -> CliResult:
+    """Run the CLI in this process through click's CliRunner, as a fresh process would
+    see it: cwd, sys.argv, environment, warnings and torch's random generator are set
+    for the run and put back after it. What gradmem itself touches (torch's mode stacks,
+    saved-tensor hooks, grad mode, default device and dtype, the profiler) must be as it
+    was: if not, gradmem leaked state into its caller (a notebook runs it in-process too)
+    and the test fails. ``timeout`` applies to ``run_cli_process`` only."""
+    from click.testing import CliRunner
+    from gradmem.cli import main
+
+    argv = [str(a) for a in args]
+    before = torch_state()
+    with _as_a_fresh_process(argv, cwd or ROOT):
+        try:
+            runner = CliRunner(mix_stderr=False)   # click < 8.2
+        except TypeError:
+            runner = CliRunner()                   # click >= 8.2: stderr is always apart
+        result = runner.invoke(main, argv, env=env, prog_name="gradmem")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(*result.exc_info))   # what python would print
+    after = torch_state()
+    leaked = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not leaked, f"gradmem {' '.join(argv)} left torch state changed (before, after): {leaked}"
+    return _checked(CliResult(["gradmem", *argv], result.exit_code, result.stdout, stderr), check)
+
+
+def run_cli_process(*args, cwd=None, check=False, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """Run ``python -m gradmem`` in a fresh process: for what only a process boundary
+    shows (the module entry point, exit codes a process ends with, imports of a new
+    interpreter). Everything else uses ``run_cli``: a process costs seconds of torch import."""
     proc = subprocess.run([sys.executable, "-m", "gradmem", *map(str, args)], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    return _checked(proc, check)
+
+
+def _checked(proc, check: bool):
     if check and proc.returncode != 0:
-        raise AssertionError(f"gradmem {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(f"{' '.join(map(str, proc.args))} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def torch_state() -> dict:
+    """The torch globals a capture changes while it runs and must restore."""
+    import torch
+    return {"function_modes": torch._C._len_torch_function_stack(),
+            "dispatch_modes": torch._C._len_torch_dispatch_stack(),
+            "saved_tensor_hooks": torch._C._autograd._top_saved_tensors_default_hooks(False) is not None,
+            "grad_enabled": torch.is_grad_enabled(),
+            "default_device": str(torch.get_default_device()),
+            "default_dtype": torch.get_default_dtype(),
+            "profiler": bool(torch._C._autograd._profiler_enabled())}
+
+
+# a new interpreter's warning filters (python -W none, not under pytest)
+_PYTHON_FILTERS = (("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, None),
+                   ("ignore", PendingDeprecationWarning, None), ("ignore", ImportWarning, None),
+                   ("ignore", ResourceWarning, None))
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None):
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+@contextlib.contextmanager
+def _as_a_fresh_process(argv: list[str], cwd: Path):
+    """cwd, sys.argv, warning filters and torch's random generator as in a new process
+    (pytest records warnings itself: here they go to the run's stderr), restored after."""
+    import torch
+    old_cwd, old_argv, rng = os.getcwd(), sys.argv, torch.random.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        for action, category, module in reversed(_PYTHON_FILTERS):
+            warnings.filterwarnings(action, category=category, module=module or "")
+        warnings.showwarning = _print_warning
+        os.chdir(cwd)
+        sys.argv = [str(ROOT / "gradmem" / "__main__.py"), *argv]
+        try:
+            yield
+        finally:
+            os.chdir(old_cwd)
+            sys.argv = old_argv
+            torch.random.set_rng_state(rng)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,11 @@ WRAP = 2 ** 64   # torch hands a saved int64 like padding_idx = -1 back as an un
 
 
 def signed(v):
-    return v - WRAP if isinstance(v, int) and v >= 2 ** 63 else v
+    """A saved int64 as the program wrote it (lists too): capture stores it signed, but a trace
+    written before it did holds 2**64 - 1 for -1, which no numpy index or axis can take."""
+    if isinstance(v, list):
+        return [signed(x) for x in v]
+    return v - WRAP if isinstance(v, int) and not isinstance(v, bool) and v >= 2 ** 63 else v
 
 
 def sum_to(a, shape) -> np.ndarray:
@@ -97,7 +101,7 @@ def squeeze(g, dim) -> np.ndarray:
 def select_back(g, shape, dim, index) -> np.ndarray:
     out = np.zeros(tuple(shape))
     idx = [slice(None)] * len(shape)
-    idx[dim] = signed(index)
+    idx[dim] = index
     out[tuple(idx)] = g
     return out
 
@@ -105,7 +109,7 @@ def select_back(g, shape, dim, index) -> np.ndarray:
 def slice_back(g, shape, dim, start, end, step) -> np.ndarray:
     out = np.zeros(tuple(shape))
     idx = [slice(None)] * len(shape)
-    idx[dim] = slice(signed(start), min(signed(end), shape[dim]) if end is not None else None, step)
+    idx[dim] = slice(start, min(end, shape[dim]) if end is not None else None, step)
     out[tuple(idx)] = g
     return out
 
@@ -177,7 +181,7 @@ def embedding_back(g, indices, rows, padding_idx):
     g, idx = np.asarray(g, dtype=float), np.asarray(indices, dtype=int).reshape(-1)
     out = np.zeros((rows, g.shape[-1]))
     for i, row in zip(idx, g.reshape(-1, g.shape[-1])):
-        if i != signed(padding_idx):
+        if i != padding_idx:
             out[i] += row
     return out
 
@@ -193,7 +197,7 @@ def nll_back(g, logp, target, weight, total_weight, reduction, ignore_index):
     g = np.asarray(g, dtype=float).reshape(-1)
     w = np.ones(rows.shape[1]) if weight is None else np.asarray(weight, dtype=float)
     for k, t in enumerate(target):
-        if t != signed(ignore_index):
+        if t != ignore_index:
             out[k, t] = -w[t] * (g[k] if g.size > 1 else g[0])
     if reduction == MEAN:
         out = out / float(np.asarray(total_weight))

@@ -3,8 +3,8 @@
 Each rule is the chain-rule step a node runs, written in the expression language of
 ``expr.py`` (so the text and the numbers come from one tree), with what it uses each saved
 field for, and torch's own formula copied verbatim from the wheel's
-``torchgen/packaged/autograd/derivatives.yaml`` (tests/test_rules.py checks the copy against
-that file, and checks every rule's numbers against the gradients torch produced).
+``torchgen/packaged/autograd/derivatives.yaml`` (tests/oracles/test_rules.py checks the copy
+against that file, and checks every rule's numbers against the gradients torch produced).
 
 A rule is keyed by the node's name (``PowBackward0``). Its ``grads`` map the node's inputs,
 in the order of ``next_functions`` (the op's tensor arguments), to their gradients; inputs

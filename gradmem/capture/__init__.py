@@ -63,7 +63,7 @@ class Capture:
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
         graph = s.engine.graph(Graph, rec, cursor, storages)
-        grads = self._grads = GradWatcher(rec, storages)
+        grads = GradWatcher(rec, storages)
         facts = TensorFacts(rec, storages, graph, grads)
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
         # module and source line behind each op (attribution=False: the benchmark's baseline);
@@ -111,7 +111,6 @@ class Capture:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
             self.namer.entry = None
-            self._grads.drop_fake_grads()
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
         self.finish()

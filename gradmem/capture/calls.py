@@ -76,6 +76,13 @@ class CallWatcher(TorchFunctionMode):
                                        "__warningregistry__", {}))
         return out
 
+    def __exit__(self, *exc):
+        """Leaving a fake run: real parameters it gave fake .grads get None back."""
+        out = super().__exit__(*exc)
+        if self.fake:
+            self.grads.drop_fake_grads()
+        return out
+
     def _retain(self, func, args, kwargs):
         if self.retain_grad == "off":
             return None

@@ -65,13 +65,23 @@ def exact_now(t: torch.Tensor) -> str | None:
     return preview_now(t, EXACT)
 
 
+INT64_WRAP = 2 ** 64
+
+
+def int64(v):
+    """torch hands a saved ``int64_t`` back as if it were unsigned: ``transpose(-2, -1)``'s
+    ``_saved_dim0`` reads 2**64 - 2. The value the program passed is the signed one, and only
+    that one fits the C long numpy and the reports expect."""
+    return v - INT64_WRAP if isinstance(v, int) and not isinstance(v, bool) and v >= 2 ** 63 else v
+
+
 def small_attr(v):
     """A node's non-tensor saved value (an exponent, a size, a dim) as plain JSON data, or
     None when it is something else (a tensor list, an object)."""
     if v is None or isinstance(v, (bool, int, float, str)):
-        return v
+        return int64(v)
     if isinstance(v, (tuple, list)) and len(v) <= MAX_PREVIEW and all(isinstance(x, (bool, int, float)) for x in v):
-        return list(v)
+        return [int64(x) for x in v]
     return None
 
 

@@ -57,8 +57,8 @@ def _peak_lines(s) -> list[str]:
     scratch = s["peak_by_role"].get("unattributed", 0)
     tensors = {r: b for r, b in s["peak_by_role"].items() if r != "unattributed"}
     lines = [f"  peak: {human_bytes(s['peak_bytes'])} at {where}, as the allocator counts it: "
-             f"{human_bytes(s['peak_bytes'] - scratch)} of tensors + {human_bytes(scratch)} of scratch "
-             "the kernels allocated themselves",
+             f"{human_bytes(s['peak_bytes'] - scratch)} of tensors + {human_bytes(scratch)} of kernel scratch "
+             "(buffers the kernels allocated themselves)",
              f"  those tensors by role: {_roles(tensors)}"]
     if tracked_peak(s) != s["peak_bytes"] - scratch or s.get("tracked_peak_step") != s["peak_step"]:
         lines.append(f"  tensors alone were at most {human_bytes(tracked_peak(s))} (step {s.get('tracked_peak_step')})")
@@ -107,27 +107,6 @@ def _ground_lines(s: dict) -> list[str]:
         lines.append(f"  resident memory (RSS): {human_bytes(r['start_bytes'])} at start, peak {human_bytes(r['peak_bytes'])}, "
                      f"{human_bytes(r['end_bytes'])} at the end")
     return lines
-
-
-def _peak_line(s) -> str:
-    """The true peak first: the allocator's when its record is on, with the kernel scratch
-    in it; the tracked tensors' own peak after it."""
-    line = f"  peak: {human_bytes(s.peak_bytes)} at step {s.peak_step}, {s.peak_op} ({s.peak_phase})"
-    if s.peak_source != "allocator":
-        return line
-    scratch = s.peak_by_role.get("unattributed", 0)
-    return (line + f", allocator's record: {human_bytes(scratch)} of it kernel scratch no tensor explains; "
-            f"tracked tensors alone peak at {human_bytes(s.tracked_peak_bytes)} (step {s.tracked_peak_step})")
-
-
-def _scratch_lines(s) -> list[str]:
-    nodes = s.unattributed_by_node
-    if not nodes:
-        return []
-    parts = [f"{n['op']} {human_bytes(n['max_bytes'])}" + (f" ({n['calls']} calls)" if n["calls"] > 1 else "")
-             for n in nodes[:3]]
-    more = f", and {len(nodes) - 3} more" if len(nodes) > 3 else ""
-    return [f"  kernel scratch by node (most in one call): {', '.join(parts)}{more}"]
 
 
 def summary_text(analysis, files: list[Path] | None = None) -> str:

@@ -3,7 +3,7 @@ import statement, those inside functions included (they are edges all the same).
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "gradmem"
+PACKAGE = Path(__file__).resolve().parents[2] / "gradmem"
 
 
 def module_name(path: Path) -> str:

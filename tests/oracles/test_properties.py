@@ -1,4 +1,4 @@
-"""Property tests: Hypothesis writes random small autograd programs (tests/programs.py) and
+"""Property tests: Hypothesis writes random small autograd programs (tests/helpers/programs.py) and
 every trace gradmem records of them must hold these invariants:
 
 - live bytes are never negative (the running timeline, and every step);

@@ -204,3 +204,81 @@ def test_every_rule_on_file_was_checked(program_rules):
     seen = {node for found in program_rules.values() for node in found}
     missing = {name for name, _ in all_rules()} - seen
     assert not missing, sorted(missing)
+
+
+# -- real models through the whole report: the rules never break analysis (issue 15) ----------
+ENCODER = """
+import torch, torch.nn as nn
+torch.manual_seed(0)
+layer = nn.TransformerEncoderLayer(d_model=16, nhead=2, dim_feedforward=32, dropout=0.1, batch_first=True)
+encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+opt = torch.optim.SGD(encoder.parameters(), lr=0.1)
+encoder(torch.randn({batch}, {seq}, 16)).pow(2).mean().backward()
+opt.step()
+"""
+
+CHECKPOINT = """
+import torch, torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+torch.manual_seed(0)
+block = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+x = torch.randn(1, 1, 4, requires_grad=True)
+checkpoint(block, x, use_reentrant=False).pow(2).sum().backward()
+"""
+
+
+def profiled_nodes(tmp_path, source):
+    """``gradmem profile`` on a program: the exit code and nodes.csv, the report every rule lands in."""
+    import pandas as pd
+    from click.testing import CliRunner
+    from gradmem.cli import main
+    script, out = tmp_path / "program.py", tmp_path / "report"
+    script.write_text(source)
+    result = CliRunner().invoke(main, ["profile", str(script), "-o", str(out), "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").exists() and (out / "summary.json").exists()
+    return pd.read_csv(out / "nodes.csv", keep_default_na=False, dtype=str)
+
+
+def _on_file(nodes, name):
+    """The rows of one kind of node: nodes.csv numbers them (``TransposeBackward0#3``)."""
+    return nodes[nodes["name"].str.fullmatch(name + r"(#\d+)?")]
+
+
+@pytest.mark.parametrize("batch, seq", [(1, 1), (2, 5)])
+def test_transformer_encoder_stack_goes_through_the_rules(tmp_path, batch, seq):
+    """transpose(-2, -1) saves dims torch hands back as 2**64 - 2: recorded signed, the rule
+    reads as the program wrote it and is evaluated (it crashed numpy with OverflowError)."""
+    nodes = profiled_nodes(tmp_path, ENCODER.format(batch=batch, seq=seq))
+    for name in ("TransposeBackward0", "AddmmBackward0", "NativeLayerNormBackward0", "MeanBackward0"):
+        assert (_on_file(nodes, name)["rule"] != "no rule on file").all(), name
+    transposes = set(_on_file(nodes, "TransposeBackward0")["rule"])
+    assert any(", -2, -1)" in r for r in transposes), transposes
+    assert not any("18446744073709551" in r for r in nodes["rule"])
+    if batch * seq == 1:   # small enough for values: the negative-dim transposes are evaluated
+        t = _on_file(nodes, "TransposeBackward0")
+        assert set(t[t["rule"].str.contains(", -2, -1)", regex=False)]["rule_check"]) == {"matches torch"}
+
+
+def test_non_reentrant_checkpoint_goes_through_the_rules(tmp_path):
+    """checkpoint packs the block's saved tensors with its own hooks, so gradmem sees the
+    field but never its value: the rule is written with torch's field name and gives no
+    numbers there (it crashed on None.ndim), while the nodes outside the block are checked."""
+    nodes = profiled_nodes(tmp_path, CHECKPOINT)
+    tanh = _on_file(nodes, "TanhBackward0").iloc[0]
+    assert tanh["rule"].endswith("· (1 − result^2)") and tanh["rule_values"] == "" and tanh["rule_check"] == ""
+    for _, addmm in _on_file(nodes, "AddmmBackward0").iterrows():
+        assert "mat2ᵀ" in addmm["rule"] and "grad(block." in addmm["rule"]
+        assert "mat1" not in addmm["rule_values"] and "mat2" not in addmm["rule_values"]
+    assert set(_on_file(nodes, "PowBackward0")["rule_check"]) == {"matches torch"}
+
+
+def test_a_rule_the_values_do_not_fit_gives_no_numbers():
+    """The numbers only illustrate a rule: values it cannot take leave its text and no numbers."""
+    from gradmem.analysis.derivation import Env, gradient
+    from gradmem.analysis.rules import RULES
+    rule = RULES["TransposeBackward0"]
+    env = Env([np.ones((2, 3))], {}, {"dim0": 0, "dim1": 2 ** 70})   # no int64 holds that dim
+    g = gradient("grad(x)", ("test-bad-dim",), rule.grads[0], env, lambda kind, key: "grad(y)", np.ones((3, 2)))
+    assert g.formula == f"transpose(grad(y), 0, {2 ** 70})"
+    assert (g.value, g.numbers, g.steps, g.match) == ("", "", [], None)

@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from conftest import SCENARIOS, run_cli
+from conftest import SCENARIOS, run_cli, run_cli_process
 from gradmem.analysis import analyze
 from gradmem.capture import Capture
 
@@ -55,7 +55,7 @@ error.register_hook(boom)
 def test_scenario_raising_writes_partial_reports(tmp_path):
     path = write(tmp_path, "raises.py", RAISES_IN_BACKWARD)
     out = tmp_path / "out"
-    proc = run_cli("profile", path, "-o", out)
+    proc = run_cli_process("profile", path, "-o", out)   # python -m gradmem, end to end
     assert proc.returncode == 3
     assert f"{path}:6: the scenario raised ValueError: bad gradient" in proc.stderr
     assert "marked partial" in proc.stderr
@@ -93,7 +93,7 @@ def test_nothing_left_hooked_after_a_failure():
 
 def test_exit_zero_is_a_normal_end(tmp_path):
     path = write(tmp_path, "exits.py", "import sys, torch\nx = torch.ones(2, requires_grad=True)\n(x * 2).sum().backward()\nsys.exit(0)\n")
-    proc = run_cli("profile", path, "-o", tmp_path / "out", "-q")
+    proc = run_cli_process("profile", path, "-o", tmp_path / "out", "-q")   # sys.exit(0) must not end gradmem's process early
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == "complete"
 

@@ -12,7 +12,7 @@ import pytest
 from gradmem.analysis import analyze
 from gradmem.scenario import load_scenario, run_scenario
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 GOLDEN = """
 STEP 1 setup lift_fresh

@@ -3,7 +3,7 @@ more memory than there is, Ctrl-C, broken trace files. Each gives a clear error 
 the file (and line where there is one), a non-zero exit code, and nothing lost."""
 import json
 
-from conftest import SCENARIOS, run_cli
+from conftest import SCENARIOS, run_cli, run_cli_process
 
 
 def write(tmp_path, name, text):
@@ -56,7 +56,7 @@ def test_asking_for_too_much_memory(tmp_path):
 def test_ctrl_c_writes_partial_reports(tmp_path):
     path = write(tmp_path, "stop.py",
                  "import torch\nw = torch.randn(10, requires_grad=True)\n(w * 3).sum().backward()\nraise KeyboardInterrupt\n")
-    proc = run_cli("profile", path, "-o", tmp_path / "out")
+    proc = run_cli_process("profile", path, "-o", tmp_path / "out")   # the exit code the process ends with
     assert proc.returncode == 130 and "interrupted" in proc.stderr
     s = summary(tmp_path / "out")
     assert s["status"] == "partial" and s["backward_nodes"] >= 2

@@ -67,9 +67,12 @@ def test_fake_trace_equals_the_real_one(name):
     assert a_fake.tensors[cols].equals(a_real.tensors[cols])
     extra = scratch[1] - 4 if scratch else 0
     assert (a_real.tensors["nbytes"] - a_fake.tensors["nbytes"]).sum() == extra
-    for key in ("peak_step", "peak_op", "backward_peak_step"):
+    # the real run's peak_bytes is the allocator's (kernel scratch in it); fake tensors have
+    # no allocator, so the estimate is held to the real run's tracked timeline
+    for key in ("tracked_peak_step", "tracked_peak_op", "backward_peak_step"):
         assert a_fake.summary[key] == a_real.summary[key], key
-    assert a_real.summary["peak_bytes"] - a_fake.summary["peak_bytes"] == extra
+    assert a_fake.summary["peak_bytes"] == a_fake.summary["tracked_peak_bytes"]
+    assert a_real.summary["tracked_peak_bytes"] - a_fake.summary["peak_bytes"] == extra
 
 
 def test_fake_bytes_are_exact_and_nothing_real_is_allocated():

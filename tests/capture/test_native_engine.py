@@ -24,7 +24,7 @@ from gradmem.scenario import load_scenario, run_scenario
 from oracles import allocator_peak, allocator_record
 from programs import KINDS, SMALL, build
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMALL_PARAMS = {
     "seed_one_weight": {}, "seed_two_weights": {}, "seed_two_rows": {},
     "linear_mse": {"n": 1000, "d": 16}, "one_weight_scaled": {"n": 1000}, "two_weights_scaled": {"d": 1000},

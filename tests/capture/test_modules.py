@@ -18,7 +18,7 @@ from torch import nn
 from conftest import read_tensors
 from gradmem import Capture
 
-SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
 class Custom(nn.Module):

@@ -78,7 +78,7 @@ def test_backward_nodes_on_their_own_track(report):
     backward = [e["name"] for e in of_phase(doc, "X") if e["tid"] == tracks["backward nodes"] and "node" in e["args"]]
     forward = [e for e in of_phase(doc, "X") if e["tid"] == tracks["forward ops"]]
     assert backward == list(nodes["name"])
-    assert forward and all(e["cat"] in ("setup", "forward") for e in forward)
+    assert forward and all(e["cat"] in ("setup", "forward", "after_backward") for e in forward)   # ops, never backward nodes
 
 
 def test_flows_run_from_the_saving_op_to_the_unpacking_node(report):

@@ -117,8 +117,10 @@ def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
     for i, (sid, step, pre, rec) in enumerate(zip(alloc["storage"].astype(int).tolist(), alloc["step"].tolist(),
                                                   alloc["preexisting"].tolist(), alloc["recompute"].tolist())):
         node = backward_node.get(int(step))
-        if pre:
-            mod[sid], src[sid] = held.get(sid, ""), ""
+        if sid in held:   # a parameter or buffer belongs to its module, wherever it was made
+            mod[sid], src[sid] = held[sid], "" if pre else src_at[i]
+        elif pre:
+            mod[sid], src[sid] = "", ""
         elif node is not None and not rec:
             mod[sid], src[sid] = node_module.get(int(node), ""), node_source.get(int(node), "")
         else:

@@ -200,3 +200,16 @@ def test_terminal_lists_the_modules_holding_the_peak():
     text = summary_text(cap.analysis)
     top = cap.summary["modules_at_peak"][0]
     assert "modules holding the peak" in text and f"    {top['module']} ({top['type']})" in text
+
+
+def test_parameters_made_inside_the_capture_belong_to_their_module():
+    """Scenarios build their model inside the run (mlp.py): its parameters are made by
+    `empty` with no module running, yet modules.csv's parameter_bytes must count them."""
+    with Capture() as cap:
+        model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 1))
+        model(torch.randn(4, 6)).sum().backward()
+    m = cap.analysis.modules.set_index("module")
+    for path, layer in (("model.0", model[0]), ("model.2", model[2])):
+        assert m.loc[path, "parameter_bytes"] == sum(p.numel() * p.element_size() for p in layer.parameters())
+    t = cap.tensors
+    assert set(t[t["role"] == "parameter"]["module"]) == {"model.0", "model.2"}

@@ -30,6 +30,7 @@ from .graph import Graph
 from .grads import GradWatcher
 from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
+from .native.calls import NativeCalls, NativeFacts
 from .native.choose import choose as choose_engine
 from .modules import ModuleWatcher, SourceWatcher
 from .names import Namer
@@ -64,15 +65,20 @@ class Capture:
         rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
         graph = s.engine.graph(Graph, rec, cursor, storages)
         grads = GradWatcher(rec, storages)
-        facts = TensorFacts(rec, storages, graph, grads)
+        seams = s.engine.native is not None and s.retain_grad == "as-written"   # else the function watcher
+        facts = (NativeFacts(rec, storages, graph, grads, s.engine.native.ext) if seams
+                 else TensorFacts(rec, storages, graph, grads))
+        if seams:
+            self.namer.on_leaf = facts.record
         backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
+        calls = (NativeCalls(backward, facts, grads, graph) if seams
+                 else CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake))
         # module and source line behind each op (attribution=False: the benchmark's baseline);
         # the native engine has no per-op Python seam, so its ops carry no source line
         modules = [ModuleWatcher(rec, storages, lambda: self.namer.entry)] if s.attribution else []
         sources = SourceWatcher(rec) if s.attribution else None
         collectives = Collectives(rec, storages, s.ranks)
-        return modules + [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph),
-                          CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake),
+        return modules + [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph), calls,
                           *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, collectives, sources)]
 
     @property

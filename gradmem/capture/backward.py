@@ -31,7 +31,9 @@ class BackwardCalls:
         self.namer = namer
         self.facts = facts
 
-    def run(self, call: str, func, args, kwargs, caller):
+    def run(self, call: str, func, args, kwargs, caller, retain_graph=None, create_graph=None):
+        """``func(*args, **kwargs)`` under the hooks; the roots are ``args[0]``. The flags are
+        read from ``kwargs`` unless given (the native engine's seam passes them positionally)."""
         guard = self.rec.guard
         try:
             roots = _roots_of(args, kwargs)
@@ -40,10 +42,11 @@ class BackwardCalls:
         except Exception as exc:   # gradmem's fault: backward still runs as without gradmem
             guard.failed(exc)
             return func(*args, **kwargs)
-        create_graph = bool(kwargs.get("create_graph"))
+        create_graph = bool(kwargs.get("create_graph") if create_graph is None else create_graph)
+        retain_graph = bool(kwargs.get("retain_graph") if retain_graph is None else retain_graph)
         outer = self.cursor.enter_backward(create_graph)
         self.rec.emit(EventKind.BACKWARD_BEGIN, index=self.cursor.backward_index, call=call, roots=roots,
-                      retain_graph=bool(kwargs.get("retain_graph")), create_graph=create_graph)
+                      retain_graph=retain_graph, create_graph=create_graph)
         try:
             return func(*args, **kwargs)
         finally:
@@ -55,7 +58,7 @@ class BackwardCalls:
     def _hook(self, roots: list, caller) -> list:
         """Discover and name the graph, then put the hooks on; returns their handles."""
         grad_fns = [t.grad_fn for t in roots]
-        self.graph.discover(grad_fns)
+        self.graph.discover(grad_fns + self.facts.flush())   # flush: what the native recorder saw
         self.namer.scan_stack(caller)
         leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
         for leaf in leaves:

@@ -24,6 +24,11 @@ class TensorFacts:
         self.grads = grads
         self._seen: set[tuple] = set()
 
+    def flush(self) -> list:
+        """More grad_fns to discover at a backward call: none here, where facts are recorded
+        as each call returns (the native engine's ``NativeFacts`` hands over its own)."""
+        return []
+
     def record(self, t: torch.Tensor, track: bool = True) -> None:
         """With ``track=False`` only storages already seen by an op are considered."""
         try:

@@ -60,6 +60,10 @@ class Namer:
         self.storages = storages
         self.entry = None   # the frame that entered the capture: the outermost one we read
         self._param_names: dict[int, str] = {}   # id(parameter) -> name, within one scan
+        # called with each grad leaf named (the native engine records its facts here: a
+        # leaf made by ``torch.randn(..., requires_grad=True)`` requires grad only after
+        # its op returned, where the native recorder reads the op's outputs)
+        self.on_leaf = None
 
     def scan_stack(self, start) -> None:
         with torch._C.DisableTorchFunction():   # reading attributes is not the program's work
@@ -104,6 +108,8 @@ class Namer:
                 self.rec.emit(EventKind.NOTE, text=COMPILED_NOTE.format(name=name))
 
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
+        if self.on_leaf is not None and t.requires_grad and t.is_leaf:
+            self.on_leaf(t)
         sid = self.storages.lookup(t)
         if sid is not None:
             self.rec.emit(EventKind.NAME, storage=sid, name=name, source=kind, shape=tuple(t.shape))

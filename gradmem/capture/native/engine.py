@@ -43,7 +43,7 @@ class NativeSession:
         return self.graph
 
     def __enter__(self) -> "NativeSession":
-        self.ext.start(1)
+        self.ext.start(1)   # tensor facts of each top-level op's inputs too (want_inputs)
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -186,6 +186,12 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict) -> None:
               value=value or None, **flags, ptr=ptr)
         if t_free >= 0:
             event(t_free, KIND.FREE, serial_free, storage=sid)
+    for t, serial, sid, seq, output_nr, node in raw["facts"]:   # what the Python engine's TensorFacts records
+        if seq < 0:
+            event(t, KIND.TENSOR, serial, storage=sid, requires_grad=True, leaf=True)
+        else:
+            event(t, KIND.TENSOR, serial, storage=sid, requires_grad=True, leaf=False, node=node_ids.get((node, seq)),
+                  output_nr=output_nr)
     for t, serial, grads_in, grads_out in raw["node_ends"]:
         event(t, KIND.NODE_END, serial, node=node_of.get(serial), grads_in=_ids(grads_in), grads_out=_ids(grads_out))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]

@@ -29,7 +29,13 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
+
+// torch's own wrapper of a tensor as a Python object (torch/csrc/autograd/python_variable.h,
+// in libtorch_python, which every extension links): declared here rather than included, as
+// that header pulls in torch's whole pybind layer and doubles the build time
+PyObject* THPVariable_Wrap(const at::TensorBase& var);
 
 namespace py = pybind11;
 using torch::profiler::impl::ActiveProfilerType;
@@ -79,6 +85,30 @@ struct Alloc {
   std::vector<int64_t> shape;
 };
 
+// a tensor requiring grad that the program handed to or got from a top-level op: what
+// the Python engine's function watcher records (gradmem/capture/facts.py)
+struct Fact {
+  int64_t t, serial, sid, seq;   // seq: its grad_fn's sequence number (-1: a leaf)
+  int64_t output_nr;
+  std::string node;              // its grad_fn's name ("" for a leaf)
+};
+
+using WeakImpl = c10::weak_intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>;
+
+struct PairHash {
+  size_t operator()(const std::pair<int64_t, int64_t>& p) const {
+    return std::hash<int64_t>()(p.first) * 1000003u ^ std::hash<int64_t>()(p.second);
+  }
+};
+
+// what a fact needs from a tensor, read before the recorder's lock is taken (a Python
+// node's name() takes the GIL)
+struct Seen {
+  at::Tensor t;
+  int64_t seq, output_nr;
+  std::string node;
+};
+
 struct AllocatorEvent {
   int64_t t, nbytes, total, serial;
   void* ptr;
@@ -113,6 +143,14 @@ struct Recorder {
   std::vector<AllocatorEvent> allocator;
   std::vector<NodeEnd> node_ends;
   std::unordered_map<void*, size_t> live;   // ptr -> allocs index
+  std::vector<Fact> facts;
+  std::unordered_set<std::pair<int64_t, int64_t>, PairHash> fact_seen;   // (sid, seq)
+  std::vector<WeakImpl> outputs;   // non-leaf tensors with a fact: Python hooks the live ones
+  // tensors whose storage the allocator never showed (made before the capture): Python
+  // records their facts; keyed by (TensorImpl, grad_fn seq) so each is handed over once
+  std::unordered_map<std::pair<int64_t, int64_t>, WeakImpl, PairHash> foreign;
+  std::vector<WeakImpl> foreign_new;
+  bool want_inputs = true;
   int64_t last_serial = -1;
   int32_t backward = 0;       // set by Python: backward call index while one runs
   bool in_node_recompute = false;
@@ -211,10 +249,68 @@ struct EndHook : public torch::autograd::FunctionPostHook {
   }
 };
 
+// -- tensor facts ------------------------------------------------------------------------------
+// Outside the lock: a tensor's grad_fn, its sequence number and name (c10::Error from torch,
+// say a view made under no_grad and modified in place, means no fact, as in Python).
+void gather(const at::Tensor& t, std::vector<Seen>& out) {
+  if (!t.defined() || !t.requires_grad()) return;
+  try {
+    const auto& fn = t.grad_fn();
+    if (fn) {
+      out.push_back({t, (int64_t)fn->sequence_nr(), (int64_t)t.output_nr(), fn->name()});
+    } else {
+      out.push_back({t, -1, 0, std::string()});
+    }
+  } catch (...) {
+  }
+}
+
+void gather_values(c10::ArrayRef<c10::IValue> values, std::vector<Seen>& out) {
+  for (const auto& v : values) {
+    if (v.isTensor()) {
+      gather(v.toTensor(), out);
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList()) gather(t, out);
+    }
+  }
+}
+
+bool is_evaluate(const at::RecordFunction& fn) {
+  return std::strncmp(fn.name(), kEvaluate, std::strlen(kEvaluate)) == 0;
+}
+
+// a top-level op of the program: outside every op and backward node on this thread
+bool top_level(const at::RecordFunction& fn) {
+  return t_frames.empty() && fn.scope() == at::RecordScope::FUNCTION && !is_evaluate(fn);
+}
+
+void record_facts(Recorder& r, std::vector<Seen>& seen, int64_t serial) {
+  int64_t t = now_ns();
+  for (auto& s : seen) {
+    int64_t sid = claim_locked(r, s.t, -1, false);
+    if (sid == 0) {   // not an allocation of the capture: Python's storages know it
+      std::pair<int64_t, int64_t> key{(int64_t)(intptr_t)s.t.unsafeGetTensorImpl(), s.seq};
+      auto it = r.foreign.find(key);
+      if (it != r.foreign.end() && !it->second.expired()) continue;
+      WeakImpl w(s.t.getIntrusivePtr());
+      r.foreign.insert_or_assign(key, w);
+      r.foreign_new.push_back(w);
+      continue;
+    }
+    if (!r.fact_seen.insert({sid, s.seq}).second) continue;
+    r.ref(serial);
+    r.facts.push_back({t, serial, sid, s.seq, s.output_nr, std::move(s.node)});
+    if (s.seq >= 0) r.outputs.emplace_back(s.t.getIntrusivePtr());
+  }
+}
+
 // -- op frames ---------------------------------------------------------------------------------
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (!ours()) return nullptr;
   Recorder& r = *g_rec;
+  std::vector<Seen> seen;
+  bool top = top_level(fn);
+  if (top && r.want_inputs) gather_values(fn.inputs(), seen);
   std::lock_guard<std::mutex> g(r.mu);
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
@@ -245,6 +341,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   } else {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
+  if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
   t_frames.push_back(f);
   return std::make_unique<Ctx>();
 }
@@ -254,6 +351,8 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
   Frame f = std::move(t_frames.back());   // destroyed after the lock is released: dropping
   t_frames.pop_back();                    // a node may free memory, which reports here
   Recorder& r = *g_rec;
+  std::vector<Seen> seen;
+  if (top_level(fn)) gather_values(fn.outputs(), seen);
   std::lock_guard<std::mutex> g(r.mu);
   int32_t own = r.intern(fn);
   if (f.attributed) {
@@ -270,6 +369,7 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
     for (const auto& out : fn.outputs())
       if (out.isTensor()) claim_locked(r, out.toTensor(), own, true);
   }
+  if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
   if (f.node && f.hook) f.node->del_post_hook(f.hook);
 }
 
@@ -421,17 +521,18 @@ struct Session {
 
 Session* g_session = nullptr;
 
-void start(int64_t first_sid) {
+void start(int64_t first_sid, bool want_inputs) {
   TORCH_CHECK(g_session == nullptr, "gradmem's native recorder is already running");
   TORCH_CHECK(c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == nullptr,
               "another profiler is running");
   g_session = new Session(first_sid);
   g_rec = &g_session->rec;
+  g_rec->want_inputs = want_inputs;
   g_session->state = std::make_shared<State>();
   g_state = g_session->state.get();
   c10::ThreadLocalDebugInfo::_push(c10::DebugInfoKind::PROFILER_STATE, g_session->state);
   g_session->fn_handle = at::addGlobalCallback(
-      at::RecordFunctionCallback(on_enter, on_exit).needsOutputs(true).scopes(
+      at::RecordFunctionCallback(on_enter, on_exit).needsInputs(want_inputs).needsOutputs(true).scopes(
           {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
 }
 
@@ -473,6 +574,10 @@ py::dict stop() {
   for (const auto& e : r.node_ends)
     nodes.append(py::make_tuple(e.t, e.serial, py::tuple(py::cast(e.grads_in)), py::tuple(py::cast(e.grads_out))));
   out["node_ends"] = nodes;
+  py::list facts;
+  for (const auto& f : r.facts)
+    facts.append(py::make_tuple(f.t, f.serial, f.sid, f.seq, f.output_nr, f.node));
+  out["facts"] = facts;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;
@@ -526,6 +631,47 @@ int64_t claim(uintptr_t ptr, const std::string& dtype, const std::vector<int64_t
   return a.sid;
 }
 
+py::list wrap_live(std::vector<WeakImpl>& refs, bool keep) {
+  std::vector<at::Tensor> alive;
+  std::vector<WeakImpl> still;
+  for (auto& w : refs) {
+    auto p = w.lock();
+    if (!p) continue;
+    if (keep) still.push_back(w);
+    alive.emplace_back(std::move(p));
+  }
+  refs.swap(still);
+  py::list out;
+  for (const auto& t : alive) out.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(t)));
+  return out;
+}
+
+// what Python takes over at a backward call and at the capture's end: the live tensors it
+// should hook (non-leaf outputs with a fact) and those it should record facts for itself
+py::tuple flush() {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  std::vector<WeakImpl> outs, foreign;
+  size_t copied;
+  {
+    std::lock_guard<std::mutex> g(g_rec->mu);
+    outs = g_rec->outputs;
+    copied = outs.size();
+    foreign.swap(g_rec->foreign_new);
+    for (auto it = g_rec->foreign.begin(); it != g_rec->foreign.end();)
+      it = it->second.expired() ? g_rec->foreign.erase(it) : std::next(it);
+  }
+  // wrapped without the lock: making or dropping a Python object may free a tensor
+  py::list live = wrap_live(outs, true);
+  py::list theirs = wrap_live(foreign, false);
+  {
+    std::lock_guard<std::mutex> g(g_rec->mu);   // the dead ones go; any appended meanwhile stay
+    auto& now = g_rec->outputs;
+    outs.insert(outs.end(), now.begin() + (long)std::min(copied, now.size()), now.end());
+    now.swap(outs);
+  }
+  return py::make_tuple(live, theirs);
+}
+
 int64_t new_id() {
   TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
   return g_session->next_sid.fetch_add(1);
@@ -537,12 +683,13 @@ bool running() { return g_session != nullptr; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
-  m.def("start", &start);
+  m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true);
   m.def("stop", &stop);
   m.def("current_step", &current_step);
   m.def("begin_step", &begin_step);
   m.def("set_backward", &set_backward);
   m.def("claim", &claim);
   m.def("new_id", &new_id);
+  m.def("flush", &flush);
   m.def("running", &running);
 }

@@ -42,7 +42,10 @@ from .storages import Storages
 
 
 class Capture:
-    """Context manager that records one run; ``finish()`` (run on exit) returns the trace."""
+    """Context manager that records one run. Leaving the block stops the recording;
+    ``finish()`` (or reading ``trace``) then builds the ``Trace`` from it, once. The build is
+    gradmem's own work after the program's (an ``Event`` per event, the native record
+    joined to Python's), so the program's own run does not wait for it."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
                  fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None,
@@ -58,6 +61,7 @@ class Capture:
         self._started = ""
         self._error: dict | None = None
         self._trace: Trace | None = None
+        self._stopped = False
         # fake tensors allocate nothing: there is no allocator record to compare with
         self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native))
 
@@ -84,7 +88,7 @@ class Capture:
     @property
     def trace(self) -> Trace | None:
         """The trace, once the block has ended (None while it runs)."""
-        return self._trace
+        return self.finish() if self._stopped else None
 
     @property
     def fake(self) -> bool:
@@ -119,7 +123,7 @@ class Capture:
             self.namer.entry = None
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
-        self.finish()
+        self.stop()
         return False
 
     def name_variables(self, namespace: Iterable[tuple[str, object]] | Mapping) -> None:
@@ -135,11 +139,18 @@ class Capture:
     def record_error(self, exc: BaseException) -> None:
         self._error = record_error(self.rec, exc)
 
-    def finish(self) -> Trace:
-        if self._trace is None:
+    def stop(self) -> None:
+        """Stop recording (leaving the block does it): nothing is recorded after this."""
+        if not self._stopped:
+            self._stopped = True
             self.ground.stop()
             self.rec.active = False
             self.storages.close()
+
+    def finish(self) -> Trace:
+        if self._trace is None:
+            self.stop()
+            self.storages.settle()
             meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes,
                               distributed=rank_meta(self.settings.ranks, self.settings.device))
             self._trace = Trace(meta, self.rec.sorted_events())

@@ -137,6 +137,10 @@ class Storages:
         self._refs.pop(sid, None)
         self.rec.emit(FREE, storage=sid)
 
+    def settle(self) -> None:
+        """Hand the recorder the events kept elsewhere until the trace is built (the native
+        engine's record); nothing here."""
+
     def close(self) -> None:
         """Stop watching: dropping the weakrefs means their callbacks never run."""
         self._refs.clear()

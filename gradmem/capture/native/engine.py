@@ -14,6 +14,7 @@ with ids from the same counter.
 """
 from __future__ import annotations
 
+import gc
 
 from ...events import EventKind as KIND
 from ..cursor import Cursor
@@ -58,7 +59,13 @@ class NativeSession:
         """Call after the recorder stopped: no Python event may come after the merge."""
         self.stop()
         if self._raw is not None:
-            merge(self.rec, self._raw, self.graph._ids)
+            enabled = gc.isenabled()
+            gc.disable()   # only gradmem's own tuples are made here: no cycles to collect
+            try:
+                merge(self.rec, self._raw, self.graph._ids)
+            finally:
+                if enabled:
+                    gc.enable()
             self._raw = None
 
 
@@ -73,7 +80,7 @@ class NativeCursor(Cursor):
 
     @property
     def step(self) -> int:
-        return self.ext.current_step() if self.ext.running() else -1
+        return self.ext.current_step()   # -1 once it stopped
 
     @step.setter
     def step(self, value) -> None:   # Cursor.__init__ sets it; the native side owns it
@@ -122,9 +129,12 @@ class NativeStorages(Storages):
         self._next = _NativeIds(ext)
 
     def close(self) -> None:
-        """Stop watching; the native record then joins the events (the capture closes the
-        storages after the recorder stopped, so nothing comes after the merge)."""
+        """Stop watching and stop the native recorder; its record joins the events when the
+        trace is built (``settle``)."""
         super().close()
+        self.session.stop()
+
+    def settle(self) -> None:
         self.session.merge()
 
     def lookup(self, t):
@@ -141,9 +151,13 @@ class NativeStorages(Storages):
             return sid
         ptr = s.data_ptr()
         if ptr:
-            sid = self.ext.claim(ptr, str(t.dtype).replace("torch.", ""), list(t.shape), t.requires_grad)
-            if sid:
+            sid = self.ext.known(ptr)   # one call, no facts built, for the usual claimed storage
+            if sid > 0:
                 return sid
+            if sid < 0:
+                sid = self.ext.claim(ptr, str(t.dtype).replace("torch.", ""), list(t.shape), t.requires_grad)
+                if sid:
+                    return sid
         return super().see(t, op, preexisting, factory, recompute, grad_args)
 
 

@@ -672,6 +672,17 @@ py::tuple flush() {
   return py::make_tuple(live, theirs);
 }
 
+// the storage id of a claimed allocation at this address; 0 when none is live there, -1
+// when one is live but nothing claimed it yet (then Python calls claim() with its facts)
+int64_t known(uintptr_t ptr) {
+  if (g_rec == nullptr || ptr == 0) return 0;
+  std::lock_guard<std::mutex> g(g_rec->mu);
+  auto it = g_rec->live.find((void*)ptr);
+  if (it == g_rec->live.end()) return 0;
+  const Alloc& a = g_rec->allocs[it->second];
+  return a.claimed ? a.sid : -1;
+}
+
 int64_t new_id() {
   TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
   return g_session->next_sid.fetch_add(1);
@@ -691,5 +702,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("claim", &claim);
   m.def("new_id", &new_id);
   m.def("flush", &flush);
+  m.def("known", &known);
   m.def("running", &running);
 }

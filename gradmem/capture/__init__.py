@@ -30,7 +30,7 @@ from .graph import Graph
 from .grads import GradWatcher
 from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
-from .native.calls import NativeCalls, NativeFacts
+from .native.calls import NativeCalls, NativeFacts, NativeGradWatcher
 from .native.choose import choose as choose_engine
 from .modules import ModuleWatcher, SourceWatcher
 from .names import Namer
@@ -68,8 +68,8 @@ class Capture:
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
         graph = s.engine.graph(Graph, rec, cursor, storages)
-        grads = GradWatcher(rec, storages)
         seams = s.engine.native is not None and s.retain_grad == "as-written"   # else the function watcher
+        grads = NativeGradWatcher(rec, storages, s.engine.native) if seams else GradWatcher(rec, storages)
         facts = (NativeFacts(rec, storages, graph, grads, s.engine.native.ext) if seams
                  else TensorFacts(rec, storages, graph, grads))
         if seams:

@@ -37,7 +37,7 @@ class BackwardCalls:
         guard = self.rec.guard
         try:
             roots = _roots_of(args, kwargs)
-            handles = self._hook(roots, caller)
+            handles = self._hook(roots, caller, call)
             roots = tuple(self.facts.storages.see(t) for t in roots)
         except Exception as exc:   # gradmem's fault: backward still runs as without gradmem
             guard.failed(exc)
@@ -55,7 +55,7 @@ class BackwardCalls:
                 h.remove()
             guard.call(self._after, caller)
 
-    def _hook(self, roots: list, caller) -> list:
+    def _hook(self, roots: list, caller, call: str = "backward") -> list:
         """Discover and name the graph, then put the hooks on; returns their handles."""
         grad_fns = [t.grad_fn for t in roots]
         self.graph.discover(grad_fns + self.facts.flush())   # flush: what the native recorder saw
@@ -63,11 +63,12 @@ class BackwardCalls:
         leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
         for leaf in leaves:
             self.facts.record(leaf)
-        return self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves)
+        return self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves, call)
 
     def _after(self, caller) -> None:
         # the latest call's index, as before: a nested call's end names the nested call
         self.rec.emit(EventKind.BACKWARD_END, index=self.cursor.backward_index)
+        self.grads.settle()
         self.grads.record_retained()
         self.namer.scan_stack(caller)
         if not self.cursor.in_backward:   # frees from here on are the program's, not the engine's

@@ -42,7 +42,10 @@ class GradWatcher:
                 handles.append(t.register_hook(partial(self.rec.guard.call, self._grad, self.storages.see(t))))
         return handles
 
-    def hook_leaves(self, leaves) -> list:
+    def settle(self) -> None:
+        """After a backward call (the native engine names what its recorder saw here)."""
+
+    def hook_leaves(self, leaves, call: str = "backward") -> list:
         """The gradient as it arrives (also for autograd.grad, which accumulates nothing),
         and the .grad as it lands."""
         handles = []

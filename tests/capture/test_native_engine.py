@@ -66,6 +66,36 @@ def test_scenario_same_on_both_engines(native, name):
     assert facts(analyze(nat.trace)) == facts(analyze(py.trace))
 
 
+def _grads_program(engine: str):
+    """A leaf whose .grad was made before the capture (accumulated into in place), one made
+    inside it, ``autograd.grad`` (which accumulates nothing) and ``retain_grad``."""
+    torch.manual_seed(0)
+    w, v, x = torch.randn(4, 3, requires_grad=True), torch.randn(3, requires_grad=True), torch.randn(2, 4)
+    (x @ w).sum().backward()
+    with Capture(engine=engine) as cap:
+        h = x @ w
+        h.retain_grad()
+        (h * v).sum().backward()
+        (g,) = torch.autograd.grad((x @ w).pow(2).sum(), w)
+        del g
+    return cap
+
+
+def test_leaf_gradients_same_on_both_engines(native):
+    """The native recorder reads leaf gradients when AccumulateGrad ends (no Python hook per
+    leaf); the events, the roles and the landed values are the Python engine's."""
+    py, nat = _grads_program("python"), _grads_program("native")
+    assert nat.trace.meta.capture_engine == "native"
+
+    def grads(trace):
+        return sorted((e.kind, tuple(e.data["shape"]), e.data.get("value")) for e in trace.events
+                      if e.kind in ("grad", "leaf_grad", "retained"))
+    assert grads(nat.trace) == grads(py.trace)
+    assert len([e for e in nat.trace.events if e.kind == "leaf_grad"]) == 2   # w and v, once each
+    assert all(e.data["grad"] is not None for e in nat.trace.events if e.kind in ("grad", "leaf_grad"))
+    assert facts(analyze(nat.trace)) == facts(analyze(py.trace))
+
+
 def test_native_allocator_record_is_torch_profilers(native):
     """The native engine records the allocator itself (the Python engine asks
     torch.profiler): the same blocks, peak and unattributed kernel scratch."""

@@ -31,6 +31,7 @@ import torch.autograd.graph as _graph
 from ..backward import BackwardCalls
 from ..facts import TensorFacts
 from ..graph import grad_fn_of
+from ..grads import GradWatcher
 
 
 class NativeFacts(TensorFacts):
@@ -53,6 +54,32 @@ class NativeFacts(TensorFacts):
         self._foreign = [r for r in self._foreign if r() is not None] + self.grads._outputs
         self.grads._outputs = outputs + self._foreign
         return [fn for fn in (grad_fn_of(t) for t in live) if fn is not None]
+
+
+class NativeGradWatcher(GradWatcher):
+    """Leaf gradients of a ``backward`` call recorded by the native recorder when each
+    leaf's AccumulateGrad node ends (the gradient that arrived and the ``.grad`` as it
+    landed, with its values): no Python hook per leaf. ``autograd.grad`` accumulates
+    nothing, so there the Python hooks stay."""
+
+    def __init__(self, rec, storages, session):
+        super().__init__(rec, storages)
+        self.session = session
+
+    def hook_leaves(self, leaves, call: str = "backward") -> list:
+        if call != "backward":
+            return super().hook_leaves(leaves, call)
+        watch, see = self.session.ext.watch_leaf, self.storages.see
+        for leaf in leaves:
+            watch(leaf._cdata, see(leaf))
+        return []
+
+    def settle(self) -> None:
+        """After a backward call: ids for the gradients the recorder could not name (a
+        ``.grad`` made before the capture, accumulated into in place)."""
+        names, see = self.session.leaf_names, self.storages.see
+        for index, which, t in self.session.ext.unnamed_leaf_grads():
+            names[(index, which)] = see(t)
 
 
 class NativeCalls:

@@ -37,6 +37,7 @@ class NativeSession:
         self.cursor = NativeCursor(ext)
         self.rec = NativeRecorder(self.cursor)
         self.storages = NativeStorages(self.rec, ext, self)
+        self.leaf_names: dict = {}   # (leaf event, 0 arriving | 1 landed) -> storage id, named in Python
         self._raw = None
 
     def make_graph(self, rec, cursor, storages) -> Graph:
@@ -62,7 +63,7 @@ class NativeSession:
             enabled = gc.isenabled()
             gc.disable()   # only gradmem's own tuples are made here: no cycles to collect
             try:
-                merge(self.rec, self._raw, self.graph._ids)
+                merge(self.rec, self._raw, self.graph._ids, self.leaf_names)
             finally:
                 if enabled:
                     gc.enable()
@@ -171,7 +172,7 @@ class _NativeIds:
         return self.ext.new_id()
 
 
-def merge(rec: NativeRecorder, raw: dict, node_ids: dict) -> None:
+def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> None:
     """Put the native record into ``rec.events``: its steps, allocations, frees, node ends
     and the allocator's record, merged with Python's events by time (one clock), with
     native step serials turned into step numbers."""
@@ -206,6 +207,12 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict) -> None:
         else:
             event(t, KIND.TENSOR, serial, storage=sid, requires_grad=True, leaf=False, node=node_ids.get((node, seq)),
                   output_nr=output_nr)
+    for i, (t, serial, target, has_in, grad_in, shape_in, has_grad, grad, shape, value) in enumerate(raw["leaf_events"]):
+        if has_in:    # as the Python engine's leaf hooks record them (grads.py)
+            event(t, KIND.GRAD, serial, target=target, grad=grad_in or leaf_names.get((i, 0)), shape=tuple(shape_in))
+        if has_grad:
+            event(t, KIND.LEAF_GRAD, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
+                  shape=tuple(shape))
     for t, serial, grads_in, grads_out in raw["node_ends"]:
         event(t, KIND.NODE_END, serial, node=node_of.get(serial), grads_in=_ids(grads_in), grads_out=_ids(grads_out))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
@@ -229,6 +236,8 @@ def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> di
             if nid is not None:
                 out[serial] = nid
     leaf_of = {}
+    for _t, serial, target, *_ in raw["leaf_events"]:
+        leaf_of.setdefault(serial, target)
     for _seq, _t, kind, serial, k, values in rec.events:
         if kind in (KIND.LEAF_GRAD, KIND.GRAD):
             leaf_of.setdefault(serial, dict(zip(k, values))["target"])

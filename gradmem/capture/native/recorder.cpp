@@ -16,6 +16,7 @@
 #include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/node.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/profiler/orchestration/observer.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -27,6 +28,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -109,6 +111,22 @@ struct Seen {
   std::string node;
 };
 
+// a leaf whose gradient is watched: what the Python engine's leaf hooks record
+// (gradmem/capture/grads.py), read when its AccumulateGrad node ends
+struct LeafWatch {
+  WeakImpl leaf;
+  int64_t sid;
+};
+
+struct LeafEvent {
+  int64_t t, serial, target;
+  int64_t grad_in, grad;            // storage ids (0: not an allocation of the capture)
+  std::vector<int64_t> shape_in, shape;
+  bool has_in, has_grad;
+  std::string value;                // the .grad's values as it landed (small ones)
+  std::optional<WeakImpl> in_ref, grad_ref;   // for Python to name, when the id is 0
+};
+
 struct AllocatorEvent {
   int64_t t, nbytes, total, serial;
   void* ptr;
@@ -151,6 +169,9 @@ struct Recorder {
   std::unordered_map<std::pair<int64_t, int64_t>, WeakImpl, PairHash> foreign;
   std::vector<WeakImpl> foreign_new;
   bool want_inputs = true;
+  std::unordered_map<const torch::autograd::Node*, LeafWatch> leaves;   // AccumulateGrad -> leaf
+  std::vector<LeafEvent> leaf_events;
+  size_t leaf_named = 0;   // leaf events before this were handed to Python already
   int64_t last_serial = -1;
   int32_t backward = 0;       // set by Python: backward call index while one runs
   bool in_node_recompute = false;
@@ -232,9 +253,38 @@ int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value);
 // A node's end, as the Python engine's node post-hook sees it: after the engine has
 // checked (and summed to shape) the gradients it produced, before they go on. Put on the
 // node for the span of its evaluate_function frame only.
+std::string preview(const at::Tensor& t);
+std::string dtype_name(c10::ScalarType st);
+
+void leaf_event(Recorder& r, const torch::autograd::Node* node, int64_t serial,
+                const torch::autograd::variable_list& inputs) {
+  auto it = r.leaves.find(node);
+  if (it == r.leaves.end()) return;
+  auto strong = it->second.leaf.lock();
+  if (!strong) return;
+  at::Tensor leaf(std::move(strong));
+  LeafEvent e{now_ns(), serial, it->second.sid, 0, 0, {}, {}, false, false, {}, std::nullopt, std::nullopt};
+  if (!inputs.empty() && inputs[0].defined()) {
+    e.has_in = true;
+    e.grad_in = claim_locked(r, inputs[0], -1, false);
+    e.shape_in = inputs[0].sizes().vec();
+    if (e.grad_in == 0) e.in_ref = WeakImpl(inputs[0].getIntrusivePtr());
+  }
+  const at::Tensor& g = leaf.grad();
+  if (g.defined()) {
+    e.has_grad = true;
+    e.grad = claim_locked(r, g, -1, false);
+    e.shape = g.sizes().vec();
+    e.value = preview(g);
+    if (e.grad == 0) e.grad_ref = WeakImpl(g.getIntrusivePtr());
+  }
+  r.leaf_events.push_back(std::move(e));
+}
+
 struct EndHook : public torch::autograd::FunctionPostHook {
   int64_t serial;
-  explicit EndHook(int64_t s) : serial(s) {}
+  const torch::autograd::Node* node;
+  EndHook(int64_t s, const torch::autograd::Node* n) : serial(s), node(n) {}
   torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
                                             const torch::autograd::variable_list& inputs) override {
     if (g_rec == nullptr) return outputs;
@@ -245,6 +295,7 @@ struct EndHook : public torch::autograd::FunctionPostHook {
     for (const auto& t : inputs) e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
     for (const auto& t : outputs) e.grads_out.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
     r.node_ends.push_back(std::move(e));
+    if (!r.leaves.empty()) leaf_event(r, node, serial, inputs);
     return outputs;
   }
 };
@@ -329,7 +380,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     f.boundary = true;
     f.serial = r.new_step(op, 1, -2);   // -2: the node's name and number come from its frame
     f.node = torch::autograd::get_current_node();
-    if (f.node) f.hook = f.node->add_post_hook(std::make_unique<EndHook>(f.serial));
+    if (f.node) f.hook = f.node->add_post_hook(std::make_unique<EndHook>(f.serial, f.node.get()));
   } else if (parent != nullptr && parent->op >= 0) {
     f.op = parent->op;               // inside an op: its allocations are the outer op's
     f.serial = parent->serial;
@@ -578,6 +629,11 @@ py::dict stop() {
   for (const auto& f : r.facts)
     facts.append(py::make_tuple(f.t, f.serial, f.sid, f.seq, f.output_nr, f.node));
   out["facts"] = facts;
+  py::list leaf_events;
+  for (const auto& e : r.leaf_events)
+    leaf_events.append(py::make_tuple(e.t, e.serial, e.target, e.has_in, e.grad_in, py::tuple(py::cast(e.shape_in)),
+                                      e.has_grad, e.grad, py::tuple(py::cast(e.shape)), e.value));
+  out["leaf_events"] = leaf_events;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;
@@ -683,6 +739,46 @@ int64_t known(uintptr_t ptr) {
   return a.claimed ? a.sid : -1;
 }
 
+// watch the gradient of the leaf at this TensorImpl (a live Python tensor's ``_cdata``),
+// whose storage id is ``sid``: its AccumulateGrad node's end records it. False when the
+// leaf has no accumulator (nothing in the graph reaches it).
+bool watch_leaf(intptr_t cdata, int64_t sid) {
+  if (g_rec == nullptr || cdata == 0) return false;
+  auto impl = c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::unsafe_reclaim_from_nonowning(
+      reinterpret_cast<c10::TensorImpl*>(cdata));
+  at::Tensor leaf(std::move(impl));
+  auto acc = torch::autograd::impl::try_get_grad_accumulator(leaf);
+  if (!acc) return false;
+  std::lock_guard<std::mutex> g(g_rec->mu);
+  g_rec->leaves.insert_or_assign(acc.get(), LeafWatch{WeakImpl(leaf.getIntrusivePtr()), sid});
+  return true;
+}
+
+// the leaf gradients recorded with no storage id (not allocations of the capture), still
+// alive: (event index, 0 for the arriving gradient or 1 for the .grad, the tensor)
+py::list unnamed_leaf_grads() {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  std::vector<std::tuple<size_t, int, at::Tensor>> alive;
+  {
+    std::lock_guard<std::mutex> g(g_rec->mu);
+    for (size_t i = g_rec->leaf_named; i < g_rec->leaf_events.size(); ++i) {
+      auto& e = g_rec->leaf_events[i];
+      for (int k = 0; k < 2; ++k) {
+        auto& ref = k == 0 ? e.in_ref : e.grad_ref;
+        if (!ref) continue;
+        auto p = ref->lock();
+        ref.reset();
+        if (p) alive.emplace_back(i, k, at::Tensor(std::move(p)));
+      }
+    }
+    g_rec->leaf_named = g_rec->leaf_events.size();
+  }
+  py::list out;
+  for (const auto& [i, k, t] : alive)
+    out.append(py::make_tuple(i, k, py::reinterpret_steal<py::object>(THPVariable_Wrap(t))));
+  return out;
+}
+
 int64_t new_id() {
   TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
   return g_session->next_sid.fetch_add(1);
@@ -703,5 +799,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("new_id", &new_id);
   m.def("flush", &flush);
   m.def("known", &known);
+  m.def("watch_leaf", &watch_leaf);
+  m.def("unnamed_leaf_grads", &unnamed_leaf_grads);
   m.def("running", &running);
 }

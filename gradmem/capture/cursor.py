@@ -7,7 +7,6 @@ the autograd engine's device threads too, so the step counter moves under a lock
 """
 from __future__ import annotations
 
-import contextlib
 import threading
 
 import torch
@@ -52,13 +51,27 @@ class Cursor:
         self.create_graph = outer_create_graph
         self.node = None
 
-    @contextlib.contextmanager
-    def paused_ops(self):
+    def paused_ops(self) -> "_Paused":
         """Run an op of gradmem's own without recording it. Other modes (FakeTensorMode)
-        still see it, so under fake tensors its result is fake too."""
-        self.ops_paused = True
+        still see it, so under fake tensors its result is fake too. A plain object, not a
+        generator: it runs for every saved tensor."""
+        return _Paused(self)
+
+
+class _Paused:
+    __slots__ = ("cursor", "off")
+
+    def __init__(self, cursor: Cursor):
+        self.cursor = cursor
+        self.off = torch._C.DisableTorchFunction()
+
+    def __enter__(self) -> None:
+        self.cursor.ops_paused = True
+        self.off.__enter__()
+
+    def __exit__(self, *exc) -> bool:
         try:
-            with torch._C.DisableTorchFunction():
-                yield
+            self.off.__exit__(*exc)
         finally:
-            self.ops_paused = False
+            self.cursor.ops_paused = False
+        return False

@@ -64,6 +64,9 @@ class Namer:
         # leaf made by ``torch.randn(..., requires_grad=True)`` requires grad only after
         # its op returned, where the native recorder reads the op's outputs)
         self.on_leaf = None
+        # names already given: each scan (before and after every backward call) meets the
+        # same parameters again, and analysis reads only a storage's names, not repeats
+        self._given: set[tuple] = set()
 
     def scan_stack(self, start) -> None:
         with torch._C.DisableTorchFunction():   # reading attributes is not the program's work
@@ -112,12 +115,18 @@ class Namer:
             self.on_leaf(t)
         sid = self.storages.lookup(t)
         if sid is not None:
-            self.rec.emit(EventKind.NAME, storage=sid, name=name, source=kind, shape=tuple(t.shape))
+            self._give(sid, name, kind, tuple(t.shape))
         grad = t.grad if t.is_leaf or t.retains_grad else None
         if grad is not None:
             gid = self.storages.lookup(grad)
             if gid is not None:
-                self.rec.emit(EventKind.NAME, storage=gid, name=f"{name}.grad", source="grad", shape=tuple(grad.shape))
+                self._give(gid, f"{name}.grad", "grad", tuple(grad.shape))
+
+    def _give(self, sid: int, name: str, source: str, shape: tuple) -> None:
+        key = (sid, name, source, shape)
+        if key not in self._given:
+            self._given.add(key)
+            self.rec.emit(EventKind.NAME, storage=sid, name=name, source=source, shape=shape)
 
     def _module(self, name: str, module: torch.nn.Module) -> None:
         for pname, p in module.named_parameters(prefix=name):

@@ -66,6 +66,22 @@ def test_scenario_same_on_both_engines(native, name):
     assert facts(analyze(nat.trace)) == facts(analyze(py.trace))
 
 
+@pytest.mark.parametrize("name", ["mlp", "conv_bn"])
+def test_module_attribution_same_on_both_engines(native, name):
+    """Every storage's module, also the gradients backward makes: the native engine
+    discovers nodes at the backward call and puts each back at the op that made it, inside
+    its module's span. (Source lines need a Python seam per op: the native engine has none.)"""
+    path = ROOT / "scenarios" / f"{name}.py"
+
+    def modules(engine):
+        t = analyze(run(path, SMALL_PARAMS[name], engine).trace).tensors
+        t = t[t["nbytes"] > 0]
+        return sorted(zip(t["role"], t["nbytes"], t["created_by"], t["module"].astype(str)))
+    nat = modules("native")
+    assert nat == modules("python")
+    assert sum(m.startswith("model.") for *_, m in nat) > len(nat) // 2
+
+
 def _grads_program(engine: str):
     """A leaf whose .grad was made before the capture (accumulated into in place), one made
     inside it, ``autograd.grad`` (which accumulates nothing) and ``retain_grad``."""

@@ -14,6 +14,7 @@ with ids from the same counter.
 """
 from __future__ import annotations
 
+import bisect
 import gc
 
 from ...events import EventKind as KIND
@@ -231,10 +232,51 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
         event(cpu[0][0], KIND.CLOCK, cpu[0][1], **CLOCK)
     for t, serial, ptr, nbytes, total, _dev in cpu:
         event(t, KIND.ALLOCATOR, serial, ptr=ptr, nbytes=nbytes, total=total)
+    born = _node_births(rec, raw, node_ids)
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
+        if kind == KIND.NODE:   # discovered at a backward call; placed where its op made it
+            t, serial = born.get(values[k.index("node")], (t, serial))
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()
     rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
+
+
+def _node_births(rec, raw: dict, node_ids: dict) -> dict:
+    """{node id: (time, step serial)} of the top-level op that made each node, so a node
+    discovered at a backward call sits where the Python engine records it: when its op
+    returned, inside its module's span (module attribution of backward storages reads it).
+    An op made the nodes whose sequence numbers it spanned; a node without one
+    (AccumulateGrad) was made with the first node that consumes it."""
+    ranges = sorted(raw["op_nodes"], key=lambda o: o[2])   # (t, serial, lo, hi)
+    starts = [o[2] for o in ranges]
+    key_of = {nid: key for key, nid in node_ids.items()}
+    born, consumers = {}, {}
+    for _seq, _t, kind, _serial, k, values in rec.events:
+        if kind != KIND.NODE:
+            continue
+        data = dict(zip(k, values))
+        nid = data["node"]
+        for child, _nr in data.get("next") or ():
+            if child is not None:
+                consumers.setdefault(child, []).append(nid)
+        name, number = key_of.get(nid, (ACCUMULATE, None))
+        if name != ACCUMULATE and isinstance(number, int):
+            i = bisect.bisect_right(starts, number) - 1
+            if i >= 0 and number < ranges[i][3]:
+                born[nid] = (ranges[i][0], ranges[i][1])
+    pending = [n for n in consumers if n not in born]
+    while pending:
+        still = []
+        for nid in pending:
+            times = [born[c] for c in consumers[nid] if c in born]
+            if times:
+                born[nid] = min(times)
+            else:
+                still.append(nid)
+        if len(still) == len(pending):
+            break
+        pending = still
+    return born
 
 
 def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> dict:

@@ -146,6 +146,14 @@ struct Frame {
   bool boundary;     // a backward node (evaluate_function or BACKWARD_FUNCTION)
   size_t first_alloc;
   bool attributed;   // this frame is the op its allocations belong to
+  int64_t seq_lo = -1;   // a top-level op: the autograd sequence number when it began
+};
+
+// the backward nodes a top-level op made: those numbered [lo, hi) on this thread (autograd
+// numbers each node it makes from a thread-local counter). Python discovers nodes only at
+// a backward call; this puts each back at the op that made it, inside its module's span.
+struct OpNodes {
+  int64_t t, serial, lo, hi;
 };
 
 struct Recorder;
@@ -171,6 +179,7 @@ struct Recorder {
   bool want_inputs = true;
   std::unordered_map<const torch::autograd::Node*, LeafWatch> leaves;   // AccumulateGrad -> leaf
   std::vector<LeafEvent> leaf_events;
+  std::vector<OpNodes> op_nodes;
   size_t leaf_named = 0;   // leaf events before this were handed to Python already
   int64_t last_serial = -1;
   int32_t backward = 0;       // set by Python: backward call index while one runs
@@ -393,6 +402,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
   if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
+  if (top) f.seq_lo = (int64_t)at::sequence_number::peek();
   t_frames.push_back(f);
   return std::make_unique<Ctx>();
 }
@@ -404,7 +414,13 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
   Recorder& r = *g_rec;
   std::vector<Seen> seen;
   if (top_level(fn)) gather_values(fn.outputs(), seen);
+  int64_t seq_hi = f.seq_lo >= 0 ? (int64_t)at::sequence_number::peek() : -1;
   std::lock_guard<std::mutex> g(r.mu);
+  if (seq_hi > f.seq_lo) {
+    int64_t serial = f.serial >= 0 ? f.serial : r.last_serial;
+    r.ref(serial);
+    r.op_nodes.push_back({now_ns(), serial, f.seq_lo, seq_hi});
+  }
   int32_t own = r.intern(fn);
   if (f.attributed) {
     bool value = !r.ops[f.op].uninitialized;
@@ -634,6 +650,9 @@ py::dict stop() {
     leaf_events.append(py::make_tuple(e.t, e.serial, e.target, e.has_in, e.grad_in, py::tuple(py::cast(e.shape_in)),
                                       e.has_grad, e.grad, py::tuple(py::cast(e.shape)), e.value));
   out["leaf_events"] = leaf_events;
+  py::list op_nodes;
+  for (const auto& o : r.op_nodes) op_nodes.append(py::make_tuple(o.t, o.serial, o.lo, o.hi));
+  out["op_nodes"] = op_nodes;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;

@@ -72,8 +72,10 @@ class Recorder:
         collector is paused meanwhile: only gradmem's own objects are made here."""
         enabled = gc.isenabled()
         gc.disable()
-        try:
-            return tuple(_event(r) for r in sorted(self.events))
+        try:   # tuple.__new__ straight: the NamedTuple's own __new__ is a Python call per event
+            new = tuple.__new__
+            return tuple([new(Event, (seq, t, kind, step, dict(zip(keys, values))))
+                          for seq, t, kind, step, keys, values in sorted(self.events)])
         finally:
             if enabled:
                 gc.enable()

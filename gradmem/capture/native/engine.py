@@ -205,14 +205,20 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
         name = label if kind == 2 else ops[op][0]
         event(t, KIND.STEP, serial, phase=phase, op=name, node=node_of.get(serial),
               backward=backward if backward else None)
+    # the two most numerous kinds, built as tuples straight (each key tuple made once)
+    alloc_keys = keys(*(("storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value",
+                         "ptr"),) * 2)
+    grad_keys = keys(*(alloc_keys[:-1] + ("grad_args", "ptr"),) * 2)
+    free_keys = keys(("storage",), ("storage",))
+    step_of = number.get
     for (sid, t, serial, nbytes, ptr, dev, dev_index, dtype, shape, op, factory, grad_args, value,
          t_free, serial_free) in raw["allocs"]:
-        flags = {"grad_args": True} if grad_args else {}
-        event(t, KIND.ALLOC, serial, storage=sid, nbytes=nbytes, device=_device(dev, dev_index), dtype=dtype,
-              shape=tuple(shape), op=ops[op][0] if op >= 0 else "", preexisting=False, factory=factory,
-              value=value or None, **flags, ptr=ptr)
+        common = (sid, nbytes, _device(dev, dev_index), dtype, tuple(shape), ops[op][0] if op >= 0 else "", False,
+                  factory, value or None)
+        add((t, len(out), KIND.ALLOC, step_of(serial, 0), grad_keys if grad_args else alloc_keys,
+             common + ((True, ptr) if grad_args else (ptr,))))
         if t_free >= 0:
-            event(t_free, KIND.FREE, serial_free, storage=sid)
+            add((t_free, len(out), KIND.FREE, step_of(serial_free, 0), free_keys, (sid,)))
     for t, serial, sid, seq, output_nr, node in raw["facts"]:   # what the Python engine's TensorFacts records
         if seq < 0:
             event(t, KIND.TENSOR, serial, storage=sid, requires_grad=True, leaf=True)
@@ -230,8 +236,9 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
     if cpu:
         event(cpu[0][0], KIND.CLOCK, cpu[0][1], **CLOCK)
+    allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))
     for t, serial, ptr, nbytes, total, _dev in cpu:
-        event(t, KIND.ALLOCATOR, serial, ptr=ptr, nbytes=nbytes, total=total)
+        add((t, len(out), KIND.ALLOCATOR, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
     born = _node_births(rec, raw, node_ids)
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
         if kind == KIND.NODE:   # discovered at a backward call; placed where its op made it

@@ -21,16 +21,12 @@ import sys
 from typing import Iterable, Mapping
 
 from ..trace import Trace
-from .backward import BackwardCalls
-from .calls import CallWatcher
 from .cursor import Cursor
-from .facts import TensorFacts
 from .fake import fake_modes
 from .graph import Graph
-from .grads import GradWatcher
 from .truth import GroundTruth
 from .meta import Settings, build_meta, now, record_error
-from .native.calls import NativeCalls, NativeFacts, NativeGradWatcher
+from .native.calls import function_watcher
 from .native.choose import choose as choose_engine
 from .modules import ModuleWatcher, SourceWatcher
 from .names import Namer
@@ -42,10 +38,8 @@ from .storages import Storages
 
 
 class Capture:
-    """Context manager that records one run. Leaving the block stops the recording;
-    ``finish()`` (or reading ``trace``) then builds the ``Trace`` from it, once. The build is
-    gradmem's own work after the program's (an ``Event`` per event, the native record
-    joined to Python's), so the program's own run does not wait for it."""
+    """Context manager that records one run. Leaving the block stops recording; ``finish()``
+    or reading ``trace`` builds the ``Trace`` once, so the program never waits for that."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
                  fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None,
@@ -68,15 +62,7 @@ class Capture:
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
         graph = s.engine.graph(Graph, rec, cursor, storages)
-        seams = s.engine.native is not None and s.retain_grad == "as-written"   # else the function watcher
-        grads = NativeGradWatcher(rec, storages, s.engine.native) if seams else GradWatcher(rec, storages)
-        facts = (NativeFacts(rec, storages, graph, grads, s.engine.native.ext) if seams
-                 else TensorFacts(rec, storages, graph, grads))
-        if seams:
-            self.namer.on_leaf = facts.record
-        backward = BackwardCalls(rec, cursor, graph, grads, self.namer, facts)
-        calls = (NativeCalls(backward, facts, grads, graph) if seams
-                 else CallWatcher(cursor, facts, grads, backward, s.retain_grad, s.fake))
+        calls = function_watcher(s, rec, cursor, storages, graph, self.namer)   # CallWatcher or NativeCalls
         # module and source line behind each op (attribution=False: the benchmark's baseline);
         # the native engine has no per-op Python seam, so its ops carry no source line
         modules = [ModuleWatcher(rec, storages, lambda: self.namer.entry)] if s.attribution else []

@@ -29,9 +29,26 @@ import torch.autograd as _autograd
 import torch.autograd.graph as _graph
 
 from ..backward import BackwardCalls
+from ..calls import CallWatcher
 from ..facts import TensorFacts
 from ..graph import grad_fn_of
 from ..grads import GradWatcher
+
+
+def function_watcher(settings, rec, cursor, storages, graph, namer):
+    """The watcher of torch-level calls and the parts it drives (facts, gradients, backward
+    calls): the native seams where the native engine runs and ``--retain-grad`` is
+    as-written, else the Python engine's per-call ``CallWatcher``."""
+    native = settings.engine.native
+    if native is None or settings.retain_grad != "as-written":
+        grads = GradWatcher(rec, storages)
+        facts = TensorFacts(rec, storages, graph, grads)
+        backward = BackwardCalls(rec, cursor, graph, grads, namer, facts)
+        return CallWatcher(cursor, facts, grads, backward, settings.retain_grad, settings.fake)
+    grads = NativeGradWatcher(rec, storages, native)
+    facts = NativeFacts(rec, storages, graph, grads, native.ext)
+    namer.on_leaf = facts.record
+    return NativeCalls(BackwardCalls(rec, cursor, graph, grads, namer, facts), facts, grads, graph)
 
 
 class NativeFacts(TensorFacts):

@@ -206,8 +206,8 @@ def whole_process(kind: str, steps: int, reps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench_step.py"
         script.write_text(SCRIPT.replace('KIND, STEPS = sys.argv[1], int(sys.argv[2])',
-                                         f'KIND, STEPS = {kind!r}, {steps}').replace("len(sys.argv) > 3", "len(sys.argv) > 1")
-                                         .replace("sys.argv[3]", "sys.argv[1]"))   # the trace's path, the one argument
+                                         f'KIND, STEPS = {kind!r}, {steps}').replace("len(sys.argv) > 3", "sys.argv[-1].endswith('.json')")
+                                         .replace("sys.argv[3]", "sys.argv[-1]"))   # the Chrome trace's path, if given
         gm = [sys.executable, "-m", "gradmem", "profile", str(script), "-q", "--force", "-o", str(Path(tmp) / "r")]
         cmds = {"plain": [sys.executable, str(script)],
                 "torch.profiler + chrome": [sys.executable, str(script), str(Path(tmp) / "t.json")],

@@ -208,6 +208,35 @@ def test_torch_profiler_inside_a_native_capture_is_refused_cleanly(native):
     assert analyze(cap.trace).summary["peak_bytes"] > 0
 
 
+def test_native_seams_are_restored_after_a_failing_run(native):
+    """The functions the native engine swaps in for the capture are torch's own again when
+    it ends, also when the program raised inside it."""
+    before = (torch.autograd.backward, torch.autograd.grad, torch.autograd._engine_run_backward,
+              torch.autograd.graph._engine_run_backward, torch.Tensor.retain_grad)
+    x = torch.ones(3, requires_grad=True)
+    with pytest.raises(ValueError):
+        with Capture(engine="native") as cap:
+            assert torch.autograd.backward is not before[0]
+            (x * 2).sum().backward()
+            raise ValueError("the program's own")
+    after = (torch.autograd.backward, torch.autograd.grad, torch.autograd._engine_run_backward,
+             torch.autograd.graph._engine_run_backward, torch.Tensor.retain_grad)
+    assert after == before and "retain_grad" not in torch.Tensor.__dict__
+    assert cap.trace.meta.capture_engine == "native"
+    assert [e.data["call"] for e in cap.trace.events if e.kind == "backward_begin"] == ["backward"]
+
+
+def test_cli_profile_on_the_native_engine(native, tmp_path):
+    """``gradmem profile --engine native`` writes the reports and says which engine ran."""
+    import json
+    out = CliRunner().invoke(main, ["profile", str(ROOT / "scenarios" / "seed_two_rows.py"), "-q", "--engine",
+                                    "native", "-o", str(tmp_path / "r")])
+    assert out.exit_code == 0, out.output
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["capture_engine"] == "native"
+    assert summary["peak_bytes"] > 0
+
+
 def test_doctor_says_which_engine(native):
     out = CliRunner().invoke(main, ["doctor", "--no-build"])
     assert out.exit_code == 0, out.output

@@ -79,8 +79,8 @@ def analyze(trace: Trace) -> Analysis:
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     true = true_peak(peak, ground["allocator"], steps, d)
-    modules = modules_table(frames, tensors, true.seq)
     described, calls = described_call(frames, steps, true), call_of_storages(tensors, steps, frames)
+    modules = modules_table(frames, tensors, true.seq, described)
     by_module = {"modules_at_peak": modules_at_peak(modules),
                  "activations_by_module": activations_by_module(frames, tensors, modules, described)}
     summary = summarize(trace, tensors, steps, true, backward_peak, ground, tracked=peak, by_module=by_module)

@@ -23,7 +23,8 @@ from .timeline import live_at
 from .training_steps import Described, most_at_once, training_step_of
 
 MODULE_COLUMNS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
-                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total"]
+                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total",
+                  "step_activation_bytes", "step_activation_bytes_total"]
 HELD = ("parameter", "buffer")   # name sources whose owner module is in the name
 
 
@@ -175,10 +176,14 @@ def _subtree(paths: list[str], own: pd.Series) -> list[int]:
     return [int(sum(b for m, b in items if m == p or m.startswith(p + "."))) for p in paths]
 
 
-def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.DataFrame:
+def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int, described: Described) -> pd.DataFrame:
+    """``step_activation_*``: the activations of the training step the answer speaks of
+    (the peak's): with several steps, what was saved for one backward, not the run's sum."""
     table = module_list(frames)
     paths = table["module"].tolist()
     act, params = _own(tensors, "activation"), _own(tensors, ("parameter",))
+    made_for = training_step_of(frames, tensors["alloc_seq"].clip(lower=0))
+    step_act = _own(tensors[made_for == described.call], "activation")
     grads = _own(tensors, "gradient")
     live = live_at(tensors, peak_seq) if peak_seq >= 0 else tensors.iloc[0:0]
     at_peak = live[live["module"] != ""].groupby("module")["nbytes"].sum()
@@ -188,6 +193,8 @@ def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.Data
     table["gradient_bytes"] = [int(grads.get(p, 0)) for p in paths]
     table["peak_live_bytes"] = [int(at_peak.get(p, 0)) for p in paths]
     table["peak_live_bytes_total"] = _subtree(paths, at_peak)
+    table["step_activation_bytes"] = [int(step_act.get(p, 0)) for p in paths]
+    table["step_activation_bytes_total"] = _subtree(paths, step_act)
     return table.reindex(columns=MODULE_COLUMNS)
 
 

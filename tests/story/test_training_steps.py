@@ -129,3 +129,12 @@ def test_one_backward_call_keeps_the_plain_words():
         (h * h).sum().backward()
     heads = list(sections(analyze(cap.trace)))
     assert heads[0].startswith("Autograd saved ") and not any("training step" in h for h in heads)
+
+
+def test_the_module_table_has_one_steps_activations_beside_the_runs_sum(run):
+    """modules.csv keeps the run's sum (documented as such); the step columns, which the
+    page's module tree shows, are one backward's: a third of it in three equal steps."""
+    m = run.modules
+    one_step = BATCH * WIDTH * 4 * 2 + BATCH * 4   # as in the saved-bytes test: ReLU, Tanh, the prediction
+    assert int(m["step_activation_bytes"].sum()) == one_step
+    assert int(m["activation_bytes"].sum()) == STEPS * one_step

@@ -87,7 +87,7 @@ def holders(name_events: pd.DataFrame) -> dict[int, tuple[str, str]]:
     return {int(s): (src, n) for s, n, src in zip(names["storage"], names["name"], names["source"])}
 
 
-def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, slots: Slots, consumers: dict,
+def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slots, consumers: dict,
             peak: Peak) -> AtPeak:
     live = live_at(tensors, peak.seq)
     by_step = steps.set_index("step")["live_bytes"]
@@ -99,7 +99,7 @@ def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, slots: Slo
         before_bytes=int(by_step.shift(1).fillna(0).get(peak.step, 0)),
         made=live[live["alloc_step"] == peak.step].sort_values("alloc_seq"),
         open_slots=slots.open_at(peak.seq, UNKNOWN_OWNER),
-        holders=holders(frames["name"]),
+        holders=holders(tables["name"]),
         consumers=consumers,
         gradients=gradients_at(ordered[ordered["role"] == "gradient"], consumers, peak),
     )

@@ -259,14 +259,14 @@ def _known(v) -> bool:
     return v is not None and v == v   # not None, not NaN
 
 
-def graph_of(frames: dict, storage_names: dict) -> Graph:
-    nodes = frames["node"].drop_duplicates("node", keep="last")
+def graph_of(tables: dict, storage_names: dict) -> Graph:
+    nodes = tables["node"].drop_duplicates("node", keep="last")
     slots: dict = {}
-    for pack, nid, f in _cols(frames["slot"], "pack", "node", "field"):
+    for pack, nid, f in _cols(tables["slot"], "pack", "node", "field"):
         slots.setdefault(int(nid), {})[f] = pack
     saved = {p: (int(sid) if _known(sid) else None, sh, st, v)
-             for p, sid, sh, st, v in _cols(frames["saved"], "pack", "storage", "shape", "stride", "value")}
-    for nid, f, hook, sid, v in _cols(frames["hidden_slot"], "node", "field", "hook", "storage", "value"):
+             for p, sid, sh, st, v in _cols(tables["saved"], "pack", "storage", "shape", "stride", "value")}
+    for nid, f, hook, sid, v in _cols(tables["hidden_slot"], "node", "field", "hook", "storage", "value"):
         key = ("hidden", int(nid), f)
         if hook is None and _known(sid):   # saved without hooks: a number torch wrapped as a tensor
             slots.setdefault(int(nid), {})[f] = key
@@ -281,10 +281,10 @@ def graph_of(frames: dict, storage_names: dict) -> Graph:
               for n, _, nx, *_ in rows},
         leaf={int(n): int(lf) for n, _, _, lf, _ in rows if _known(lf)},
         attrs={int(n): ({k: m.signed(v) for k, v in a.items()} if isinstance(a, dict) else {}) for n, *_, a in rows},
-        outputs={(int(n), int(o)): int(sid) for n, o, sid in _cols(frames["tensor"], "node", "output_nr", "storage")
+        outputs={(int(n), int(o)): int(sid) for n, o, sid in _cols(tables["tensor"], "node", "output_nr", "storage")
                  if _known(n)},
         slots=slots, saved=saved, storage_names=storage_names,
-        ends={int(n): (vi or (), vo or ()) for n, vi, vo in _cols(frames["node_end"], "node", "values_in", "values_out")},
+        ends={int(n): (vi or (), vo or ()) for n, vi, vo in _cols(tables["node_end"], "node", "values_in", "values_out")},
     )
 
 
@@ -356,8 +356,8 @@ def _namer(gr: Graph, nid: int):
     return names
 
 
-def node_rules(frames: dict, storage_names: dict) -> dict[int, NodeRule]:
-    gr = graph_of(frames, storage_names)
+def node_rules(tables: dict, storage_names: dict) -> dict[int, NodeRule]:
+    gr = graph_of(tables, storage_names)
     return {nid: node_rule(gr, nid) for nid in gr.name}
 
 

@@ -44,19 +44,19 @@ class Timeline:
         return [self.values[i] if i >= 0 else "" for i in idx]
 
 
-def module_events(frames: dict) -> pd.DataFrame:
+def module_events(tables: dict) -> pd.DataFrame:
     """Enter and exit events in seq order: columns seq, t_ns, enter (bool), module."""
-    enter = frames["module_enter"].assign(enter=True)
-    exit_ = frames["module_exit"].assign(enter=False)
+    enter = tables["module_enter"].assign(enter=True)
+    exit_ = tables["module_exit"].assign(enter=False)
     both = pd.concat([enter[["seq", "t_ns", "enter", "module"]], exit_[["seq", "t_ns", "enter", "module"]]])
     return both.sort_values("seq").reset_index(drop=True)
 
 
-def running_module(frames: dict) -> Timeline:
+def running_module(tables: dict) -> Timeline:
     """The innermost module running after each enter or exit."""
     stack: list[str] = []
     seqs, values = [], []
-    for seq, enter, path in zip(*(module_events(frames)[c].tolist() for c in ("seq", "enter", "module"))):
+    for seq, enter, path in zip(*(module_events(tables)[c].tolist() for c in ("seq", "enter", "module"))):
         if enter:
             stack.append(path)
         elif path in stack:
@@ -67,16 +67,16 @@ def running_module(frames: dict) -> Timeline:
     return Timeline(seqs, values)
 
 
-def running_source(frames: dict) -> Timeline:
-    src = frames["source"]
+def running_source(tables: dict) -> Timeline:
+    src = tables["source"]
     values = [f"{f}:{int(ln)}" if isinstance(f, str) and pd.notna(ln) else "" for f, ln in zip(src["file"], src["line"])]
     return Timeline(src["seq"].tolist(), values)
 
 
-def spans(frames: dict) -> list[dict]:
+def spans(tables: dict) -> list[dict]:
     """Each module call as {module, depth, t0_ns, t1_ns} (t1 None: still running at the end)."""
     out, stack = [], []
-    ev = module_events(frames)
+    ev = module_events(tables)
     for t, enter, path in zip(ev["t_ns"].tolist(), ev["enter"].tolist(), ev["module"].tolist()):
         if enter:
             stack.append({"module": path, "depth": len(stack), "t0_ns": int(t), "t1_ns": None})
@@ -95,25 +95,25 @@ def owner(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 
 
-def node_origins(frames: dict, modules: Timeline | None = None,
+def node_origins(tables: dict, modules: Timeline | None = None,
                  sources: Timeline | None = None) -> tuple[dict[int, str], dict[int, str]]:
     """({node: module}, {node: source}): where the forward op that made each node ran."""
-    modules = modules or running_module(frames)
-    sources = sources or running_source(frames)
-    nodes = frames["node"].drop_duplicates("node")
+    modules = modules or running_module(tables)
+    sources = sources or running_source(tables)
+    nodes = tables["node"].drop_duplicates("node")
     ids = nodes["node"].astype(int).tolist()
     return dict(zip(ids, modules.at_many(nodes["seq"]))), dict(zip(ids, sources.at_many(nodes["seq"])))
 
 
-def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
+def storage_origins(tables: dict) -> tuple[dict[int, str], dict[int, str]]:
     """({storage: module}, {storage: source}) for every storage, by the rules above."""
-    modules, sources = running_module(frames), running_source(frames)
-    alloc = frames["alloc"].drop_duplicates("storage")
-    steps = frames["step"]
+    modules, sources = running_module(tables), running_source(tables)
+    alloc = tables["alloc"].drop_duplicates("storage")
+    steps = tables["step"]
     backward_node = {int(s): n for s, n, p in zip(steps["step"], steps["node"], steps["phase"])
                      if p == "backward" and pd.notna(n)}
-    node_module, node_source = node_origins(frames, modules, sources)
-    held = held_by(frames)
+    node_module, node_source = node_origins(tables, modules, sources)
+    held = held_by(tables)
     mod_at, src_at = modules.at_many(alloc["seq"]), sources.at_many(alloc["seq"])
     mod, src = {}, {}
     for i, (sid, step, pre, rec) in enumerate(zip(alloc["storage"].astype(int).tolist(), alloc["step"].tolist(),
@@ -130,23 +130,23 @@ def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
     return mod, src
 
 
-def held_by(frames: dict) -> dict[int, str]:
+def held_by(tables: dict) -> dict[int, str]:
     """{storage: owner module} for parameters and buffers named after their module."""
-    names = frames["name"]
+    names = tables["name"]
     names = names[names["source"].isin(list(HELD))].drop_duplicates("storage")
     return {int(s): owner(n) for s, n in zip(names["storage"], names["name"])}
 
 
-def module_outputs(frames: dict) -> set[tuple[int, str]]:
+def module_outputs(tables: dict) -> set[tuple[int, str]]:
     """{(storage, module)}: storages a module's forward returned."""
-    ex = frames["module_exit"]
+    ex = tables["module_exit"]
     return {(int(s), m) for m, outs in zip(ex["module"], ex["outputs"]) for s in (outs or ())}
 
 
 # -- one row per module -----------------------------------------------------------------------
-def module_list(frames: dict) -> pd.DataFrame:
-    m = frames["module"].drop_duplicates("module")
-    calls = frames["module_enter"]["module"].value_counts()
+def module_list(tables: dict) -> pd.DataFrame:
+    m = tables["module"].drop_duplicates("module")
+    calls = tables["module_enter"]["module"].value_counts()
     paths = m["module"].tolist()
     return pd.DataFrame({
         "module": paths, "type": m["type"].tolist(),
@@ -176,13 +176,13 @@ def _subtree(paths: list[str], own: pd.Series) -> list[int]:
     return [int(sum(b for m, b in items if m == p or m.startswith(p + "."))) for p in paths]
 
 
-def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int, described: Described) -> pd.DataFrame:
+def modules_table(tables: dict, tensors: pd.DataFrame, peak_seq: int, described: Described) -> pd.DataFrame:
     """``step_activation_*``: the activations of the training step the answer speaks of
     (the peak's): with several steps, what was saved for one backward, not the run's sum."""
-    table = module_list(frames)
+    table = module_list(tables)
     paths = table["module"].tolist()
     act, params = _own(tensors, "activation"), _own(tensors, ("parameter",))
-    made_for = training_step_of(frames, tensors["alloc_seq"].clip(lower=0))
+    made_for = training_step_of(tables, tensors["alloc_seq"].clip(lower=0))
     step_act = _own(tensors[made_for == described.call], "activation")
     grads = _own(tensors, "gradient")
     live = live_at(tensors, peak_seq) if peak_seq >= 0 else tensors.iloc[0:0]
@@ -215,14 +215,14 @@ def modules_at_peak(table: pd.DataFrame, n: int = TOP_MODULES) -> list[dict]:
             for m, ty, b in zip(top["module"].head(n), top["type"].head(n), top["peak_live_bytes"].head(n))]
 
 
-def activations_by_module(frames: dict, tensors: pd.DataFrame, table: pd.DataFrame, described: Described) -> dict | None:
+def activations_by_module(tables: dict, tensors: pd.DataFrame, table: pd.DataFrame, described: Described) -> dict | None:
     """The new bytes forward saved for backward in the training step the answer speaks of
     (the peak's), grouped by module, largest first; and the saves that cost nothing new.
     None when no module ran."""
     if not len(table):
         return None
     step = described.call
-    made_for = training_step_of(frames, tensors["alloc_seq"].clip(lower=0))
+    made_for = training_step_of(tables, tensors["alloc_seq"].clip(lower=0))
     ours = tensors[(made_for == step) | (tensors["role"] == "parameter") | (tensors["alloc_seq"] < 0)]
     act = ours[(ours["role"] == "activation") & (ours["alloc_seq"] >= 0)]
     if not len(act):

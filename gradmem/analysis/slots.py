@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .frames import pairs
+from .tables import pairs
 
 CHECKPOINT_KEPT = "torch.utils.checkpoint (an input it keeps to run the forward again in backward)"
 
@@ -59,16 +59,16 @@ def _checkpoint_owned(saved: pd.DataFrame) -> dict:
     return {p: CHECKPOINT_KEPT for p in saved.loc[saved["kept_for"] == "checkpoint", "pack"].tolist()}
 
 
-def build_slots(frames: dict[str, pd.DataFrame], node_name: dict[int, str]) -> Slots:
-    slot = frames["slot"].drop_duplicates("pack")
-    storage_of = pairs(frames["saved"]["pack"], frames["saved"]["storage"])
+def build_slots(tables: dict[str, pd.DataFrame], node_name: dict[int, str]) -> Slots:
+    slot = tables["slot"].drop_duplicates("pack")
+    storage_of = pairs(tables["saved"]["pack"], tables["saved"]["storage"])
     on_storage = lambda f: f.assign(storage=f["pack"].map(storage_of))  # noqa: E731
-    hidden = frames["hidden_slot"].dropna(subset=["storage"])
+    hidden = tables["hidden_slot"].dropna(subset=["storage"])
     return Slots(
         storage_of=storage_of,
-        owner={**_checkpoint_owned(frames["saved"]), **dict(zip(slot["pack"].tolist(), owner_labels(slot, node_name)))},
-        saved=frames["saved"][["seq", "step", "pack", "storage"]],
-        unpacked=on_storage(frames["unpacked"][["seq", "step", "pack", "node"]]),
-        released=on_storage(frames["released"][["seq", "step", "pack"]]),
+        owner={**_checkpoint_owned(tables["saved"]), **dict(zip(slot["pack"].tolist(), owner_labels(slot, node_name)))},
+        saved=tables["saved"][["seq", "step", "pack", "storage"]],
+        unpacked=on_storage(tables["unpacked"][["seq", "step", "pack", "node"]]),
+        released=on_storage(tables["released"][["seq", "step", "pack"]]),
         hidden=pd.DataFrame({"storage": hidden["storage"].tolist(), "owner": owner_labels(hidden, node_name)}),
     )

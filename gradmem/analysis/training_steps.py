@@ -29,37 +29,37 @@ class Described:
         return self.calls > 1
 
 
-def _begins(frames: dict) -> np.ndarray:
-    return np.sort(frames["backward_begin"]["seq"].to_numpy(dtype="int64"))
+def _begins(tables: dict) -> np.ndarray:
+    return np.sort(tables["backward_begin"]["seq"].to_numpy(dtype="int64"))
 
 
-def training_step_of(frames: dict, seqs) -> np.ndarray:
+def training_step_of(tables: dict, seqs) -> np.ndarray:
     """For each seq, the backward call (1, 2, ...) that follows it: the training step a
     forward storage belongs to. Past the last backward: one more than the number of calls."""
-    return np.searchsorted(_begins(frames), np.asarray(seqs, dtype="int64"), side="left") + 1
+    return np.searchsorted(_begins(tables), np.asarray(seqs, dtype="int64"), side="left") + 1
 
 
-def call_of_storages(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict) -> pd.Series:
+def call_of_storages(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict) -> pd.Series:
     """Per storage, its training step: the call whose backward made it (a gradient, a
     ``.grad``), else the call that follows its allocation (what a forward pass made is
     for the backward after it). Storages from before the capture: 0."""
     by_step = steps.set_index("step")["backward"].astype("Float64")
     made_in = tensors["alloc_step"].map(by_step).astype("Float64")
-    following = pd.Series(training_step_of(frames, tensors["alloc_seq"].clip(lower=0)), index=tensors.index)
+    following = pd.Series(training_step_of(tables, tensors["alloc_seq"].clip(lower=0)), index=tensors.index)
     call = made_in.fillna(following.astype("Float64")).astype("int64")
     return call.where(tensors["alloc_seq"] >= 0, 0)
 
 
-def described_call(frames: dict, steps: pd.DataFrame, peak: Peak) -> Described:
+def described_call(tables: dict, steps: pd.DataFrame, peak: Peak) -> Described:
     """The training step of the peak: the backward call it happens in, or, before or after
     backward, the step whose forward or optimizer it is part of."""
-    calls = int(len(frames["backward_begin"]))
+    calls = int(len(tables["backward_begin"]))
     if calls <= 1:
         return Described(1, max(calls, 1))
     backward = steps.set_index("step")["backward"].get(peak.step)
     if backward is not None and pd.notna(backward):
         return Described(int(backward), calls)
-    begun = int(np.searchsorted(_begins(frames), peak.seq, side="right"))   # calls begun by then
+    begun = int(np.searchsorted(_begins(tables), peak.seq, side="right"))   # calls begun by then
     following = begun + 1 if peak.phase in ("setup", "forward") else begun
     return Described(int(min(max(following, 1), calls)), calls)
 

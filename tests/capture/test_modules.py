@@ -147,7 +147,7 @@ def test_source_is_the_user_line_inside_a_custom_module():
 def test_module_spans_nest_and_close():
     cap, _ = profile("transformer")
     from gradmem.analysis.modules import spans
-    s = spans(cap.analysis.frames)
+    s = spans(cap.analysis.tables)
     assert [x["module"] for x in s if x["depth"] == 0] == ["model"]
     assert all(x["t1_ns"] is not None and x["t1_ns"] >= x["t0_ns"] for x in s)
 

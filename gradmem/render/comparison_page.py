@@ -15,6 +15,7 @@ from ..version import __version__
 from .comparison_answer import answer
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
+from ..files import COMPARISON_HTML
 
 MAX_POINTS = 4000
 MAX_ROWS = 500
@@ -95,7 +96,7 @@ def meta_html(runs: list[dict]) -> str:
 
 
 class ComparisonHtmlWriter:
-    filename = "comparison.html"
+    filename = COMPARISON_HTML
 
     def render(self, c) -> str:
         data = comparison_page_data(c)

@@ -62,7 +62,8 @@ class Suggestion:
     peak_bytes: int
     saves_bytes: int
     fits: bool
-    host_bytes: int | None = None     # save_on_cpu: the most host bytes its copies hold at once
+    host_bytes: int | None = None          # save_on_cpu: the most bytes its host copies hold at once
+    host_pinned_bytes: int | None = None   # ... each copy rounded up to a power of two, as pinned blocks are
 
     def result_text(self) -> str:
         verdict = "fits" if self.fits else "still does not fit"
@@ -70,12 +71,15 @@ class Suggestion:
             return (f"peak {human_bytes(self.peak_bytes)} ({self.peak_bytes:,} B) at {self.value:,}, "
                     f"saves {_bytes(self.saves_bytes)}: {verdict} (verified on a fake run)")
         return (f"device peak {human_bytes(self.peak_bytes)} ({self.peak_bytes:,} B) at {self.value:,}, "
-                f"saves {_bytes(self.saves_bytes)} of device memory: {verdict} (measured on a fake run); "
-                f"needs {_bytes(self.host_bytes)} of host memory at once for the copies")
+                f"saves {_bytes(self.saves_bytes)} of device memory: {verdict} (measured on a fake run whose saved "
+                f"tensors in those modules were replaced as save_on_cpu replaces them); host memory for the copies: "
+                f"{_bytes(self.host_bytes)} held at once, {_bytes(self.host_pinned_bytes)} as pinned blocks "
+                "(each rounded up to a power of two)")
 
     def as_dict(self) -> dict:
         return {"title": self.title, "code": self.code, "value": self.value, "peak_bytes": self.peak_bytes,
-                "saves_bytes": self.saves_bytes, "fits": self.fits, "host_bytes": self.host_bytes}
+                "saves_bytes": self.saves_bytes, "fits": self.fits, "host_bytes": self.host_bytes,
+                "host_pinned_bytes": self.host_pinned_bytes}
 
 
 @dataclass
@@ -276,7 +280,8 @@ class HostCopies:
     end (the slot's release) gives the copy's bytes back."""
 
     def __init__(self):
-        self.now = self.peak = 0
+        self.now = self.peak = 0                 # bytes of the copies held, and the most at once
+        self.pinned_now = self.pinned_peak = 0   # the same, each copy rounded up to a power of two
         self.fault: BaseException | None = None
 
     def pack(self, tensor):
@@ -302,15 +307,21 @@ class HostCopies:
 
 
 class _Held:
-    __slots__ = ("copies", "nbytes")
+    """One host copy's bytes, held from pack until autograd releases the slot. PyTorch's
+    pinned-memory allocator rounds every block up to a power of two (``CachingHostAllocator``,
+    ``PowerOf2Ceil``), so the pinned count rounds each copy the same way."""
+    __slots__ = ("copies", "nbytes", "pinned")
 
     def __init__(self, copies: HostCopies, nbytes: int):
-        self.copies, self.nbytes = copies, nbytes
+        self.copies, self.nbytes, self.pinned = copies, nbytes, (1 << (nbytes - 1).bit_length()) if nbytes else 0
         copies.now += nbytes
+        copies.pinned_now += self.pinned
         copies.peak = max(copies.peak, copies.now)
+        copies.pinned_peak = max(copies.pinned_peak, copies.pinned_now)
 
     def __del__(self):
         self.copies.now -= self.nbytes
+        self.copies.pinned_now -= self.pinned
 
 
 def within(hooks, forward):
@@ -417,8 +428,12 @@ def _save_on_cpu(measure, req, want: int, model: Model, base: Point, say, cal) -
         raise InternalError(f"gradmem's own save_on_cpu measuring hooks failed: {copies.fault!r}; "
                             "the scenario is not at fault.") from exc
     sg = _make(f"save_on_cpu of {model.var}'s children {', '.join(names)}", save_on_cpu_code(model, names), p, base)
-    sg.host_bytes = copies.peak
-    return [sg] if sg.saves_bytes > 0 else []
+    sg.host_bytes, sg.host_pinned_bytes = copies.peak, copies.pinned_peak
+    if sg.saves_bytes <= 0:
+        say(f"gradmem fit: save_on_cpu of {model.var}'s children does not lower the device peak "
+            f"({p.peak_bytes:,} B against {base.peak_bytes:,} B): not offered")
+        return []
+    return [sg]
 
 
 def _make(title: str, code: str, p: Point, base: Point) -> Suggestion:

@@ -134,7 +134,7 @@ def test_save_on_cpu_host_bytes_are_one_copy_per_slot_inside_the_blocks(blocks_c
     s, _, base = blocks_cuda
     from_table = sum(nbytes * n for nbytes, n, _ in _slots_inside(base, base.tensors, WRAPPED))
     b, d = BATCH, D
-    by_hand = (b * d * 4                                   # layers.0.up's input x (its weight is not saved: x needs no grad)
+    by_hand = (b * d * 4                                   # layers.0.up's input x (x needs no grad: no weight saved)
                + 4 * 2 * b * 4 * d * 4                     # each block's relu output, saved by relu and by down
                + 7 * 4 * d * d * 4                         # the weights saved by the other seven Linears of the blocks
                + 3 * b * d * 4 + b * d * 4                 # the inputs of layers.1-3 and of head
@@ -216,8 +216,9 @@ MLP = dict(width=64, features=32, depth=4)
 
 
 def test_checkpoint_sequential_peak_is_the_pasted_codes_and_the_lowest_tried(tmp_path):
-    r = fit(SCENARIOS / "mlp.py", "--param", "batch", "--budget", "4MiB", *sum((["-p", f"{k}={v}"] for k, v in MLP.items()), []),
-            "-p", "batch=8192", "--suggest", "-o", tmp_path / "m", "-q")
+    fixed = [a for k, v in MLP.items() for a in ("-p", f"{k}={v}")]
+    r = fit(SCENARIOS / "mlp.py", "--param", "batch", "--budget", "4MiB", *fixed, "-p", "batch=8192", "--suggest",
+            "-o", tmp_path / "m", "-q")
     assert r.exit_code == 0, r.output
     s = next(x for x in suggestions(tmp_path / "m") if x["title"].startswith("checkpoint_sequential"))
     assert "checkpoint_sequential(model, " in s["code"] and "use_reentrant=False" in s["code"]

@@ -120,6 +120,7 @@ class Saved:
     element_size: int
     stride: tuple | None = None  # tells a transposed view (weight.T) from its base
     value: object = None        # every float32 digit, for at most 16 elements: what rules evaluate
+    kept_for: str = ""          # "checkpoint": torch.utils.checkpoint kept it to recompute the forward
 
 
 @_kind(EventKind.SLOT)

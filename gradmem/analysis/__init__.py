@@ -18,6 +18,7 @@ from .births import late_births
 from .derivation import node_rules, with_rules
 from .frames import by_kind, events_table, pairs
 from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
+from .training_steps import call_of_storages, described_call
 from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
 from .headline import true_peak
@@ -78,14 +79,15 @@ def analyze(trace: Trace) -> Analysis:
     steps, ground = reconcile(frames, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     true = true_peak(peak, ground["allocator"], steps, d)
-    modules = modules_table(frames, tensors, true.seq)
+    described, calls = described_call(frames, steps, true), call_of_storages(tensors, steps, frames)
+    modules = modules_table(frames, tensors, true.seq, described)
     by_module = {"modules_at_peak": modules_at_peak(modules),
-                 "activations_by_module": activations_by_module(frames, tensors, modules)}
+                 "activations_by_module": activations_by_module(frames, tensors, modules, described)}
     summary = summarize(trace, tensors, steps, true, backward_peak, ground, tracked=peak, by_module=by_module)
     consumers = gradient_consumers(frames["node_end"], nnames)
     return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
                     at_peak(tensors, steps, frames, slots, consumers, peak),
-                    answer_facts(tensors, nodes, consumers), frames, nnames, d, modules, spans(frames), rules)
+                    answer_facts(tensors, nodes, consumers, calls, described), frames, nnames, d, modules, spans(frames), rules)
 
 
 def with_origins(nodes: pd.DataFrame, frames: dict) -> pd.DataFrame:

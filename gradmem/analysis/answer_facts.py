@@ -15,6 +15,7 @@ from .slots import Slots
 from .storages import CALL_RETURNED
 from .summary import Peak
 from .timeline import live_at
+from .training_steps import Described, most_at_once
 
 # name sources that mean "the program (or a module) still holds this storage"
 HOLDER_SOURCES = ("variable", "parameter", "buffer")
@@ -61,15 +62,22 @@ def gradients_at(live: pd.DataFrame, consumers: dict, peak: Peak) -> dict[int, G
 
 @dataclass(frozen=True)
 class AnswerFacts:
-    """The storages each part of the answer speaks of, in reading order."""
+    """The storages each part of the answer speaks of, in reading order. With several
+    backward calls, those of one training step (``described``: the peak's) only."""
+    described: Described                 # the training step spoken of, of how many
     saved: pd.DataFrame                  # saved for backward, allocation order
     new_saved_bytes: int                 # of those, the activations' bytes (new memory)
+    new_saved_at_once: int               # the most of those bytes alive at one moment
+    new_saved_by_call: dict              # {training step: new bytes saved in its forward}
     intermediates: pd.DataFrame          # made in forward and never saved, allocation order
+    intermediates_at_once: int           # the most of their bytes alive at one moment
+    nodes: pd.DataFrame                  # the backward nodes that ran, execution order
     gradients: pd.DataFrame              # handed between nodes, + freed_promptly (bool)
     freed_at: dict                       # {step: storages a node's run freed in it, in free order}
     freed_by_call: pd.DataFrame          # freed when backward()/grad() returned (grad(loss)), free order
     held: pd.DataFrame                   # slot released, yet kept alive by the program
     retained: pd.DataFrame               # retain_grad() copies, allocation order
+    retained_at_once: int                # the most of their bytes alive at one moment
     param_grads: pd.DataFrame            # leaves' .grad, allocation order
 
 
@@ -120,18 +128,39 @@ def _held(t: pd.DataFrame) -> pd.DataFrame:
     return done[done["free_step"].isna() | (done["free_step"] > done["released_step"])]
 
 
-def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict) -> AnswerFacts:
-    t = tensors
+def of_the_step(t: pd.DataFrame, calls: pd.Series, described: Described) -> pd.DataFrame:
+    """The storages of the training step spoken of; parameters belong to every step."""
+    if not described.several:
+        return t
+    return t[(calls.reindex(t.index) == described.call) | (t["role"] == "parameter")]
+
+
+def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict, calls: pd.Series,
+                 described: Described) -> AnswerFacts:
+    all_saved = tensors[(tensors["saved_by"] != "") & (tensors["role"] == "activation")]
+    by_call = all_saved.groupby(calls.reindex(all_saved.index))["nbytes"].sum()
+    t = of_the_step(tensors, calls, described)
+    if described.several:
+        nodes = nodes[nodes["backward"] == described.call]
     saved = t[t["saved_by"] != ""].sort_values("alloc_seq")
+    new = saved[saved["role"] == "activation"]
     grads = t[t["role"] == "gradient"]
+    inter = t[t["role"] == "intermediate"].sort_values("alloc_seq")
+    retained = t[t["role"] == "retained_grad"].sort_values("alloc_seq")
     return AnswerFacts(
+        described=described,
         saved=saved,
-        new_saved_bytes=int(saved[saved["role"] == "activation"]["nbytes"].sum()),
-        intermediates=t[t["role"] == "intermediate"].sort_values("alloc_seq"),
+        new_saved_bytes=int(new["nbytes"].sum()),
+        new_saved_at_once=most_at_once(new),
+        new_saved_by_call={int(k): int(v) for k, v in by_call.items()},
+        intermediates=inter,
+        intermediates_at_once=most_at_once(inter),
+        nodes=nodes,
         gradients=grads.assign(freed_promptly=_freed_promptly(grads, consumers)),
         freed_at=_freed_at(t, nodes["step"]),
         freed_by_call=t[_by_call(t)].sort_values("free_seq"),
         held=_held(t),
-        retained=t[t["role"] == "retained_grad"].sort_values("alloc_seq"),
+        retained=retained,
+        retained_at_once=most_at_once(retained),
         param_grads=t[t["role"] == "param_grad"].sort_values("alloc_seq"),
     )

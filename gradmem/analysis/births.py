@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .storages import PYTHON_NUMBER, wrapped_scalars
+
 
 def late_births(frames: dict) -> dict:
     """``frames`` with such storages' ``alloc`` rows moved to their real birth."""
@@ -31,10 +33,12 @@ def late_births(frames: dict) -> dict:
     op_of = dict(zip(frames["step"]["step"], frames["step"]["op"]))
     seq_at = _seq_at(frames)
     alloc = alloc.copy()
+    numbers = wrapped_scalars(frames)   # born between ops (the argument parser), inside none
     for sid, step, t in zip(born["storage"], born["block_step"], born["block_t"]):
         rows = alloc.index[alloc["storage"] == sid]
+        op = PYTHON_NUMBER if int(sid) in numbers else f"(inside {op_of.get(int(step), '?')})"
         alloc.loc[rows, ["preexisting", "step", "seq", "op"]] = [
-            False, int(step), seq_at(int(t), int(alloc.loc[rows[0], "seq"])), f"(inside {op_of.get(int(step), '?')})"]
+            False, int(step), seq_at(int(t), int(alloc.loc[rows[0], "seq"])), op]
     return {**frames, "alloc": alloc}
 
 

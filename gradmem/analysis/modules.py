@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from .timeline import live_at
+from .training_steps import Described, most_at_once, training_step_of
 
 MODULE_COLUMNS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
-                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total"]
+                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total",
+                  "step_activation_bytes", "step_activation_bytes_total"]
 HELD = ("parameter", "buffer")   # name sources whose owner module is in the name
 
 
@@ -174,10 +176,14 @@ def _subtree(paths: list[str], own: pd.Series) -> list[int]:
     return [int(sum(b for m, b in items if m == p or m.startswith(p + "."))) for p in paths]
 
 
-def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.DataFrame:
+def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int, described: Described) -> pd.DataFrame:
+    """``step_activation_*``: the activations of the training step the answer speaks of
+    (the peak's): with several steps, what was saved for one backward, not the run's sum."""
     table = module_list(frames)
     paths = table["module"].tolist()
     act, params = _own(tensors, "activation"), _own(tensors, ("parameter",))
+    made_for = training_step_of(frames, tensors["alloc_seq"].clip(lower=0))
+    step_act = _own(tensors[made_for == described.call], "activation")
     grads = _own(tensors, "gradient")
     live = live_at(tensors, peak_seq) if peak_seq >= 0 else tensors.iloc[0:0]
     at_peak = live[live["module"] != ""].groupby("module")["nbytes"].sum()
@@ -187,6 +193,8 @@ def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.Data
     table["gradient_bytes"] = [int(grads.get(p, 0)) for p in paths]
     table["peak_live_bytes"] = [int(at_peak.get(p, 0)) for p in paths]
     table["peak_live_bytes_total"] = _subtree(paths, at_peak)
+    table["step_activation_bytes"] = [int(step_act.get(p, 0)) for p in paths]
+    table["step_activation_bytes_total"] = _subtree(paths, step_act)
     return table.reindex(columns=MODULE_COLUMNS)
 
 
@@ -207,39 +215,35 @@ def modules_at_peak(table: pd.DataFrame, n: int = TOP_MODULES) -> list[dict]:
             for m, ty, b in zip(top["module"].head(n), top["type"].head(n), top["peak_live_bytes"].head(n))]
 
 
-def training_step_of(frames: dict, seqs) -> np.ndarray:
-    """For each seq, the backward call (1, 2, ...) that follows it: the training step a
-    forward storage belongs to. Past the last backward: one more than the number of calls."""
-    begins = np.sort(frames["backward_begin"]["seq"].to_numpy(dtype="int64"))
-    return np.searchsorted(begins, np.asarray(seqs, dtype="int64"), side="left") + 1
-
-
-def activations_by_module(frames: dict, tensors: pd.DataFrame, table: pd.DataFrame) -> dict | None:
-    """The new bytes forward saved for backward in one training step (the one that saved
-    the most), grouped by module, largest first; and the saves that cost nothing new.
+def activations_by_module(frames: dict, tensors: pd.DataFrame, table: pd.DataFrame, described: Described) -> dict | None:
+    """The new bytes forward saved for backward in the training step the answer speaks of
+    (the peak's), grouped by module, largest first; and the saves that cost nothing new.
     None when no module ran."""
     if not len(table):
         return None
-    act = tensors[(tensors["role"] == "activation") & (tensors["alloc_seq"] >= 0)]
-    calls = int(len(frames["backward_begin"]))
+    step = described.call
+    made_for = training_step_of(frames, tensors["alloc_seq"].clip(lower=0))
+    ours = tensors[(made_for == step) | (tensors["role"] == "parameter") | (tensors["alloc_seq"] < 0)]
+    act = ours[(ours["role"] == "activation") & (ours["alloc_seq"] >= 0)]
     if not len(act):
-        return {"backward": 1, "backward_calls": calls, "bytes": 0, "count": 0, "modules": [],
-                "zero_cost": zero_cost_saves(tensors)}
-    act = act.assign(_step=training_step_of(frames, act["alloc_seq"]))
-    per_step = act.groupby("_step")["nbytes"].sum()
-    step = int(per_step.idxmax())
-    mine = act[act["_step"] == step]
+        return {"backward": step, "backward_calls": described.calls, "bytes": 0, "at_once_bytes": 0, "count": 0,
+                "modules": [], "zero_cost": zero_cost_saves(ours)}
+    return {"backward": step, "backward_calls": described.calls, "bytes": int(act["nbytes"].sum()),
+            "at_once_bytes": most_at_once(act), "count": int(len(act)),
+            "modules": _module_groups(act, table), "zero_cost": zero_cost_saves(ours)}
+
+
+def _module_groups(act: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     types = dict(zip(table["module"], table["type"]))
     groups = []
-    for module, g in mine.groupby("module", sort=False):
+    for module, g in act.groupby("module", sort=False):
         g = g.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
         groups.append({"module": module, "type": types.get(module, ""), "bytes": int(g["nbytes"].sum()),
                        "count": int(len(g)), "top": [{"name": str(n), "bytes": int(b), "source": s}
                                                      for n, b, s in zip(g["name"].head(TOP_NAMES), g["nbytes"].head(TOP_NAMES),
                                                                         g["source"].head(TOP_NAMES))]})
     groups.sort(key=lambda x: (-x["bytes"], x["module"]))
-    return {"backward": step, "backward_calls": calls, "bytes": int(mine["nbytes"].sum()), "count": int(len(mine)),
-            "modules": groups, "zero_cost": zero_cost_saves(tensors)}
+    return groups
 
 
 def zero_cost_saves(tensors: pd.DataFrame) -> dict:

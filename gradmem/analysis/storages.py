@@ -46,7 +46,21 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     t["freed_after"] = pd.Series([step_op.get(int(s), "") if pd.notna(s) else "" for s in t["free_step"]],
                                  index=t.index, dtype=object)
     t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
+    wrapped = t["id"].isin(wrapped_scalars(frames))
+    t.loc[wrapped, "created_by"] = PYTHON_NUMBER
+    t["_wrapped"] = wrapped
     return t
+
+
+PYTHON_NUMBER = "(a python number)"   # the 0.5 of 0.5 * x: torch made it a tensor for the op
+
+
+def wrapped_scalars(frames: dict) -> set[int]:
+    """Storages of the python numbers torch wrapped as tensors for an op and autograd saved.
+    They are born where no hook looks (the argument parser, before the op's dispatch), so
+    neither "(before capture)" nor the previous op made them."""
+    names = frames["name"]
+    return set(names.loc[names["source"] == "wrapped_scalar", "storage"].dropna().astype(int))
 
 
 CALL_RETURNED = "() returned)"   # freed_after "(backward() returned)": the call, not a node, let it go
@@ -132,7 +146,8 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     # forward scratch that died in the op that made it
     role[~backward & same_step & ~saved] = Role.TEMPORARY.value
     # inputs: no grad, made before the forward pass or by a factory op
-    inputs = ~backward & ~t["requires_grad"] & ~t["grad_args"] & (t["preexisting"] | (t["phase"] == "setup") | t["factory"])
+    inputs = (~backward & ~t["requires_grad"] & ~t["grad_args"] & ~t["_wrapped"]
+              & (t["preexisting"] | (t["phase"] == "setup") | t["factory"]))
     role[inputs] = Role.INPUT.value
     # parameters: leaves that require grad
     role[t["_leaf_param"]] = Role.PARAMETER.value

@@ -177,6 +177,17 @@ def _at_root(apply):
     return lambda: _Roots(on_root)
 
 
+def _autocast_stand_in(device_type: str) -> tuple[str, str]:
+    """The autocast the fake run measures with, and what the title says of it. Without
+    CUDA, ``torch.autocast("cuda")`` disables itself (a warning) and would "save" 0 B; the
+    fake "CUDA" run is a CPU run relabelled, so CPU autocast is what casts there. Its list
+    of bf16 ops has the matmuls, linears and convolutions CUDA's has, not every one."""
+    import torch
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "cpu", " (measured with CPU autocast: this torch has no CUDA; CUDA's op list differs slightly)"
+    return device_type, ""
+
+
 def autocast_wrap(device_type: str):
     import torch
     state = {}
@@ -385,8 +396,9 @@ def _model_changes(measure, req, want: int, model: Model, base: Point, say, cal)
     device_type = "cuda" if req.device.startswith("cuda") else "cpu"
     out = []
     say(f"gradmem fit: bf16 autocast of {model.var}")
-    p = measure(req, want, wrap=autocast_wrap(device_type), calibration=cal)
-    out.append(_make(f"bf16 autocast of {model.var} ({model.cls})",
+    measured_as, note = _autocast_stand_in(device_type)
+    p = measure(req, want, wrap=autocast_wrap(measured_as), calibration=cal)
+    out.append(_make(f"bf16 autocast of {model.var} ({model.cls}){note}",
                      f'{model.var}.forward = torch.autocast("{device_type}", dtype=torch.bfloat16)({model.var}.forward)',
                      p, base))
     names = _names(model.children)

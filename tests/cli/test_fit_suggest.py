@@ -12,6 +12,7 @@ import json
 import re
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from conftest import ROOT, SCENARIOS
@@ -94,7 +95,11 @@ def blocks_cuda(tmp_path_factory):
     assert r.exit_code == 0, r.output
     found = [s for s in suggestions(out) if s["title"].startswith("save_on_cpu")]
     assert len(found) == 1, [s["title"] for s in suggestions(out)]
+    BLOCKS_CUDA_SUGGESTIONS[:] = suggestions(out)
     return found[0], r.output, fake(BLOCKS, "cuda", batch=BATCH)
+
+
+BLOCKS_CUDA_SUGGESTIONS: list = []   # every suggestion of the blocks_cuda run
 
 
 def test_save_on_cpu_code_is_the_real_thing_and_printed(blocks_cuda):
@@ -233,3 +238,18 @@ def test_checkpoint_sequential_peak_is_the_pasted_codes_and_the_lowest_tried(tmp
     chosen = int(re.search(r"in (\d+) segments", s["title"]).group(1))
     assert s["peak_bytes"] == peaks[chosen] == min(peaks.values())
     assert s["saves_bytes"] == base - peaks[chosen] > 0
+
+
+def test_bf16_on_cuda_without_cuda_is_measured_with_cpu_autocast_and_says_so(blocks_cuda, tmp_path):
+    """torch.autocast("cuda") turns itself off on a torch without CUDA: measured that way
+    it "saved" 0 B. The fake CUDA run is a CPU run relabelled, so CPU autocast stands in,
+    and the title says so. Oracle: the pasted code with "cpu" for "cuda", re-run."""
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA, autocast('cuda') is what gets measured")
+    _, _, base = blocks_cuda
+    s = next(x for x in BLOCKS_CUDA_SUGGESTIONS if x["title"].startswith("bf16 autocast"))
+    assert "measured with CPU autocast: this torch has no CUDA" in s["title"]
+    assert 'torch.autocast("cuda", dtype=torch.bfloat16)' in s["code"]     # the code is for the user's GPU
+    rerun = fake(paste(tmp_path, s["code"].replace('"cuda"', '"cpu"'), "net = Net(d, depth)", BLOCKS), "cuda", batch=BATCH)
+    assert s["peak_bytes"] == reserved_peak(rerun)
+    assert s["saves_bytes"] == reserved_peak(base) - reserved_peak(rerun) > 0

@@ -11,7 +11,6 @@ import pandas as pd
 from .units import human_bytes, step_label
 
 MAX_LINES = 10
-_NONE = pd.DataFrame({"name": [], "role": []})   # a node step that freed nothing
 
 
 def _value(row) -> str:
@@ -143,8 +142,7 @@ def peak_section(analysis) -> dict:
 
 
 def _node_line(row: dict, freed_at: dict) -> str:
-    freed = freed_at.get(int(row["step"]), _NONE)
-    parts = [f"`{n}` ({r})" for n, r in zip(freed["name"].head(MAX_LINES), freed["role"])]
+    parts = [f"`{n}` ({r})" for n, r in freed_at.get(int(row["step"]), [])[:MAX_LINES]]
     text = f"After `{row['name']}` (step {row['step']}): "
     text += ("freed " + ", ".join(parts)) if parts else "freed nothing"
     if row["released"]:

@@ -47,7 +47,10 @@ def test_seed_comparison_page_loads_offline_and_draws(browser, seed_compare):
     assert f"kept {len(extra)} gradients" in answer and f"+{int(extra['nbytes'].sum())} B" in answer
     for name in extra["name"]:
         assert name in answer and name in browser.find_element("id", "extra-table").text
-    assert "The peak rose from 96 B" in answer and "to 108 B" in answer
+    assert "The tensors' peak rose from 96 B" in answer and "to 108 B" in answer
+    # the header's allocator peaks hold 4 B of kernel scratch each: said beside the tensors'
+    header = browser.find_element("tag name", "header").text
+    assert "peak 100 B at step 10 (tensors alone 96 B)" in header and "peak 112 B at step 10 (tensors alone 108 B)" in header
     screenshot(browser, "compare_seed_two_rows.png")
 
 

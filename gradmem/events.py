@@ -3,7 +3,7 @@
 Capture emits events as ``(kind, **fields)``; the trace file stores them as JSON objects;
 analysis turns each kind into a DataFrame with exactly these columns. One frozen
 dataclass per kind names its fields here, so adding a field is one edit: the analysis
-columns (``analysis.frames.KIND_COLUMNS``) and the synthetic traces in tests are derived
+columns (``analysis.tables.KIND_COLUMNS``) and the synthetic traces in tests are derived
 from ``FIELDS``. The capture's hot path does not build these objects (a dataclass per
 event would cost microseconds per op); they are the schema, not the carrier.
 """
@@ -120,6 +120,7 @@ class Saved:
     element_size: int
     stride: tuple | None = None  # tells a transposed view (weight.T) from its base
     value: object = None        # every float32 digit, for at most 16 elements: what rules evaluate
+    kept_for: str = ""          # "checkpoint": torch.utils.checkpoint kept it to recompute the forward
 
 
 @_kind(EventKind.SLOT)

@@ -1,9 +1,23 @@
-"""Writing files so that a reader never sees half of one: write beside, then rename."""
+"""The files gradmem writes: their names, in one place, and one way to write them so that a
+reader never sees half of one (write beside, then rename)."""
 from __future__ import annotations
 
 import contextlib
 import os
 from pathlib import Path
+
+# every writer and reader takes a file's name from here
+TRACE = "trace.jsonl"
+REPORT = "report.html"
+TENSORS_CSV, STEPS_CSV, NODES_CSV, MODULES_CSV, EVENTS_CSV = (
+    "tensors.csv", "steps.csv", "nodes.csv", "modules.csv", "events.csv")
+SUMMARY = "summary.json"
+CHROME = "trace.chrome.json"
+MEMORY_VIZ_JSON, MEMORY_VIZ_PICKLE = "memory_viz.json", "memory_viz.pickle"
+COMPARISON_CSV, COMPARISON_HTML = "comparison.csv", "comparison.html"
+FIT_CSV, FIT_JSON, FIT_HTML = "fit.csv", "fit.json", "fit.html"
+RANKS_CSV = "ranks.csv"
+MARKER = ".gradmem-report"   # in every folder gradmem wrote: what it may replace without --force
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from .render import DEFAULT_FORMATS, MARKER, check_target, dropped_files, write_
 from .render.comparison import claim_folder, write_comparison
 from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
 from .trace import find_trace, partial_line, read_trace
+from .files import TRACE
 
 MODES = ("off", "on")
 ALL_MODES = ("off", "on", "as-written")
@@ -105,7 +106,7 @@ def render(trace_file: Path, out_dir: Path | None = None, formats: tuple | None 
     own = out_dir is None or Path(out_dir).resolve() == trace_file.parent.resolve()
     out_dir = Path(out_dir or trace_file.parent)
     # a plain folder holding just the trace being redrawn may take its reports
-    reread = {"trace.jsonl"} if own and trace_file.name == "trace.jsonl" else ()
+    reread = {TRACE} if own and trace_file.name == TRACE else ()
     check_target(out_dir, force, unmarked_ok=reread)
     analysis = analyze(trace)
     return analysis, _write(analysis, out_dir, force, chosen, say, reread)
@@ -229,7 +230,7 @@ def run_mode(scenario: Path, params, device, mode: str, out: Path, force: bool =
         error = EXIT_ERRORS.get(code, GradmemError)
         raise error(f"the --retain-grad {mode} run of {scenario} failed (exit {code}); see its error above. "
                     f"What it recorded is in {out}/.")
-    return out / "trace.jsonl"
+    return out / TRACE
 
 
 def _run_passing_output_on(cmd: list[str]) -> int:

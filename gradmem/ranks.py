@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 from .errors import Interrupted, ScenarioError, UsageError
+from .files import TRACE
 
 LAUNCHED = "GRADMEM_LAUNCHED"      # set for ranks started by --nproc-per-node: the launcher merges
 RUN_ID = "GRADMEM_RUN_ID"          # the launcher's id for one job (torchrun --standalone makes its own)
@@ -95,7 +96,7 @@ def _meta_of(trace_path: Path) -> dict | None:
 
 def rank_status(out_dir: Path, rank: int, run_id: str | None) -> tuple[Path | None, str]:
     """(trace path or None, why it is missing)."""
-    path = rank_folder(out_dir, rank) / "trace.jsonl"
+    path = rank_folder(out_dir, rank) / TRACE
     if not path.is_file():
         return None, "missing: the rank wrote no report (killed, or it never started)"
     meta = _meta_of(path)
@@ -138,7 +139,7 @@ def read_ranks(out_dir: Path, world: int | None = None, run_id: str | None = Non
 def _world_from_folders(out_dir: Path) -> int:
     world = 0
     for folder in out_dir.glob("rank*"):
-        meta = _meta_of(folder / "trace.jsonl") or {}
+        meta = _meta_of(folder / TRACE) or {}
         dist = meta.get("distributed") or {}
         tail = folder.name[4:]
         world = max(world, int(dist.get("world_size") or 0), int(tail) + 1 if tail.isdigit() else 0)
@@ -153,7 +154,7 @@ def merge_folder(out_dir: Path, world: int | None = None, run_id: str | None = N
     from .analysis.ranks import merge
     from .render.ranks import write_merge
     if run_id is None:   # re-merging a folder: rank 0's job is the one to merge
-        run_id = ((_meta_of(rank_folder(out_dir, 0) / "trace.jsonl") or {}).get("distributed") or {}).get("run_id")
+        run_id = ((_meta_of(rank_folder(out_dir, 0) / TRACE) or {}).get("distributed") or {}).get("run_id")
     traces, missing, world = read_ranks(out_dir, world, run_id)
     result = merge(traces, world, missing)
     return result, write_merge(result, Path(out_dir))

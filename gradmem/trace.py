@@ -15,6 +15,7 @@ from typing import Any, Iterable, NamedTuple
 from .errors import TraceFileError, where
 from .files import atomic_open
 from .events import EventKind  # noqa: F401  (the vocabulary; re-exported for readers of traces)
+from .files import TRACE
 
 SCHEMA_VERSION = 1
 
@@ -135,7 +136,7 @@ def find_trace(path: str | os.PathLike) -> Path:
     """The trace file a user meant: the path itself, or a report folder's trace.jsonl."""
     path = Path(path)
     if path.is_dir():
-        inner = path / "trace.jsonl"
+        inner = path / TRACE
         if not inner.is_file():
             raise TraceFileError(f"{path}: is a folder with no trace.jsonl in it. Give a trace file, or a report "
                                  "folder gradmem wrote (each holds its run's trace.jsonl).")

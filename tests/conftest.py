@@ -16,6 +16,10 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 SCENARIOS = ROOT / "scenarios"
+if os.environ.get("PYTEST_XDIST_WORKER"):   # one worker per core: torch's own threads would oversubscribe
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(1)
 for _path in (TESTS / "helpers", TESTS, ROOT):   # ROOT first: this checkout's gradmem, whatever is pip-installed
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))

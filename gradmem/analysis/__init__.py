@@ -1,6 +1,6 @@
 """Analysis: events become DataFrames, then pure passes. Imports no torch.
 
-``analyze(trace)`` is the recipe: frames by kind, node names, the saved slots, the
+``analyze(trace)`` is the recipe: tables by kind, node names, the saved slots, the
 per-storage table with roles, steps with live bytes by role, the per-node table, the peak,
 the summary, and the facts the reports word (which node consumed each gradient, what was
 alive at the peak and why, the storages the plain answer names). Every fact is worked out
@@ -16,8 +16,9 @@ import pandas as pd
 from ..trace import Trace
 from .births import late_births
 from .derivation import node_rules, with_rules
-from .frames import by_kind, events_table, pairs
+from .tables import by_kind, events_table, pairs
 from .answer_facts import AnswerFacts, AtPeak, answer_facts, at_peak
+from .training_steps import call_of_storages, described_call
 from .consumers import Consumer, gradient_consumers
 from .ground import reconcile
 from .headline import true_peak
@@ -45,7 +46,7 @@ class Analysis:
     consumers: dict = field(repr=False)          # {gradient storage: Consumer}
     at_peak: AtPeak = field(repr=False)          # what was alive at the tracked peak, and why
     answer_facts: AnswerFacts = field(repr=False)   # the storages the plain answer speaks of
-    frames: dict = field(repr=False)
+    tables: dict = field(repr=False)
     node_names: dict = field(repr=False)
     timeline: pd.DataFrame = field(repr=False)   # running live bytes after every alloc/free
     modules: pd.DataFrame = field(default_factory=pd.DataFrame)   # one row per nn.Module
@@ -54,43 +55,44 @@ class Analysis:
 
     @property
     def events(self) -> pd.DataFrame:
-        return events_table(self.frames)
+        return events_table(self.tables)
 
     def story(self) -> list[str]:
         return story(self.trace, self.tensors, self.steps, self.slots, self.node_names)
 
 
 def analyze(trace: Trace) -> Analysis:
-    frames = late_births(by_kind(trace))
-    module_of, source_of = storage_origins(frames)
-    snames = storage_names(frames, module_labels(frames, module_of, module_outputs(frames)))
-    nnames = node_names(frames["node"], snames)
-    slots = build_slots(frames, nnames)
-    steps = steps_frame(frames, nnames)
+    tables = late_births(by_kind(trace))
+    module_of, source_of = storage_origins(tables)
+    snames = storage_names(tables, module_labels(tables, module_of, module_outputs(tables)))
+    nnames = node_names(tables["node"], snames)
+    slots = build_slots(tables, nnames)
+    steps = steps_frame(tables, nnames)
     phase = steps.set_index("step")["phase"]
     op = pairs(steps["step"], steps["op"])
-    origins = {"module": module_of, "source": source_of, "op_name": op_names(frames)}
-    tensors = tensors_table(frames, phase, op, nnames, snames, slots, origins)
+    origins = {"module": module_of, "source": source_of, "op_name": op_names(tables)}
+    tensors = tensors_table(tables, phase, op, nnames, snames, slots, origins)
     d = deltas(tensors)
-    steps = annotate_steps(live_by_step(steps, d), frames, tensors, slots)
-    rules = node_rules(frames, snames)
-    nodes = with_origins(with_rules(nodes_table(steps, frames, tensors, slots), rules), frames)
-    steps, ground = reconcile(frames, steps, tensors)
+    steps = annotate_steps(live_by_step(steps, d), tables, tensors, slots)
+    rules = node_rules(tables, snames)
+    nodes = with_origins(with_rules(nodes_table(steps, tables, tensors, slots), rules), tables)
+    steps, ground = reconcile(tables, steps, tensors)
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     true = true_peak(peak, ground["allocator"], steps, d)
-    modules = modules_table(frames, tensors, true.seq)
+    described, calls = described_call(tables, steps, true), call_of_storages(tensors, steps, tables)
+    modules = modules_table(tables, tensors, true.seq, described)
     by_module = {"modules_at_peak": modules_at_peak(modules),
-                 "activations_by_module": activations_by_module(frames, tensors, modules)}
+                 "activations_by_module": activations_by_module(tables, tensors, modules, described)}
     summary = summarize(trace, tensors, steps, true, backward_peak, ground, tracked=peak, by_module=by_module)
-    consumers = gradient_consumers(frames["node_end"], nnames)
+    consumers = gradient_consumers(tables["node_end"], nnames)
     return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,
-                    at_peak(tensors, steps, frames, slots, consumers, peak),
-                    answer_facts(tensors, nodes, consumers), frames, nnames, d, modules, spans(frames), rules)
+                    at_peak(tensors, steps, tables, slots, consumers, peak),
+                    answer_facts(tensors, nodes, consumers, calls, described), tables, nnames, d, modules, spans(tables), rules)
 
 
-def with_origins(nodes: pd.DataFrame, frames: dict) -> pd.DataFrame:
+def with_origins(nodes: pd.DataFrame, tables: dict) -> pd.DataFrame:
     """Each backward node's module and source line: those of the forward op that made it."""
-    node_module, node_source = node_origins(frames)
+    node_module, node_source = node_origins(tables)
     nodes["module"] = nodes["node"].map(node_module).fillna("")
     nodes["source"] = nodes["node"].map(node_source).fillna("")
     return nodes

@@ -15,6 +15,7 @@ from .slots import Slots
 from .storages import CALL_RETURNED
 from .summary import Peak
 from .timeline import live_at
+from .training_steps import Described, most_at_once
 
 # name sources that mean "the program (or a module) still holds this storage"
 HOLDER_SOURCES = ("variable", "parameter", "buffer")
@@ -61,15 +62,22 @@ def gradients_at(live: pd.DataFrame, consumers: dict, peak: Peak) -> dict[int, G
 
 @dataclass(frozen=True)
 class AnswerFacts:
-    """The storages each part of the answer speaks of, in reading order."""
+    """The storages each part of the answer speaks of, in reading order. With several
+    backward calls, those of one training step (``described``: the peak's) only."""
+    described: Described                 # the training step spoken of, of how many
     saved: pd.DataFrame                  # saved for backward, allocation order
     new_saved_bytes: int                 # of those, the activations' bytes (new memory)
+    new_saved_at_once: int               # the most of those bytes alive at one moment
+    new_saved_by_call: dict              # {training step: new bytes saved in its forward}
     intermediates: pd.DataFrame          # made in forward and never saved, allocation order
+    intermediates_at_once: int           # the most of their bytes alive at one moment
+    nodes: pd.DataFrame                  # the backward nodes that ran, execution order
     gradients: pd.DataFrame              # handed between nodes, + freed_promptly (bool)
-    freed_at: dict                       # {step: storages a node's run freed in it, in free order}
+    freed_at: dict                       # {step: [(name, role)] a node's run freed in it, in free order}
     freed_by_call: pd.DataFrame          # freed when backward()/grad() returned (grad(loss)), free order
     held: pd.DataFrame                   # slot released, yet kept alive by the program
     retained: pd.DataFrame               # retain_grad() copies, allocation order
+    retained_at_once: int                # the most of their bytes alive at one moment
     param_grads: pd.DataFrame            # leaves' .grad, allocation order
 
 
@@ -79,7 +87,7 @@ def holders(name_events: pd.DataFrame) -> dict[int, tuple[str, str]]:
     return {int(s): (src, n) for s, n, src in zip(names["storage"], names["name"], names["source"])}
 
 
-def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, slots: Slots, consumers: dict,
+def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slots, consumers: dict,
             peak: Peak) -> AtPeak:
     live = live_at(tensors, peak.seq)
     by_step = steps.set_index("step")["live_bytes"]
@@ -91,7 +99,7 @@ def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, frames: dict, slots: Slo
         before_bytes=int(by_step.shift(1).fillna(0).get(peak.step, 0)),
         made=live[live["alloc_step"] == peak.step].sort_values("alloc_seq"),
         open_slots=slots.open_at(peak.seq, UNKNOWN_OWNER),
-        holders=holders(frames["name"]),
+        holders=holders(tables["name"]),
         consumers=consumers,
         gradients=gradients_at(ordered[ordered["role"] == "gradient"], consumers, peak),
     )
@@ -107,10 +115,16 @@ def _by_call(tensors: pd.DataFrame) -> pd.Series:
     return tensors["freed_after"].astype(str).str.endswith(CALL_RETURNED)
 
 
-def _freed_at(tensors: pd.DataFrame, node_steps) -> dict[int, pd.DataFrame]:
-    """Not what the call let go on returning: that was no node's doing."""
+def _freed_at(tensors: pd.DataFrame, node_steps) -> dict[int, list[tuple[str, str]]]:
+    """{node step: [(name, role), ...] freed in it, in free order}. Not what the call let
+    go on returning: that was no node's doing. Built in one pass over plain arrays: a
+    DataFrame per step costs seconds on a trace of a million events."""
     freed = tensors[tensors["free_step"].isin(list(node_steps)) & ~_by_call(tensors)].sort_values("free_seq")
-    return {int(step): rows for step, rows in freed.groupby("free_step", sort=False)}
+    out: dict[int, list[tuple[str, str]]] = {}
+    for step, name, role in zip(freed["free_step"].astype("int64").tolist(), freed["name"].tolist(),
+                                freed["role"].tolist()):
+        out.setdefault(step, []).append((name, role))
+    return out
 
 
 def _held(t: pd.DataFrame) -> pd.DataFrame:
@@ -120,18 +134,39 @@ def _held(t: pd.DataFrame) -> pd.DataFrame:
     return done[done["free_step"].isna() | (done["free_step"] > done["released_step"])]
 
 
-def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict) -> AnswerFacts:
-    t = tensors
+def of_the_step(t: pd.DataFrame, calls: pd.Series, described: Described) -> pd.DataFrame:
+    """The storages of the training step spoken of; parameters belong to every step."""
+    if not described.several:
+        return t
+    return t[(calls.reindex(t.index) == described.call) | (t["role"] == "parameter")]
+
+
+def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict, calls: pd.Series,
+                 described: Described) -> AnswerFacts:
+    all_saved = tensors[(tensors["saved_by"] != "") & (tensors["role"] == "activation")]
+    by_call = all_saved.groupby(calls.reindex(all_saved.index))["nbytes"].sum()
+    t = of_the_step(tensors, calls, described)
+    if described.several:
+        nodes = nodes[nodes["backward"] == described.call]
     saved = t[t["saved_by"] != ""].sort_values("alloc_seq")
+    new = saved[saved["role"] == "activation"]
     grads = t[t["role"] == "gradient"]
+    inter = t[t["role"] == "intermediate"].sort_values("alloc_seq")
+    retained = t[t["role"] == "retained_grad"].sort_values("alloc_seq")
     return AnswerFacts(
+        described=described,
         saved=saved,
-        new_saved_bytes=int(saved[saved["role"] == "activation"]["nbytes"].sum()),
-        intermediates=t[t["role"] == "intermediate"].sort_values("alloc_seq"),
+        new_saved_bytes=int(new["nbytes"].sum()),
+        new_saved_at_once=most_at_once(new),
+        new_saved_by_call={int(k): int(v) for k, v in by_call.items()},
+        intermediates=inter,
+        intermediates_at_once=most_at_once(inter),
+        nodes=nodes,
         gradients=grads.assign(freed_promptly=_freed_promptly(grads, consumers)),
         freed_at=_freed_at(t, nodes["step"]),
         freed_by_call=t[_by_call(t)].sort_values("free_seq"),
         held=_held(t),
-        retained=t[t["role"] == "retained_grad"].sort_values("alloc_seq"),
+        retained=retained,
+        retained_at_once=most_at_once(retained),
         param_grads=t[t["role"] == "param_grad"].sort_values("alloc_seq"),
     )

@@ -16,35 +16,39 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .storages import PYTHON_NUMBER, wrapped_scalars
 
-def late_births(frames: dict) -> dict:
-    """``frames`` with such storages' ``alloc`` rows moved to their real birth."""
-    alloc, ev = frames["alloc"], frames["allocator"]
+
+def late_births(tables: dict) -> dict:
+    """``tables`` with such storages' ``alloc`` rows moved to their real birth."""
+    alloc, ev = tables["alloc"], tables["allocator"]
     ev = ev[(ev["step"] >= 0) & ev["ptr"].notna()]
     first = alloc.drop_duplicates("storage")
     pre = first[first["preexisting"].astype(bool) & first["ptr"].notna() & (first["nbytes"] > 0)]
     if not len(ev) or not len(pre):
-        return frames
+        return tables
     born = _blocks_before(pre, ev)
     if not len(born):
-        return frames
-    op_of = dict(zip(frames["step"]["step"], frames["step"]["op"]))
-    seq_at = _seq_at(frames)
+        return tables
+    op_of = dict(zip(tables["step"]["step"], tables["step"]["op"]))
+    seq_at = _seq_at(tables)
     alloc = alloc.copy()
+    numbers = wrapped_scalars(tables)   # born between ops (the argument parser), inside none
     for sid, step, t in zip(born["storage"], born["block_step"], born["block_t"]):
         rows = alloc.index[alloc["storage"] == sid]
+        op = PYTHON_NUMBER if int(sid) in numbers else f"(inside {op_of.get(int(step), '?')})"
         alloc.loc[rows, ["preexisting", "step", "seq", "op"]] = [
-            False, int(step), seq_at(int(t), int(alloc.loc[rows[0], "seq"])), f"(inside {op_of.get(int(step), '?')})"]
-    return {**frames, "alloc": alloc}
+            False, int(step), seq_at(int(t), int(alloc.loc[rows[0], "seq"])), op]
+    return {**tables, "alloc": alloc}
 
 
 HOOK_KINDS = ("step", "alloc", "free", "saved", "unpacked", "released", "node_end", "grad", "leaf_grad", "collective")
 
 
-def _seq_at(frames: dict):
+def _seq_at(tables: dict):
     """t_ns -> the sequence number of the last hook event at or before it, so a storage
     born inside an op sits among the hooks' events where the allocator says it was born."""
-    parts = [frames[k][["t_ns", "seq"]] for k in HOOK_KINDS if len(frames[k])]
+    parts = [tables[k][["t_ns", "seq"]] for k in HOOK_KINDS if len(tables[k])]
     both = pd.concat(parts).sort_values("t_ns", kind="stable")
     times, seqs = both["t_ns"].to_numpy("int64"), both["seq"].cummax().to_numpy("int64")
 

@@ -117,12 +117,27 @@ def _fit(value, like):
         return value
 
 
-def close(a, b) -> bool:
+def close(a, b, incoming: float = 0.0) -> bool:
+    """Equal up to float32 rounding. The absolute part scales with the larger of the result
+    and the gradient that arrived (``incoming``): a gradient that is zero in exact
+    arithmetic (LayerNorm's input gradient when the loss is the output's squared norm) is
+    float32 noise of the incoming gradient's size in torch, and other noise here."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.shape != b.shape:
         return False
     scale = float(np.nanmax(np.abs(b))) if b.size and np.isfinite(b).any() else 1.0
-    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, 1e-3), equal_nan=True))
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * max(scale, incoming, 1e-3), equal_nan=True))
+
+
+def _largest(values) -> float:
+    """The largest finite magnitude among some recorded values (0 when none)."""
+    best = 0.0
+    for v in values:
+        arr = np.asarray(v, dtype=float) if v is not None else np.zeros(0)
+        finite = arr[np.isfinite(arr)] if arr.size else arr
+        if finite.size:
+            best = max(best, float(np.abs(finite).max()))
+    return best
 
 
 _TEMPLATES: dict = {}   # (node name, input, attrs) -> (folded rule, its text with placeholders)
@@ -182,7 +197,7 @@ def gradient(target: str, key, expr: Expr, env: Env, names, torch_value) -> Grad
         return g
     g.value = show(value)
     if torch_value is not None:
-        g.torch, g.match = show(torch_value), close(value, torch_value)
+        g.torch, g.match = show(torch_value), close(value, torch_value, _largest(env.grads))
     return g
 
 
@@ -259,14 +274,14 @@ def _known(v) -> bool:
     return v is not None and v == v   # not None, not NaN
 
 
-def graph_of(frames: dict, storage_names: dict) -> Graph:
-    nodes = frames["node"].drop_duplicates("node", keep="last")
+def graph_of(tables: dict, storage_names: dict) -> Graph:
+    nodes = tables["node"].drop_duplicates("node", keep="last")
     slots: dict = {}
-    for pack, nid, f in _cols(frames["slot"], "pack", "node", "field"):
+    for pack, nid, f in _cols(tables["slot"], "pack", "node", "field"):
         slots.setdefault(int(nid), {})[f] = pack
     saved = {p: (int(sid) if _known(sid) else None, sh, st, v)
-             for p, sid, sh, st, v in _cols(frames["saved"], "pack", "storage", "shape", "stride", "value")}
-    for nid, f, hook, sid, v in _cols(frames["hidden_slot"], "node", "field", "hook", "storage", "value"):
+             for p, sid, sh, st, v in _cols(tables["saved"], "pack", "storage", "shape", "stride", "value")}
+    for nid, f, hook, sid, v in _cols(tables["hidden_slot"], "node", "field", "hook", "storage", "value"):
         key = ("hidden", int(nid), f)
         if hook is None and _known(sid):   # saved without hooks: a number torch wrapped as a tensor
             slots.setdefault(int(nid), {})[f] = key
@@ -281,10 +296,10 @@ def graph_of(frames: dict, storage_names: dict) -> Graph:
               for n, _, nx, *_ in rows},
         leaf={int(n): int(lf) for n, _, _, lf, _ in rows if _known(lf)},
         attrs={int(n): ({k: m.signed(v) for k, v in a.items()} if isinstance(a, dict) else {}) for n, *_, a in rows},
-        outputs={(int(n), int(o)): int(sid) for n, o, sid in _cols(frames["tensor"], "node", "output_nr", "storage")
+        outputs={(int(n), int(o)): int(sid) for n, o, sid in _cols(tables["tensor"], "node", "output_nr", "storage")
                  if _known(n)},
         slots=slots, saved=saved, storage_names=storage_names,
-        ends={int(n): (vi or (), vo or ()) for n, vi, vo in _cols(frames["node_end"], "node", "values_in", "values_out")},
+        ends={int(n): (vi or (), vo or ()) for n, vi, vo in _cols(tables["node_end"], "node", "values_in", "values_out")},
     )
 
 
@@ -356,8 +371,8 @@ def _namer(gr: Graph, nid: int):
     return names
 
 
-def node_rules(frames: dict, storage_names: dict) -> dict[int, NodeRule]:
-    gr = graph_of(frames, storage_names)
+def node_rules(tables: dict, storage_names: dict) -> dict[int, NodeRule]:
+    gr = graph_of(tables, storage_names)
     return {nid: node_rule(gr, nid) for nid in gr.name}
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..roles import ROLE_ORDER
 from ..trace import Trace
 from . import cuda_allocator
-from .frames import by_kind, pairs
+from .tables import by_kind, pairs
 from .naming import node_names, storage_names
 from .slots import build_slots
 from .storages import tensors_table
@@ -83,13 +83,13 @@ class PeakFacts:
 
 def peak_facts(trace: Trace) -> PeakFacts:
     """The peak of a trace, its bytes by role, and the CUDA allocator model's peaks."""
-    frames = by_kind(trace)
-    snames = storage_names(frames)
-    nnames = node_names(frames["node"], snames)
-    slots = build_slots(frames, nnames)
-    steps = steps_frame(frames, nnames)
+    tables = by_kind(trace)
+    snames = storage_names(tables)
+    nnames = node_names(tables["node"], snames)
+    slots = build_slots(tables, nnames)
+    steps = steps_frame(tables, nnames)
     phase = steps.set_index("step")["phase"]
-    tensors = tensors_table(frames, phase, pairs(steps["step"], steps["op"]), nnames, snames, slots)
+    tensors = tensors_table(tables, phase, pairs(steps["step"], steps["op"]), nnames, snames, slots)
     peak = find_peak(deltas(tensors), steps)
     at = live_at(tensors, peak.seq).groupby("role")["nbytes"].sum()
     by_role = {r: int(at.get(r, 0)) for r in ROLE_ORDER if r != "unattributed"}

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .frames import text
+from .tables import text
 from .headline import unattributed_by_node
 
 TOP_BLOCKS = 10
@@ -28,20 +28,20 @@ MIN_SLACK_NS = 2_000       # how far a block may seem to come after its storage'
 GROUND_COLUMNS = ["allocator_bytes", "allocator_peak_bytes", "reserved_bytes", "rss_bytes"]
 
 
-def reconcile(frames: dict, steps: pd.DataFrame, tensors: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+def reconcile(tables: dict, steps: pd.DataFrame, tensors: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Steps with the ground-truth columns, and the summary's ``allocator`` and ``rss``."""
     out = steps.copy()
     for col in GROUND_COLUMNS:
         out[col] = pd.array([pd.NA] * len(out), dtype="Int64")
-    cpu = frames["allocator"]
+    cpu = tables["allocator"]
     cpu = cpu[cpu["step"] >= 0]
-    if len(frames["device_memory"]):
-        out, allocator = _cuda(out, frames["device_memory"], tensors)
+    if len(tables["device_memory"]):
+        out, allocator = _cuda(out, tables["device_memory"], tensors)
     elif len(cpu):
-        out, allocator = _cpu(out, cpu, frames, tensors)
+        out, allocator = _cpu(out, cpu, tables, tensors)
     else:
         allocator = {"source": None}
-    out, rss = _rss(out, frames["rss"])
+    out, rss = _rss(out, tables["rss"])
     return out, {"allocator": allocator, "rss": rss}
 
 
@@ -104,12 +104,12 @@ def _by_step(index: pd.Series, step: pd.Series, amount: pd.Series) -> np.ndarray
     return per.reindex(index).fillna(0).cumsum().to_numpy(dtype="int64")
 
 
-def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    clock = frames["clock"]
+def _cpu(out: pd.DataFrame, ev: pd.DataFrame, tables: dict, tensors: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    clock = tables["clock"]
     err = int(clock["error_ns"].iloc[-1]) if len(clock) and pd.notna(clock["error_ns"].iloc[-1]) else 0
     blocks, counted = blocks_table(ev)
-    blocks["storage"] = match_blocks(blocks, frames["alloc"], max(MIN_SLACK_NS, 4 * err))
-    blocks, counted, lost = lost_frees(blocks, counted, frames["free"])
+    blocks["storage"] = match_blocks(blocks, tables["alloc"], max(MIN_SLACK_NS, 4 * err))
+    blocks, counted, lost = lost_frees(blocks, counted, tables["free"])
     blocks = on_storage_steps(blocks, tensors)
     loose = blocks[blocks["storage"].isna()]
     idx = out["step"]
@@ -126,7 +126,7 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, frames: dict, tensors: pd.DataFram
     summary["unattributed_by_node"] = unattributed_by_node(loose, dict(zip(out["step"], out["op"])))
     summary["blocks"] = int(len(blocks))
     summary["blocks_matched"] = int(blocks["storage"].notna().sum())
-    summary["peak_with_unattributed"] = _peak_with_unattributed(frames, tensors, blocks)
+    summary["peak_with_unattributed"] = _peak_with_unattributed(tables, tensors, blocks)
     summary["frees_from_storages"] = lost
     return out, summary
 
@@ -160,11 +160,11 @@ def _step_peaks(counted: pd.DataFrame, idx: pd.Series, net: np.ndarray, pre_live
     return best.astype("int64") + pre_live
 
 
-def _peak_with_unattributed(frames: dict, tensors: pd.DataFrame, blocks: pd.DataFrame) -> int:
+def _peak_with_unattributed(tables: dict, tensors: pd.DataFrame, blocks: pd.DataFrame) -> int:
     """gradmem's peak once unattributed blocks are counted, on one time line: every block
     at the allocator's times (a matched block is its storage's memory, taken early in the
     op and returned late), storages no block explains at the hooks' times."""
-    alloc, free = frames["alloc"].drop_duplicates("storage"), frames["free"].drop_duplicates("storage")
+    alloc, free = tables["alloc"].drop_duplicates("storage"), tables["free"].drop_duplicates("storage")
     size = dict(zip(tensors["id"], tensors["nbytes"]))
     matched = set(blocks["storage"].dropna().astype("int64"))
     pre = set(tensors.loc[tensors["alloc_seq"] < 0, "id"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .frames import pairs
+from .tables import pairs
 from .summary import Peak
 
 

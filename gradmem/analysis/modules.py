@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from .timeline import live_at
+from .training_steps import Described, most_at_once, training_step_of
 
 MODULE_COLUMNS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
-                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total"]
+                  "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total",
+                  "step_activation_bytes", "step_activation_bytes_total"]
 HELD = ("parameter", "buffer")   # name sources whose owner module is in the name
 
 
@@ -42,19 +44,19 @@ class Timeline:
         return [self.values[i] if i >= 0 else "" for i in idx]
 
 
-def module_events(frames: dict) -> pd.DataFrame:
+def module_events(tables: dict) -> pd.DataFrame:
     """Enter and exit events in seq order: columns seq, t_ns, enter (bool), module."""
-    enter = frames["module_enter"].assign(enter=True)
-    exit_ = frames["module_exit"].assign(enter=False)
+    enter = tables["module_enter"].assign(enter=True)
+    exit_ = tables["module_exit"].assign(enter=False)
     both = pd.concat([enter[["seq", "t_ns", "enter", "module"]], exit_[["seq", "t_ns", "enter", "module"]]])
     return both.sort_values("seq").reset_index(drop=True)
 
 
-def running_module(frames: dict) -> Timeline:
+def running_module(tables: dict) -> Timeline:
     """The innermost module running after each enter or exit."""
     stack: list[str] = []
     seqs, values = [], []
-    for seq, enter, path in zip(*(module_events(frames)[c].tolist() for c in ("seq", "enter", "module"))):
+    for seq, enter, path in zip(*(module_events(tables)[c].tolist() for c in ("seq", "enter", "module"))):
         if enter:
             stack.append(path)
         elif path in stack:
@@ -65,16 +67,16 @@ def running_module(frames: dict) -> Timeline:
     return Timeline(seqs, values)
 
 
-def running_source(frames: dict) -> Timeline:
-    src = frames["source"]
+def running_source(tables: dict) -> Timeline:
+    src = tables["source"]
     values = [f"{f}:{int(ln)}" if isinstance(f, str) and pd.notna(ln) else "" for f, ln in zip(src["file"], src["line"])]
     return Timeline(src["seq"].tolist(), values)
 
 
-def spans(frames: dict) -> list[dict]:
+def spans(tables: dict) -> list[dict]:
     """Each module call as {module, depth, t0_ns, t1_ns} (t1 None: still running at the end)."""
     out, stack = [], []
-    ev = module_events(frames)
+    ev = module_events(tables)
     for t, enter, path in zip(ev["t_ns"].tolist(), ev["enter"].tolist(), ev["module"].tolist()):
         if enter:
             stack.append({"module": path, "depth": len(stack), "t0_ns": int(t), "t1_ns": None})
@@ -93,25 +95,25 @@ def owner(name: str) -> str:
     return name.rsplit(".", 1)[0] if "." in name else ""
 
 
-def node_origins(frames: dict, modules: Timeline | None = None,
+def node_origins(tables: dict, modules: Timeline | None = None,
                  sources: Timeline | None = None) -> tuple[dict[int, str], dict[int, str]]:
     """({node: module}, {node: source}): where the forward op that made each node ran."""
-    modules = modules or running_module(frames)
-    sources = sources or running_source(frames)
-    nodes = frames["node"].drop_duplicates("node")
+    modules = modules or running_module(tables)
+    sources = sources or running_source(tables)
+    nodes = tables["node"].drop_duplicates("node")
     ids = nodes["node"].astype(int).tolist()
     return dict(zip(ids, modules.at_many(nodes["seq"]))), dict(zip(ids, sources.at_many(nodes["seq"])))
 
 
-def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
+def storage_origins(tables: dict) -> tuple[dict[int, str], dict[int, str]]:
     """({storage: module}, {storage: source}) for every storage, by the rules above."""
-    modules, sources = running_module(frames), running_source(frames)
-    alloc = frames["alloc"].drop_duplicates("storage")
-    steps = frames["step"]
+    modules, sources = running_module(tables), running_source(tables)
+    alloc = tables["alloc"].drop_duplicates("storage")
+    steps = tables["step"]
     backward_node = {int(s): n for s, n, p in zip(steps["step"], steps["node"], steps["phase"])
                      if p == "backward" and pd.notna(n)}
-    node_module, node_source = node_origins(frames, modules, sources)
-    held = held_by(frames)
+    node_module, node_source = node_origins(tables, modules, sources)
+    held = held_by(tables)
     mod_at, src_at = modules.at_many(alloc["seq"]), sources.at_many(alloc["seq"])
     mod, src = {}, {}
     for i, (sid, step, pre, rec) in enumerate(zip(alloc["storage"].astype(int).tolist(), alloc["step"].tolist(),
@@ -128,23 +130,23 @@ def storage_origins(frames: dict) -> tuple[dict[int, str], dict[int, str]]:
     return mod, src
 
 
-def held_by(frames: dict) -> dict[int, str]:
+def held_by(tables: dict) -> dict[int, str]:
     """{storage: owner module} for parameters and buffers named after their module."""
-    names = frames["name"]
+    names = tables["name"]
     names = names[names["source"].isin(list(HELD))].drop_duplicates("storage")
     return {int(s): owner(n) for s, n in zip(names["storage"], names["name"])}
 
 
-def module_outputs(frames: dict) -> set[tuple[int, str]]:
+def module_outputs(tables: dict) -> set[tuple[int, str]]:
     """{(storage, module)}: storages a module's forward returned."""
-    ex = frames["module_exit"]
+    ex = tables["module_exit"]
     return {(int(s), m) for m, outs in zip(ex["module"], ex["outputs"]) for s in (outs or ())}
 
 
 # -- one row per module -----------------------------------------------------------------------
-def module_list(frames: dict) -> pd.DataFrame:
-    m = frames["module"].drop_duplicates("module")
-    calls = frames["module_enter"]["module"].value_counts()
+def module_list(tables: dict) -> pd.DataFrame:
+    m = tables["module"].drop_duplicates("module")
+    calls = tables["module_enter"]["module"].value_counts()
     paths = m["module"].tolist()
     return pd.DataFrame({
         "module": paths, "type": m["type"].tolist(),
@@ -174,10 +176,14 @@ def _subtree(paths: list[str], own: pd.Series) -> list[int]:
     return [int(sum(b for m, b in items if m == p or m.startswith(p + "."))) for p in paths]
 
 
-def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.DataFrame:
-    table = module_list(frames)
+def modules_table(tables: dict, tensors: pd.DataFrame, peak_seq: int, described: Described) -> pd.DataFrame:
+    """``step_activation_*``: the activations of the training step the answer speaks of
+    (the peak's): with several steps, what was saved for one backward, not the run's sum."""
+    table = module_list(tables)
     paths = table["module"].tolist()
     act, params = _own(tensors, "activation"), _own(tensors, ("parameter",))
+    made_for = training_step_of(tables, tensors["alloc_seq"].clip(lower=0))
+    step_act = _own(tensors[made_for == described.call], "activation")
     grads = _own(tensors, "gradient")
     live = live_at(tensors, peak_seq) if peak_seq >= 0 else tensors.iloc[0:0]
     at_peak = live[live["module"] != ""].groupby("module")["nbytes"].sum()
@@ -187,6 +193,8 @@ def modules_table(frames: dict, tensors: pd.DataFrame, peak_seq: int) -> pd.Data
     table["gradient_bytes"] = [int(grads.get(p, 0)) for p in paths]
     table["peak_live_bytes"] = [int(at_peak.get(p, 0)) for p in paths]
     table["peak_live_bytes_total"] = _subtree(paths, at_peak)
+    table["step_activation_bytes"] = [int(step_act.get(p, 0)) for p in paths]
+    table["step_activation_bytes_total"] = _subtree(paths, step_act)
     return table.reindex(columns=MODULE_COLUMNS)
 
 
@@ -207,39 +215,35 @@ def modules_at_peak(table: pd.DataFrame, n: int = TOP_MODULES) -> list[dict]:
             for m, ty, b in zip(top["module"].head(n), top["type"].head(n), top["peak_live_bytes"].head(n))]
 
 
-def training_step_of(frames: dict, seqs) -> np.ndarray:
-    """For each seq, the backward call (1, 2, ...) that follows it: the training step a
-    forward storage belongs to. Past the last backward: one more than the number of calls."""
-    begins = np.sort(frames["backward_begin"]["seq"].to_numpy(dtype="int64"))
-    return np.searchsorted(begins, np.asarray(seqs, dtype="int64"), side="left") + 1
-
-
-def activations_by_module(frames: dict, tensors: pd.DataFrame, table: pd.DataFrame) -> dict | None:
-    """The new bytes forward saved for backward in one training step (the one that saved
-    the most), grouped by module, largest first; and the saves that cost nothing new.
+def activations_by_module(tables: dict, tensors: pd.DataFrame, table: pd.DataFrame, described: Described) -> dict | None:
+    """The new bytes forward saved for backward in the training step the answer speaks of
+    (the peak's), grouped by module, largest first; and the saves that cost nothing new.
     None when no module ran."""
     if not len(table):
         return None
-    act = tensors[(tensors["role"] == "activation") & (tensors["alloc_seq"] >= 0)]
-    calls = int(len(frames["backward_begin"]))
+    step = described.call
+    made_for = training_step_of(tables, tensors["alloc_seq"].clip(lower=0))
+    ours = tensors[(made_for == step) | (tensors["role"] == "parameter") | (tensors["alloc_seq"] < 0)]
+    act = ours[(ours["role"] == "activation") & (ours["alloc_seq"] >= 0)]
     if not len(act):
-        return {"backward": 1, "backward_calls": calls, "bytes": 0, "count": 0, "modules": [],
-                "zero_cost": zero_cost_saves(tensors)}
-    act = act.assign(_step=training_step_of(frames, act["alloc_seq"]))
-    per_step = act.groupby("_step")["nbytes"].sum()
-    step = int(per_step.idxmax())
-    mine = act[act["_step"] == step]
+        return {"backward": step, "backward_calls": described.calls, "bytes": 0, "at_once_bytes": 0, "count": 0,
+                "modules": [], "zero_cost": zero_cost_saves(ours)}
+    return {"backward": step, "backward_calls": described.calls, "bytes": int(act["nbytes"].sum()),
+            "at_once_bytes": most_at_once(act), "count": int(len(act)),
+            "modules": _module_groups(act, table), "zero_cost": zero_cost_saves(ours)}
+
+
+def _module_groups(act: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     types = dict(zip(table["module"], table["type"]))
     groups = []
-    for module, g in mine.groupby("module", sort=False):
+    for module, g in act.groupby("module", sort=False):
         g = g.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
         groups.append({"module": module, "type": types.get(module, ""), "bytes": int(g["nbytes"].sum()),
                        "count": int(len(g)), "top": [{"name": str(n), "bytes": int(b), "source": s}
                                                      for n, b, s in zip(g["name"].head(TOP_NAMES), g["nbytes"].head(TOP_NAMES),
                                                                         g["source"].head(TOP_NAMES))]})
     groups.sort(key=lambda x: (-x["bytes"], x["module"]))
-    return {"backward": step, "backward_calls": calls, "bytes": int(mine["nbytes"].sum()), "count": int(len(mine)),
-            "modules": groups, "zero_cost": zero_cost_saves(tensors)}
+    return groups
 
 
 def zero_cost_saves(tensors: pd.DataFrame) -> dict:

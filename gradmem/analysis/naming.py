@@ -36,15 +36,15 @@ def node_outputs(tensor_events: pd.DataFrame) -> dict[tuple[int, int], int]:
     return {(int(n), int(o)): int(s) for n, o, s in zip(out["node"], out["output_nr"], out["storage"])}
 
 
-def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
+def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
     """{gradient storage: storage of the tensor it is the gradient of}: the first evidence
     in event order wins (a gradient passed on as a view keeps its first name)."""
     evidence: list[tuple[int, int, int]] = []   # (seq, grad, target)
-    outputs = node_outputs(frames["tensor"])
-    nodes = frames["node"]
+    outputs = node_outputs(tables["tensor"])
+    nodes = tables["node"]
     next_of = dict(zip(nodes["node"].astype(int), nodes["next"])) if len(nodes) else {}
     leaf_of = {int(n): int(l) for n, l in zip(nodes["node"], nodes["leaf"]) if pd.notna(l)}
-    ends = frames["node_end"]
+    ends = tables["node_end"]
     for seq, nid, grads_out in zip(ends["seq"], ends["node"], ends["grads_out"]):
         for (target_node, nr), grad in zip(next_of.get(int(nid), []), grads_out or []):
             if grad is None or target_node is None:
@@ -52,7 +52,7 @@ def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
             target = leaf_of.get(target_node, outputs.get((target_node, nr)))
             if target is not None:
                 evidence.append((int(seq), int(grad), target))
-    for frame in (frames["grad"], frames["leaf_grad"], frames["retained"]):
+    for frame in (tables["grad"], tables["leaf_grad"], tables["retained"]):
         for seq, target, grad in zip(frame["seq"], frame["target"], frame["grad"]):
             if pd.notna(grad) and pd.notna(target):
                 evidence.append((int(seq), int(grad), int(target)))
@@ -62,7 +62,7 @@ def gradient_targets(frames: dict[str, pd.DataFrame]) -> dict[int, int]:
     return targets
 
 
-def storage_shapes(frames: dict[str, pd.DataFrame]) -> dict[int, tuple]:
+def storage_shapes(tables: dict[str, pd.DataFrame]) -> dict[int, tuple]:
     """{storage: the shape the user knows it by}: where a storage is seen through several
     shapes (a matmul's 2-D result viewed back to 3-D, a bias gradient summed as (1, n) and
     handed on as (n,)), the shape of the program variable that names it, else of the .grad
@@ -71,18 +71,18 @@ def storage_shapes(frames: dict[str, pd.DataFrame]) -> dict[int, tuple]:
     shapes: dict[int, tuple] = {}
     for kind, key, first in (("grad", "grad", True), ("retained", "grad", False), ("leaf_grad", "grad", False),
                              ("name", "storage", True)):
-        rows = frames[kind].dropna(subset=[key, "shape"]).sort_values("seq")
+        rows = tables[kind].dropna(subset=[key, "shape"]).sort_values("seq")
         rows = rows.drop_duplicates(key, keep="first" if first else "last")
         shapes.update({int(s): tuple(shape) for s, shape in zip(rows[key], rows["shape"])})
     return shapes
 
 
 
-def op_names(frames: dict[str, pd.DataFrame]) -> dict[int, str]:
+def op_names(tables: dict[str, pd.DataFrame]) -> dict[int, str]:
     """{storage: op name and count} (``relu#3``): kept beside the friendlier names."""
     counters: dict[str, int] = {}
     result: dict[int, str] = {}
-    for sid, op in zip(frames["alloc"]["storage"].astype(int), frames["alloc"]["op"]):
+    for sid, op in zip(tables["alloc"]["storage"].astype(int), tables["alloc"]["op"]):
         counters[op or "tensor"] = counters.get(op or "tensor", 0) + 1
         result[sid] = f"{op or 'tensor'}#{counters[op or 'tensor']}"
     return result
@@ -95,13 +95,13 @@ def short_module(path: str) -> str:
     return path if short[:1].isdigit() else short
 
 
-def module_labels(frames: dict, modules: dict[int, str], outputs: set[tuple[int, str]]) -> dict[int, str]:
+def module_labels(tables: dict, modules: dict[int, str], outputs: set[tuple[int, str]]) -> dict[int, str]:
     """{storage: ``layers.0.dropout1: mask``} for storages an op made inside a module: what
     the module returned is its ``output``, a bool tensor a ``mask``, else the op's name;
     a label used again gets ``#2``, ``#3``, ... (the first keeps it plain)."""
     labels: dict[int, str] = {}
-    alloc = frames["alloc"].drop_duplicates("storage")
-    types = dict(zip(frames["module"]["module"], frames["module"]["type"]))
+    alloc = tables["alloc"].drop_duplicates("storage")
+    types = dict(zip(tables["module"]["module"], tables["module"]["type"]))
     for sid, op, dtype, pre in zip(alloc["storage"].astype(int), alloc["op"], alloc["dtype"], alloc["preexisting"]):
         module = modules.get(sid, "")
         if not module or pre:
@@ -128,12 +128,12 @@ def _what(sid: int, module: str, op: str, dtype: str, types: dict, outputs: set)
     return op or "tensor"
 
 
-def storage_names(frames: dict[str, pd.DataFrame], labels: dict[int, str] | None = None) -> dict[int, str]:
+def storage_names(tables: dict[str, pd.DataFrame], labels: dict[int, str] | None = None) -> dict[int, str]:
     """A program variable's name first, then a gradient's target, then the module label
     (``labels``), else the op name (``relu#3``)."""
-    names = variable_names(frames["name"])
-    targets = gradient_targets(frames)
-    by_op = op_names(frames)
+    names = variable_names(tables["name"])
+    targets = gradient_targets(tables)
+    by_op = op_names(tables)
     labels = labels or {}
     result: dict[int, str] = {}
     for sid, op_name in by_op.items():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .frames import joined, pairs
+from .tables import joined, pairs
 from .slots import Slots
 
 
@@ -21,12 +21,12 @@ def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "stora
     return joined(frame["step"], [_label(names, s) for s in frame[key].tolist()])
 
 
-def annotate_steps(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:
+def annotate_steps(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:
     names = pairs(tensors["id"], tensors["name"])
-    alloc = frames["alloc"][~frames["alloc"]["preexisting"].astype(bool)]
+    alloc = tables["alloc"][~tables["alloc"]["preexisting"].astype(bool)]
     cols = {
         "allocated": _names_by_step(alloc, names),
-        "freed": _names_by_step(frames["free"], names),
+        "freed": _names_by_step(tables["free"], names),
         "saved": _names_by_step(slots.saved, names),
         "unpacked": _names_by_step(slots.unpacked, names),
         "released": _names_by_step(slots.released, names),
@@ -56,14 +56,14 @@ def _used_by_node(slots: Slots) -> dict[int, list[int]]:
     return used
 
 
-def nodes_table(steps: pd.DataFrame, frames: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:
+def nodes_table(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:
     """One row per backward node run, in execution order."""
     names = pairs(tensors["id"], tensors["name"])
     nbytes = pairs(tensors["id"], tensors["nbytes"])
     made_by = pairs(tensors["id"], tensors["created_by"])
     made_at = pairs(tensors["id"], tensors["made_at"])   # the same, in the program's words
     used = _used_by_node(slots)
-    ends = frames["node_end"].drop_duplicates("node", keep="last")
+    ends = tables["node_end"].drop_duplicates("node", keep="last")
     grads = {int(n): (i, o) for n, i, o in zip(ends["node"], ends["grads_in"], ends["grads_out"])}
     label = lambda ids: ";".join(_label(names, i) for i in ids or [] if i is not None)  # noqa: E731
     before = steps["live_bytes"].shift(1).fillna(0).astype("int64")

@@ -56,7 +56,7 @@ RANK_COLUMNS = (["rank", "status", "host", "local_rank", "device", "backend", "p
 # -- the logical clock ------------------------------------------------------------------------
 def anchors(a: Analysis) -> pd.DataFrame:
     """(step, label) of every collective and backward begin/end, in event order."""
-    f = a.frames
+    f = a.tables
     parts = [
         pd.DataFrame({"seq": f["collective"]["seq"], "step": f["collective"]["step"],
                       "label": [f"{op} #{int(i) + 1}" for op, i in zip(f["collective"]["op"], f["collective"]["index"])]}),

@@ -28,10 +28,10 @@ from ..roles import Role
 KEEP = {Role.PARAMETER.value, Role.OPTIMIZER_STATE.value, Role.BUFFER.value}
 
 
-def collective_storages(frames: dict) -> dict[int, str]:
+def collective_storages(tables: dict) -> dict[int, str]:
     """{storage id: the collectives that touched it, e.g. "allreduce_"}."""
     out: dict[int, list] = {}
-    for op, sids in zip(frames["collective"]["op"], frames["collective"]["storages"]):
+    for op, sids in zip(tables["collective"]["op"], tables["collective"]["storages"]):
         for sid in sids or ():
             ops = out.setdefault(int(sid), [])
             if op not in ops:
@@ -39,33 +39,33 @@ def collective_storages(frames: dict) -> dict[int, str]:
     return {k: ";".join(v) for k, v in out.items()}
 
 
-def set_rank_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    comm = collective_storages(frames)
+def set_rank_roles(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
+    comm = collective_storages(tables)
     t["collective"] = [comm.get(i, "") for i in t["id"].tolist()]
     touched = (t["collective"] != "") & ~t["role"].isin(KEEP)
     t.loc[touched, "role"] = Role.COMM_BUFFER.value
-    t = _copied_into_buckets(t, frames)
-    t = _made_then_leaf(t, frames)
-    t = _unsharded(t, frames)
-    return _sharded(t, frames)
+    t = _copied_into_buckets(t, tables)
+    t = _made_then_leaf(t, tables)
+    t = _unsharded(t, tables)
+    return _sharded(t, tables)
 
 
-def _copied_into_buckets(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+def _copied_into_buckets(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     """With ``gradient_as_bucket_view=True`` a parameter's ``.grad`` is a view of a bucket;
     the gradient AccumulateGrad hands over is copied into it and freed within the same
     backward: that one is a ``gradient`` in passing, not a ``.grad`` kept."""
-    names = frames["name"]
+    names = tables["name"]
     views = set(names.loc[names["source"] == "grad", "storage"].astype(int))
     if not (t["id"].isin(views) & (t["role"] == Role.COMM_BUFFER.value)).any():
         return t
-    phase = dict(zip(frames["step"]["step"], frames["step"]["phase"]))
+    phase = dict(zip(tables["step"]["step"], tables["step"]["phase"]))
     passing = (t["role"] == Role.PARAM_GRAD.value) & t["free_step"].map(lambda s: pd.notna(s) and phase.get(int(s)) == "backward")
     t.loc[passing.astype(bool), "role"] = Role.GRADIENT.value
     return t
 
 
-def _made_then_leaf(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    facts = frames["tensor"]
+def _made_then_leaf(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
+    facts = tables["tensor"]
     made = set(facts.loc[facts["leaf"] == False, "storage"].astype(int))  # noqa: E712
     wrong = (t["role"] == Role.PARAMETER.value) & t["id"].isin(made) & (t["phase"] == "forward")
     t.loc[wrong, "_leaf_param"] = False
@@ -73,11 +73,11 @@ def _made_then_leaf(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return t
 
 
-def _unsharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    alloc = frames["alloc"].drop_duplicates("storage")
+def _unsharded(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
+    alloc = tables["alloc"].drop_duplicates("storage")
     lineage = dict(zip(alloc["storage"].astype(int), alloc["lineage"]))
     line = t["id"].map(lambda i: lineage.get(i) if pd.notna(lineage.get(i)) else i).astype("int64")
-    free = frames["free"]
+    free = tables["free"]
     shrunk = set(free.loc[free["resized"] == True, "storage"].astype(int))  # noqa: E712
     resized = set(line[(line != t["id"]) | t["id"].isin(shrunk)])
     params = set(line[t["_leaf_param"]])
@@ -88,10 +88,10 @@ def _unsharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     return t
 
 
-def _sharded(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    shards, names = set(frames["wrapped"]["storage"].astype(int)), frames["name"]
+def _sharded(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
+    shards, names = set(tables["wrapped"]["storage"].astype(int)), tables["name"]
     named = lambda source: set(names.loc[names["source"] == source, "storage"].astype(int)) & shards  # noqa: E731
-    params = named("parameter") | set(frames["wrapped"].loc[frames["wrapped"]["requires_grad"] == True, "storage"].astype(int))  # noqa: E712
+    params = named("parameter") | set(tables["wrapped"].loc[tables["wrapped"]["requires_grad"] == True, "storage"].astype(int))  # noqa: E712
     t.loc[t["id"].isin(params), "role"] = Role.SHARDED_PARAM.value
     t.loc[t["id"].isin(named("grad") - params), "role"] = Role.SHARDED_GRAD.value
     return t

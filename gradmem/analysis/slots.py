@@ -3,7 +3,9 @@ when it was saved, unpacked and released. Every pass and every report reads thes
 of joining the per-kind event tables again.
 
 A pack is one saved reference (what the pack hook returned); several packs can hold the
-same storage. A pack with no ``slot`` event was saved by a node outside the loss's graph.
+same storage. A pack with no ``slot`` event was saved by a node outside the loss's graph,
+or by ``torch.utils.checkpoint`` itself: non-reentrant checkpoint keeps its block's inputs
+in slots no node owns, to run the block's forward again in backward.
 """
 from __future__ import annotations
 
@@ -11,7 +13,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .frames import pairs
+from .tables import pairs
+
+CHECKPOINT_KEPT = "torch.utils.checkpoint (an input it keeps to run the forward again in backward)"
 
 
 @dataclass(frozen=True)
@@ -49,16 +53,22 @@ def owner_labels(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
     return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"], frame["field"])]
 
 
-def build_slots(frames: dict[str, pd.DataFrame], node_name: dict[int, str]) -> Slots:
-    slot = frames["slot"].drop_duplicates("pack")
-    storage_of = pairs(frames["saved"]["pack"], frames["saved"]["storage"])
+def _checkpoint_owned(saved: pd.DataFrame) -> dict:
+    if "kept_for" not in saved:
+        return {}
+    return {p: CHECKPOINT_KEPT for p in saved.loc[saved["kept_for"] == "checkpoint", "pack"].tolist()}
+
+
+def build_slots(tables: dict[str, pd.DataFrame], node_name: dict[int, str]) -> Slots:
+    slot = tables["slot"].drop_duplicates("pack")
+    storage_of = pairs(tables["saved"]["pack"], tables["saved"]["storage"])
     on_storage = lambda f: f.assign(storage=f["pack"].map(storage_of))  # noqa: E731
-    hidden = frames["hidden_slot"].dropna(subset=["storage"])
+    hidden = tables["hidden_slot"].dropna(subset=["storage"])
     return Slots(
         storage_of=storage_of,
-        owner=dict(zip(slot["pack"].tolist(), owner_labels(slot, node_name))),
-        saved=frames["saved"][["seq", "step", "pack", "storage"]],
-        unpacked=on_storage(frames["unpacked"][["seq", "step", "pack", "node"]]),
-        released=on_storage(frames["released"][["seq", "step", "pack"]]),
+        owner={**_checkpoint_owned(tables["saved"]), **dict(zip(slot["pack"].tolist(), owner_labels(slot, node_name)))},
+        saved=tables["saved"][["seq", "step", "pack", "storage"]],
+        unpacked=on_storage(tables["unpacked"][["seq", "step", "pack", "node"]]),
+        released=on_storage(tables["released"][["seq", "step", "pack"]]),
         hidden=pd.DataFrame({"storage": hidden["storage"].tolist(), "owner": owner_labels(hidden, node_name)}),
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..roles import Role
-from .frames import joined
+from .tables import joined
 from .sharding import set_rank_roles
 from .naming import storage_shapes
 from .slots import Slots
@@ -23,8 +23,8 @@ TENSOR_COLUMNS = [
 OUTSIDE_GRAPH = "(a node outside the loss's graph)"
 
 
-def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: dict) -> pd.DataFrame:
-    alloc = frames["alloc"].drop_duplicates("storage")
+def base_table(tables: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: dict) -> pd.DataFrame:
+    alloc = tables["alloc"].drop_duplicates("storage")
     t = pd.DataFrame({
         "id": alloc["storage"].astype(int).values,
         "device": alloc["device"].values,
@@ -40,13 +40,27 @@ def base_table(frames: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "recomputed": alloc["recompute"].fillna(False).astype(bool).values,
         "grad_args": alloc["grad_args"].fillna(False).astype(bool).values,
     })
-    free = frames["free"].drop_duplicates("storage").set_index("storage")
+    free = tables["free"].drop_duplicates("storage").set_index("storage")
     t["free_step"] = t["id"].map(free["step"]).astype("Int64")
     t["free_seq"] = t["id"].map(free["seq"]).astype("Int64")
     t["freed_after"] = pd.Series([step_op.get(int(s), "") if pd.notna(s) else "" for s in t["free_step"]],
                                  index=t.index, dtype=object)
     t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
+    wrapped = t["id"].isin(wrapped_scalars(tables))
+    t.loc[wrapped, "created_by"] = PYTHON_NUMBER
+    t["_wrapped"] = wrapped
     return t
+
+
+PYTHON_NUMBER = "(a python number)"   # the 0.5 of 0.5 * x: torch made it a tensor for the op
+
+
+def wrapped_scalars(tables: dict) -> set[int]:
+    """Storages of the python numbers torch wrapped as tensors for an op and autograd saved.
+    They are born where no hook looks (the argument parser, before the op's dispatch), so
+    neither "(before capture)" nor the previous op made them."""
+    names = tables["name"]
+    return set(names.loc[names["source"] == "wrapped_scalar", "storage"].dropna().astype(int))
 
 
 CALL_RETURNED = "() returned)"   # freed_after "(backward() returned)": the call, not a node, let it go
@@ -56,13 +70,13 @@ def call_returned(call: str) -> str:
     return f"({call}{CALL_RETURNED}"
 
 
-def mark_call_frees(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     """A gradient the engine made itself (the ``ones_like`` backward starts from) is held
     by the ``backward()`` call, not by a node: it goes when the call returns, after the
     last node ran. Saying "after AccumulateGrad" there would name the wrong cause."""
-    steps, ends, begins = frames["step"], frames["backward_end"], frames["backward_begin"]
+    steps, ends, begins = tables["step"], tables["backward_end"], tables["backward_begin"]
     engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
-    last_node = frames["node_end"]["seq"]
+    last_node = tables["node_end"]["seq"]
     calls = dict(zip(begins["index"], begins["call"]))
     for index, end in zip(ends["index"], ends["seq"]):
         before = last_node[last_node < end]
@@ -86,53 +100,54 @@ def add_saved(t: pd.DataFrame, slots: Slots, node_name: dict[int, str]) -> pd.Da
     return t
 
 
-def add_tensor_facts(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
-    facts = frames["tensor"]
+def add_tensor_facts(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
+    facts = tables["tensor"]
     leaves = set(facts.loc[facts["leaf"] == True, "storage"].astype(int))  # noqa: E712
     grads = set(facts["storage"].astype(int))
     t["requires_grad"] = t["id"].isin(grads)
     t["is_leaf"] = ~t["id"].isin(grads - leaves)
     grad_of = {}
-    for frame in (frames["leaf_grad"], frames["retained"]):
+    for frame in (tables["leaf_grad"], tables["retained"]):
         grad_of.update({int(g): int(tg) for tg, g in zip(frame["target"], frame["grad"]) if pd.notna(g)})
     t["grad_of"] = t["id"].map(grad_of).astype("Int64")
     t["_leaf_param"] = t["id"].isin(leaves)
-    t["_param_grad"] = t["id"].isin(set(frames["leaf_grad"]["grad"].dropna().astype(int)))
-    t["_retained"] = t["id"].isin(set(frames["retained"]["grad"].dropna().astype(int)))
-    t["value"] = _landed_values(t, frames)
+    t["_param_grad"] = t["id"].isin(set(tables["leaf_grad"]["grad"].dropna().astype(int)))
+    t["_retained"] = t["id"].isin(set(tables["retained"]["grad"].dropna().astype(int)))
+    t["value"] = _landed_values(t, tables)
     return t
 
 
-def _landed_values(t: pd.DataFrame, frames: dict) -> list:
+def _landed_values(t: pd.DataFrame, tables: dict) -> list:
     """A small .grad's value as it last landed (accumulation changes it in place); other
     storages keep their value as created."""
-    landed = pd.concat([frames["leaf_grad"], frames["retained"]]).sort_values("seq")
+    landed = pd.concat([tables["leaf_grad"], tables["retained"]]).sort_values("seq")
     landed = landed[landed["grad"].notna() & landed["value"].notna()]
     last = dict(zip(landed["grad"].astype(int), landed["value"]))
     return [last.get(i, v) for i, v in zip(t["id"], t["value"])]
 
 
-def _handed_on(frames: dict) -> set[int]:
+def _handed_on(tables: dict) -> set[int]:
     """Gradients that left the node that made them (or reached a tensor hook)."""
-    ids = {int(g) for gs in frames["node_end"]["grads_out"] for g in (gs or []) if g is not None}
-    ids |= set(frames["grad"]["grad"].dropna().astype(int))
+    ids = {int(g) for gs in tables["node_end"]["grads_out"] for g in (gs or []) if g is not None}
+    ids |= set(tables["grad"]["grad"].dropna().astype(int))
     return ids
 
 
 # -- the role passes ------------------------------------------------------------------------
-def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
+def set_roles(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     role = pd.Series(Role.INTERMEDIATE.value, index=t.index)
     backward = t["phase"] == "backward"
     same_step = t["free_step"].notna() & (t["free_step"] == t["alloc_step"])
     saved = t["saved_by"] != ""
-    handed = t["id"].isin(_handed_on(frames))
+    handed = t["id"].isin(_handed_on(tables))
     # gradients and temporaries: everything backward creates
     role[backward] = Role.GRADIENT.value
     role[backward & same_step & ~handed] = Role.TEMPORARY.value
     # forward scratch that died in the op that made it
     role[~backward & same_step & ~saved] = Role.TEMPORARY.value
     # inputs: no grad, made before the forward pass or by a factory op
-    inputs = ~backward & ~t["requires_grad"] & ~t["grad_args"] & (t["preexisting"] | (t["phase"] == "setup") | t["factory"])
+    inputs = (~backward & ~t["requires_grad"] & ~t["grad_args"] & ~t["_wrapped"]
+              & (t["preexisting"] | (t["phase"] == "setup") | t["factory"]))
     role[inputs] = Role.INPUT.value
     # parameters: leaves that require grad
     role[t["_leaf_param"]] = Role.PARAMETER.value
@@ -146,7 +161,7 @@ def set_roles(t: pd.DataFrame, frames: dict) -> pd.DataFrame:
     role[t["_param_grad"]] = Role.PARAM_GRAD.value
     role[t["_retained"]] = Role.RETAINED_GRAD.value
     # what modules and optimizers hold, by the names the program gives them
-    sources = frames["name"].groupby("storage")["source"].agg(set) if len(frames["name"]) else pd.Series(dtype=object)
+    sources = tables["name"].groupby("storage")["source"].agg(set) if len(tables["name"]) else pd.Series(dtype=object)
     held = t["id"].map(sources)
     role[held.map(lambda s: isinstance(s, set) and "buffer" in s).astype(bool)] = Role.BUFFER.value
     role[held.map(lambda s: isinstance(s, set) and "optimizer_state" in s).astype(bool)] = Role.OPTIMIZER_STATE.value
@@ -158,19 +173,19 @@ def shape_text(shape) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
 
 
-def tensors_table(frames: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
+def tensors_table(tables: dict, step_phase: pd.Series, step_op: dict, node_name: dict,
                   names: dict[int, str], slots: Slots, origins: dict[str, dict] | None = None) -> pd.DataFrame:
     """``origins``: {column: {storage: value}} for module, source and op_name."""
-    t = base_table(frames, step_phase, step_op)
-    t = mark_call_frees(t, frames)
-    known = storage_shapes(frames)
+    t = base_table(tables, step_phase, step_op)
+    t = mark_call_frees(t, tables)
+    known = storage_shapes(tables)
     t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"], t["shape"])]
     t = add_saved(t, slots, node_name)
-    t = add_tensor_facts(t, frames)
-    t = set_roles(t, frames)
-    t = set_rank_roles(t, frames)
+    t = add_tensor_facts(t, tables)
+    t = set_roles(t, tables)
+    t = set_rank_roles(t, tables)
     t["name"] = t["id"].map(names)
-    t["made_at"] = made_at(t, frames)
+    t["made_at"] = made_at(t, tables)
     for column in ("module", "source", "op_name"):
         t[column] = t["id"].map((origins or {}).get(column, {})).fillna("")
     return t[TENSOR_COLUMNS].reset_index(drop=True)

@@ -14,7 +14,7 @@ import pandas as pd
 from ..roles import ROLE_ORDER
 from ..trace import Trace
 from . import cuda_allocator
-from .frames import pairs
+from .tables import pairs
 from .timeline import live_at
 
 TOP_N = 10

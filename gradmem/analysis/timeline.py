@@ -13,8 +13,8 @@ from ..roles import ROLE_ORDER
 AFTER_BACKWARD = "(after backward)"   # the step the capture begins when backward() returns
 
 
-def steps_frame(frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
-    s = frames["step"]
+def steps_frame(tables: dict, node_name: dict[int, str]) -> pd.DataFrame:
+    s = tables["step"]
     steps = pd.DataFrame({
         "step": s["step"].astype(int).values,
         "phase": s["phase"].values,
@@ -23,7 +23,7 @@ def steps_frame(frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
         "backward": s["backward"].astype("Int64").values,
         "t_ns": s["t_ns"].values,
     })
-    first_grad = _first_forward_step(frames)
+    first_grad = _first_forward_step(tables)
     steps.loc[(steps["phase"] == "forward") & (steps["step"] < first_grad), "phase"] = "setup"
     # the program's own code after backward() returned is neither forward nor backward
     steps.loc[steps["op"] == AFTER_BACKWARD, "phase"] = "after_backward"
@@ -32,12 +32,12 @@ def steps_frame(frames: dict, node_name: dict[int, str]) -> pd.DataFrame:
     return pd.concat([before, steps], ignore_index=True)
 
 
-def _first_forward_step(frames: dict) -> int:
+def _first_forward_step(tables: dict) -> int:
     """The first step that made a tensor from one that requires grad, or with a grad_fn:
     where the forward pass starts (also under no_grad, as reentrant checkpoint runs it)."""
-    facts = frames["tensor"]
+    facts = tables["tensor"]
     nonleaf = set(facts.loc[facts["leaf"] == False, "storage"].dropna().astype(int))  # noqa: E712
-    alloc = frames["alloc"]
+    alloc = tables["alloc"]
     made = alloc.loc[alloc["storage"].isin(nonleaf) | (alloc["grad_args"] == True), "step"]  # noqa: E712
     return int(made.min()) if len(made) else np.iinfo(np.int64).max
 

@@ -9,9 +9,9 @@ import pandas as pd
 CALLS = {"lift_fresh": "torch.tensor(...)", "lift_fresh_copy": "torch.tensor(...)", "lift": "torch.tensor(...)"}
 
 
-def made_at(tensors: pd.DataFrame, frames: dict) -> list[str]:
+def made_at(tensors: pd.DataFrame, tables: dict) -> list[str]:
     """Per storage: the call in the program that made it and its line, where known; else the op."""
-    alloc = frames["alloc"].drop_duplicates("storage")
+    alloc = tables["alloc"].drop_duplicates("storage")
     lines = {int(s): ln for s, ln in zip(alloc["storage"], alloc["line"]) if isinstance(ln, (list, tuple))}
     out = []
     for sid, op in zip(tensors["id"].astype(int), tensors["created_by"]):

@@ -66,14 +66,36 @@ def build_meta(settings: Settings, started: str, error: dict | None, rec: Record
 
 def _notes(rec: Recorder, ground_notes) -> tuple:
     notes = dict.fromkeys(e.data["text"] for e in rec.of_kind(EventKind.NOTE))
-    # slots no hook of ours packed and whose storage is unknown: a slot without any hook
-    # (saved before the capture, a wrapped python number) has its storage, so its bytes count
-    hidden = sum(e.data.get("storage") is None for e in rec.of_kind(EventKind.HIDDEN_SLOT))
     notes.update(dict.fromkeys(ground_notes))
-    if hidden:
-        notes[f"{hidden} saved tensors were packed by other saved-tensor hooks "
-              "(checkpoint, save_on_cpu or the program's own): their bytes are not attributed"] = None
+    notes.update(dict.fromkeys(_hidden_slot_notes(rec)))
     return tuple(notes)
+
+
+CHECKPOINT_HOOK = "_checkpoint_hook."
+
+
+def _hook_owner(qualname: str) -> str:
+    """``save_on_cpu.__init__.<locals>.unpack_from_cpu`` -> ``save_on_cpu``: what made the hook."""
+    owner = qualname.split(".<locals>")[0]
+    return owner[:-len(".__init__")] if owner.endswith(".__init__") else owner
+
+
+def _hidden_slot_notes(rec: Recorder) -> list[str]:
+    """Slots no hook of ours packed and whose storage is unknown, by whose hooks packed
+    them. A slot without any hook (saved before the capture, a wrapped python number)
+    has its storage, so it is no such slot."""
+    hooks = [e.data.get("hook") or "" for e in rec.of_kind(EventKind.HIDDEN_SLOT) if e.data.get("storage") is None]
+    ours = sum(h.startswith(CHECKPOINT_HOOK) for h in hooks)
+    other = sorted({_hook_owner(h) for h in hooks if not h.startswith(CHECKPOINT_HOOK)})
+    notes = []
+    if ours:
+        notes.append(f"{ours} saved slot(s) were packed by torch.utils.checkpoint, which keeps no tensor for them: "
+                     "backward runs the block's forward again to remake them (tensors.csv: recomputed = True)")
+    if other:
+        count = len(hooks) - ours
+        notes.append(f"{count} saved slot(s) were packed by other saved-tensor hooks ({', '.join(other)}): gradmem "
+                     "does not see what those hooks keep, so no storage is marked as saved for these slots")
+    return notes
 
 
 def _failing_line(exc: BaseException) -> tuple[str | None, int | None]:

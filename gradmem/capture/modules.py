@@ -40,6 +40,7 @@ class ModuleWatcher:
         self.entry_frame = entry_frame     # callable: the frame that entered the capture
         self._paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._stack: list[str] = []
+        self._used: set[str] = set()      # every path given, even of a module since gone
         self._handles: list = []
         self._failed = False
 
@@ -95,28 +96,55 @@ class ModuleWatcher:
         for name, sub in root.named_modules(prefix=prefix, remove_duplicate=True):
             if sub not in self._paths:
                 self._paths[sub] = name
+                self._used.add(name)
                 self.rec.emit(MODULE, module=name, type=type(sub).__name__)
         self._paths[root] = prefix
+        self._used.add(prefix)
         return prefix
 
     def _root_name(self, module) -> str:
-        """The program variable holding the root (innermost user frame first), else its class."""
+        """The program variable holding the root (innermost user frame first); else the
+        path under a variable holding a module it belongs to (``model[0](x)`` runs
+        ``model.0``); else its class, made unique (``Linear#2``) so that two modules never
+        share a name."""
         entry = self.entry_frame()
         frame = sys._getframe(2)
+        inside = None
         while frame is not None:
             if not frame.f_code.co_filename.startswith(SKIP_DIRS):
                 for name, value in _read_locals(frame):
-                    if value is module and not name.startswith("_") and name != "self":
-                        return name
+                    if name.startswith("_") or name == "self":
+                        continue
+                    if value is module:
+                        return self._unique(name)
+                    if inside is None and isinstance(value, torch.nn.Module):
+                        inside = _path_in(value, module, name)
             if frame is entry:
                 break
             frame = frame.f_back
-        return type(module).__name__
+        return self._unique(inside or type(module).__name__)
+
+    def _unique(self, name: str) -> str:
+        taken = self._used
+        if name not in taken:
+            return name
+        k = 2
+        while f"{name}#{k}" in taken:
+            k += 1
+        return f"{name}#{k}"
 
     def _fail(self, exc: Exception) -> None:
         if not self._failed:
             self._failed = True
             self.rec.emit(NOTE, text=HOOK_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
+
+
+def _path_in(holder, module, name: str) -> str | None:
+    """``model.0`` when ``module`` is ``holder``'s submodule ``0`` and ``holder`` is ``model``."""
+    for sub, child in holder.named_modules(prefix=name):
+        if child is module:
+            return sub
+    return None
 
 
 def _parent_children(paths, parent_path: str):

@@ -18,8 +18,10 @@ pack still runs, so the program behaves as it would without gradmem.
 from __future__ import annotations
 
 import itertools
+import sys
 
 import torch
+import torch.utils.checkpoint
 
 from ..events import EventKind
 from .cursor import Cursor
@@ -27,6 +29,7 @@ from .recorder import Recorder
 from .values import exact_now
 
 SAVED, UNPACKED, RELEASED = EventKind.SAVED.value, EventKind.UNPACKED.value, EventKind.RELEASED.value
+CHECKPOINT_FILE = torch.utils.checkpoint.__file__   # as the interpreter spells its frames' files
 
 
 class Packed:
@@ -60,6 +63,21 @@ def _stride(t: torch.Tensor):
         return None
 
 
+def _kept_for(frame) -> str:
+    """"checkpoint" when torch.utils.checkpoint itself packed the tensor: non-reentrant
+    checkpoint keeps its block's inputs this way (``_CheckpointFrame.save_inputs``), in a
+    slot no backward node owns, to run the forward again in backward. The Python frame
+    that called into autograd is checkpoint's own (two frames up, at most, through a
+    list comprehension)."""
+    for _ in range(2):
+        if frame is None:
+            break
+        if frame.f_code.co_filename == CHECKPOINT_FILE:
+            return "checkpoint"
+        frame = frame.f_back
+    return ""
+
+
 class SavedTensorWatcher:
     def __init__(self, rec: Recorder, cursor: Cursor, storages, graph):
         self.rec = rec
@@ -71,21 +89,21 @@ class SavedTensorWatcher:
         self._cm = None
 
     def pack(self, t: torch.Tensor) -> Packed:
-        pid = self.rec.guard.call(self._record_pack, t) or 0   # 0: gradmem broke, nothing recorded
+        pid = self.rec.guard.call(self._record_pack, t, _kept_for(sys._getframe(1))) or 0   # 0: gradmem broke, nothing recorded
         if self._outer:
             return Packed(pid, self._outer[0](t), self.rec)
         with self.cursor.paused_ops():   # not the program's op: not recorded
             alias = t.detach()
         return Packed(pid, alias, self.rec, t._version)
 
-    def _record_pack(self, t: torch.Tensor) -> int:
+    def _record_pack(self, t: torch.Tensor, kept_for: str = "") -> int:
         pid = next(self._next)
         sid = self.storages.see(t)
         step = self.cursor.step + 1 if self.cursor.fresh_call else None   # inputs are saved before the op runs
         self.rec.emit(
             SAVED, step=step, pack=pid, storage=sid, shape=tuple(t.shape), stride=_stride(t),
             dtype=str(t.dtype).replace("torch.", ""), numel=t.numel(),
-            element_size=t.element_size(), value=exact_now(t),
+            element_size=t.element_size(), value=exact_now(t), **({"kept_for": kept_for} if kept_for else {}),
         )
         return pid
 

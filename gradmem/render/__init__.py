@@ -18,8 +18,8 @@ from .chrome import ChromeTraceWriter
 from .html import HtmlWriter
 from .memory_viz import MemoryVizJsonWriter, MemoryVizPickleWriter
 from .tables import CSV_WRITERS, SummaryJsonWriter
+from ..files import MARKER, TRACE
 
-MARKER = ".gradmem-report"
 FORMATS = {
     "csv": CSV_WRITERS,
     "json": [SummaryJsonWriter()],
@@ -40,7 +40,7 @@ def writers_for(formats) -> list:
     return out
 
 
-REPORT_FILES = frozenset({"trace.jsonl", *(w.filename for ws in FORMATS.values() for w in ws)})
+REPORT_FILES = frozenset({TRACE, *(w.filename for ws in FORMATS.values() for w in ws)})
 EXPORT = "export "   # marker line prefix: a file `gradmem export` added to the folder
 
 
@@ -90,7 +90,7 @@ def dropped_files(out_dir: Path, formats) -> list[str]:
     """Files gradmem wrote into the folder earlier (``gradmem export``, another
     ``--format``) that a rewrite with ``formats`` will not write again: they describe the
     old trace, so they go with the old folder, and the caller says so."""
-    new = {w.filename for w in writers_for(formats)} | {"trace.jsonl", MARKER}
+    new = {w.filename for w in writers_for(formats)} | {TRACE, MARKER}
     names = [n.removeprefix(EXPORT) for n in marker_lines(Path(out_dir))]
     return [n for n in names if n not in new and (Path(out_dir) / n).exists()]
 
@@ -115,8 +115,8 @@ def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = Fals
             _write(staging / writer.filename, writer.render(analysis))
             names.append(writer.filename)
         if "trace" in formats:
-            write_trace(analysis.trace, staging / "trace.jsonl")
-            names.append("trace.jsonl")
+            write_trace(analysis.trace, staging / TRACE)
+            names.append(TRACE)
         write_marker(staging, names)
         _swap(staging, out_dir)
     except BaseException:

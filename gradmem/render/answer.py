@@ -11,7 +11,6 @@ import pandas as pd
 from .units import human_bytes, step_label
 
 MAX_LINES = 10
-_NONE = pd.DataFrame({"name": [], "role": []})   # a node step that freed nothing
 
 
 def _value(row) -> str:
@@ -37,6 +36,34 @@ def _more(lines: list[str], total: int, where: str) -> list[str]:
     return lines
 
 
+def in_step(d, capital: bool = True) -> str:
+    """"In training step 2 of 3 (the peak's), " where backward ran more than once: the
+    sentence that follows speaks of that step alone."""
+    if not d.several:
+        return ""
+    return f"{'In' if capital else 'in'} training step {d.call} of {d.calls} (the peak's), "
+
+
+def _at_once(total: int, at_once: int) -> str:
+    return "" if at_once >= total else f", at most {human_bytes(at_once)} of it alive at once"
+
+
+def _set_size(count: int, total: int, at_once: int) -> str:
+    """The bytes of a set of storages as memory: a sum only where they all lived together."""
+    if count == 1:
+        return human_bytes(total)
+    if at_once >= total:
+        return f"{human_bytes(total)}, all alive at once"
+    return f"at most {human_bytes(at_once)} of them alive at once"
+
+
+def per_step_line(f) -> list[str]:
+    if not f.described.several:
+        return []
+    return ["New memory saved for backward, per training step: "
+            + ", ".join(f"step {k} {human_bytes(b)}" for k, b in sorted(f.new_saved_by_call.items()) if k > 0) + "."]
+
+
 def saved_section(f) -> dict:
     saved = f.saved
     lines = []
@@ -47,8 +74,12 @@ def saved_section(f) -> dict:
         lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by {_made(r)}, "
                      f"saved for {r['saved_by']}{cost}{used}.")
     _more(lines, len(saved), "see the lifetimes and tensors.csv")
-    head = (f"Autograd saved {len(saved):,} tensor(s) for backward; {human_bytes(f.new_saved_bytes)} of them was "
-            f"new memory (activations).") if len(saved) else "Autograd saved no tensor for backward."
+    lead = in_step(f.described)
+    head = (f"{lead}{'a' if lead else 'A'}utograd saved {len(saved):,} tensor(s) for backward; "
+            f"{human_bytes(f.new_saved_bytes)} of them was new memory (activations)"
+            f"{_at_once(f.new_saved_bytes, f.new_saved_at_once)}.") if len(saved) else \
+        f"{lead}{'a' if lead else 'A'}utograd saved no tensor for backward."
+    lines += per_step_line(f)
     unsaved = f.intermediates
     if len(unsaved):
         lines.append(f"Not saved: {_names(unsaved)}. Backward never needed their values.")
@@ -63,13 +94,14 @@ def _module(path: str) -> str:
 
 
 def modules_section(facts: dict) -> dict:
-    """What forward saved for backward in one training step, by module, largest first (the
-    answer's lead on a model). The per-storage list stays in the tables."""
-    step = (f"training step {facts['backward']} of {facts['backward_calls']}" if facts["backward_calls"] > 1
-            else "the training step")
+    """What forward saved for backward in one training step (the peak's), by module, largest
+    first (the answer's lead on a model). The per-storage list stays in the tables."""
+    step = (f"training step {facts['backward']} of {facts['backward_calls']} (the peak's)"
+            if facts["backward_calls"] > 1 else "the training step")
+    at_once = _at_once(facts["bytes"], facts.get("at_once_bytes", facts["bytes"]))
     head = (f"In {step}, forward saved {human_bytes(facts['bytes'])} of new memory for backward "
-            f"({facts['count']:,} activation(s)), by module:") if facts["count"] else \
-        "Forward saved no new memory for backward (no activation)."
+            f"({facts['count']:,} activation(s){at_once}), by module:") if facts["count"] else \
+        f"In {step}, forward saved no new memory for backward (no activation)."
     lines = []
     for g in facts["modules"][:MAX_LINES]:
         top = ", ".join(f"`{t['name']}` {human_bytes(t['bytes'])}" for t in g["top"])
@@ -110,8 +142,7 @@ def peak_section(analysis) -> dict:
 
 
 def _node_line(row: dict, freed_at: dict) -> str:
-    freed = freed_at.get(int(row["step"]), _NONE)
-    parts = [f"`{n}` ({r})" for n, r in zip(freed["name"].head(MAX_LINES), freed["role"])]
+    parts = [f"`{n}` ({r})" for n, r in freed_at.get(int(row["step"]), [])[:MAX_LINES]]
     text = f"After `{row['name']}` (step {row['step']}): "
     text += ("freed " + ", ".join(parts)) if parts else "freed nothing"
     if row["released"]:
@@ -121,10 +152,11 @@ def _node_line(row: dict, freed_at: dict) -> str:
 
 def freed_section(analysis, brief: bool = False) -> dict:
     """``brief`` (a model's run): only the nodes that freed something are listed."""
-    f, nodes = analysis.answer_facts, analysis.nodes
-    grads = f.gradients
-    head = (f"{int(grads['freed_promptly'].sum()):,} of {len(grads):,} gradient(s) were freed right after the backward node that consumed them."
-            if len(grads) else "Backward created no gradient that was handed between nodes.")
+    f = analysis.answer_facts
+    nodes, grads, lead = f.nodes, f.gradients, in_step(f.described)
+    head = (f"{lead}{int(grads['freed_promptly'].sum()):,} of {len(grads):,} gradient(s) were freed right after the "
+            "backward node that consumed them." if len(grads) else
+            f"{lead}{'b' if lead else 'B'}ackward created no gradient that was handed between nodes.")
     late = grads[~grads["freed_promptly"].astype(bool)]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
     if brief:
@@ -155,9 +187,11 @@ def held_section(f) -> dict:
     _more(lines, len(done), "see the lifetimes")
     inter = f.intermediates
     if len(inter):
-        lines.append(f"{_names(inter)} ({human_bytes(inter['nbytes'].sum())}): never needed by backward, "
-                     f"alive only while the program held them.")
-    head = "Kept only because the program held a reference:" if lines else "Nothing was kept only by the program."
+        size = _set_size(len(inter), int(inter["nbytes"].sum()), f.intermediates_at_once)
+        lines.append(f"{_names(inter)} ({size}): never needed by backward, alive only while the program held them.")
+    lead = in_step(f.described)
+    head = (f"{lead}{'k' if lead else 'K'}ept only because the program held a reference:" if lines else
+            f"{lead}{'n' if lead else 'N'}othing was kept only by the program.")
     return {"head": head, "lines": lines}
 
 
@@ -169,8 +203,10 @@ def retained_section(f) -> dict:
     for r in f.param_grads.head(MAX_LINES).to_dict("records"):
         lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)} is a leaf's gradient "
                      f"(param_grad): backward leaves it for the optimizer.")
-    head = (f"retain_grad() kept {len(kept):,} extra cop{'y' if len(kept) == 1 else 'ies'}, "
-            f"{human_bytes(kept['nbytes'].sum())} in all." if len(kept) else "retain_grad() kept nothing.")
+    lead = in_step(f.described)
+    size = _set_size(len(kept), int(kept["nbytes"].sum()), f.retained_at_once)
+    head = (f"{lead}retain_grad() kept {len(kept):,} extra cop{'y' if len(kept) == 1 else 'ies'} ({size})."
+            if len(kept) else f"{lead}retain_grad() kept nothing.")
     return {"head": head, "lines": lines}
 
 
@@ -182,5 +218,7 @@ def answer(analysis) -> list[dict]:
     by_module = analysis.summary.activations_by_module
     if by_module is None:
         return [saved_section(f), peak_section(analysis), freed_section(analysis), held_section(f), retained_section(f)]
-    return [modules_section(by_module), peak_section(analysis), freed_section(analysis, brief=True),
+    lead = modules_section(by_module)
+    lead["lines"] += per_step_line(f)
+    return [lead, peak_section(analysis), freed_section(analysis, brief=True),
             held_section(f), retained_section(f)]

@@ -21,6 +21,7 @@ import json
 import pandas as pd
 
 from ..roles import ROLE_ORDER
+from ..files import CHROME
 
 PID = 1
 TRACKS = {"forward": 1, "backward": 2, "storages": 3, "modules": 4}
@@ -171,7 +172,7 @@ def chrome_trace(analysis) -> dict:
 
 
 class ChromeTraceWriter:
-    filename = "trace.chrome.json"
+    filename = CHROME
 
     def render(self, analysis) -> str:
         return json.dumps(chrome_trace(analysis), default=_plain) + "\n"

@@ -12,6 +12,7 @@ import pandas as pd
 from . import check_target, write_atomic, write_marker
 from .comparison_answer import answer, signed
 from .comparison_page import ComparisonHtmlWriter
+from ..files import COMPARISON_CSV, COMPARISON_HTML
 
 __all__ = ["answer", "claim_folder", "comparison_csv", "signed", "summary_text", "write_comparison"]
 
@@ -44,7 +45,7 @@ def summary_text(c, files: list[Path] | None = None) -> str:
     return "\n".join(lines)
 
 
-COMPARE_FILES = frozenset({"comparison.csv", "comparison.html", "off", "on", "as-written"})
+COMPARE_FILES = frozenset({COMPARISON_CSV, COMPARISON_HTML, "off", "on", "as-written"})
 
 
 def claim_folder(out_dir: Path, force: bool) -> None:
@@ -58,5 +59,5 @@ def write_comparison(c, out_dir, force: bool = False) -> list[Path]:
     """comparison.csv and comparison.html into ``out_dir``, each written atomically."""
     out_dir = Path(out_dir)
     claim_folder(out_dir, force)
-    return [write_atomic(out_dir / "comparison.csv", comparison_csv(c)),
-            write_atomic(out_dir / "comparison.html", ComparisonHtmlWriter().render(c))]
+    return [write_atomic(out_dir / COMPARISON_CSV, comparison_csv(c)),
+            write_atomic(out_dir / COMPARISON_HTML, ComparisonHtmlWriter().render(c))]

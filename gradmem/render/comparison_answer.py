@@ -31,7 +31,9 @@ def peak_line(h: dict) -> str:
     a, b = h["labels"]
     where = lambda s: f"{human_bytes(h['peak_' + s])} at step {h['peak_step_' + s]} ({h['peak_op_' + s]})"  # noqa: E731
     verb = "rose" if h["peak_diff"] > 0 else "fell" if h["peak_diff"] < 0 else "stayed"
-    line = f"The peak {verb} from {where('a')} in `{a}` to {where('b')} in `{b}`: {signed(h['peak_diff'])}."
+    # the tracked tensors' peaks: the storages this comparison pairs up (kernel scratch is
+    # no storage; each run's header gives its allocator peak)
+    line = f"The tensors' peak {verb} from {where('a')} in `{a}` to {where('b')} in `{b}`: {signed(h['peak_diff'])}."
     extra = h["extra_at_peak_b"]
     if extra:
         line += f" At `{b}`'s peak, {len(extra)} storages that `{a}` does not have were alive ({_names(extra)}: {human_bytes(h['extra_at_peak_b_bytes'])})"

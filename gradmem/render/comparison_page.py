@@ -15,6 +15,7 @@ from ..version import __version__
 from .comparison_answer import answer
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
+from ..files import COMPARISON_HTML
 
 MAX_POINTS = 4000
 MAX_ROWS = 500
@@ -83,19 +84,27 @@ def comparison_page_data(c) -> dict:
 def _run(label: str, analysis) -> dict:
     s = analysis.summary
     return {"label": label, "scenario": s.scenario, "params": s.params, "device": s.device,
-            "status": s.status, "peak_bytes": s.peak_bytes, "peak_step": s.peak_step, "steps": s.steps}
+            "status": s.status, "peak_bytes": s.peak_bytes, "peak_step": s.peak_step, "steps": s.steps,
+            "tracked_peak_bytes": s.tracked_peak_bytes}
+
+
+def _tensors_alone(r: dict) -> str:
+    """Where the allocator's peak holds kernel scratch, the tensors' own (what the charts draw)."""
+    t = r.get("tracked_peak_bytes")
+    return "" if t is None or t == r["peak_bytes"] else f" (tensors alone {human_bytes(t)})"
 
 
 def meta_html(runs: list[dict]) -> str:
     def one(r):
         params = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())
         return (f"{r['label']}: {r['scenario'] or 'capture'}" + (f" ({params})" if params else "")
-                + f", {r['device']}, {r['status']}, peak {human_bytes(r['peak_bytes'])} at step {r['peak_step']}")
+                + f", {r['device']}, {r['status']}, peak {human_bytes(r['peak_bytes'])} at step {r['peak_step']}"
+                + _tensors_alone(r))
     return html.escape(" · ".join(one(r) for r in runs))
 
 
 class ComparisonHtmlWriter:
-    filename = "comparison.html"
+    filename = COMPARISON_HTML
 
     def render(self, c) -> str:
         data = comparison_page_data(c)

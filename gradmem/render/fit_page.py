@@ -18,6 +18,7 @@ from . import write_atomic
 from .comparison import claim_folder
 from .html import asset, json_island
 from .units import human_bytes
+from ..files import FIT_CSV, FIT_HTML, FIT_JSON
 
 ROLES = [r for r in ROLE_ORDER if r != "unattributed"]
 COLUMNS = ["run", "value", "peak_bytes", "fits", "tensor_peak_bytes", "allocated_peak_bytes",
@@ -33,9 +34,9 @@ def claim(out_dir: Path, force: bool) -> None:
 
 def write_fit(s, out_dir: Path, version: str = "") -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [write_atomic(out_dir / "fit.csv", fit_csv(s)),
-            write_atomic(out_dir / "fit.json", json.dumps(fit_json(s), indent=2) + "\n"),
-            write_atomic(out_dir / "fit.html", fit_html(s, version))]
+    return [write_atomic(out_dir / FIT_CSV, fit_csv(s)),
+            write_atomic(out_dir / FIT_JSON, json.dumps(fit_json(s), indent=2) + "\n"),
+            write_atomic(out_dir / FIT_HTML, fit_html(s, version))]
 
 
 # -- fit.csv, fit.json ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..roles import PHASE_COLORS
 from .page_data import page_data
 from .terminal import ESTIMATE
 from .units import human_bytes
+from ..files import REPORT
 
 MARKER = re.compile(r"<!--gradmem:(\w+)-->")
 
@@ -76,7 +77,7 @@ def notes_html(s) -> str:
 
 
 class HtmlWriter:
-    filename = "report.html"
+    filename = REPORT
 
     def render(self, analysis) -> str:
         data = page_data(analysis)

@@ -24,6 +24,7 @@ import json
 import pickle
 
 import pandas as pd
+from ..files import MEMORY_VIZ_JSON, MEMORY_VIZ_PICKLE
 
 BASE_ADDRESS = 0x7F0000000000
 DEVICE_STRIDE = 0x10000000000      # address space between devices
@@ -139,14 +140,14 @@ def snapshot(analysis) -> dict:
 
 
 class MemoryVizPickleWriter:
-    filename = "memory_viz.pickle"
+    filename = MEMORY_VIZ_PICKLE
 
     def render(self, analysis) -> bytes:
         return pickle.dumps(snapshot(analysis), protocol=4)
 
 
 class MemoryVizJsonWriter:
-    filename = "memory_viz.json"
+    filename = MEMORY_VIZ_JSON
 
     def render(self, analysis) -> str:
         return json.dumps(snapshot(analysis)) + "\n"

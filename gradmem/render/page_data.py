@@ -52,7 +52,8 @@ def page_data(analysis) -> dict:
 
 
 MODULE_FIELDS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
-                 "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total"]
+                 "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total",
+                 "step_activation_bytes", "step_activation_bytes_total"]
 
 
 def module_data(analysis) -> dict:
@@ -63,7 +64,9 @@ def module_data(analysis) -> dict:
     if total > MODULE_ROWS:
         m = m.sort_values(["depth"], kind="stable").head(MODULE_ROWS).sort_index()
     rows = [{k: _cell(r[k]) for k in MODULE_FIELDS} for r in m.to_dict("records")] if total else []
-    return {"modules": rows, "modules_total": total, "modules_at_peak": list(analysis.summary.modules_at_peak)}
+    d = analysis.answer_facts.described
+    return {"modules": rows, "modules_total": total, "modules_at_peak": list(analysis.summary.modules_at_peak),
+            "training_step": {"call": d.call, "calls": d.calls}}
 
 
 def _plain(summary) -> dict:

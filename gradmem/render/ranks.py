@@ -21,6 +21,7 @@ from .chrome import ChromeTraceWriter
 from .memory_viz import snapshot
 from .ranks_page import RanksHtmlWriter, why_lines
 from .units import human_bytes
+from ..files import CHROME, MEMORY_VIZ_PICKLE, RANKS_CSV, REPORT
 
 
 def ranks_csv(result) -> str:
@@ -66,8 +67,8 @@ def memory_viz(result) -> bytes:
     return pickle.dumps({"segments": segments, "device_traces": traces}, protocol=4)
 
 
-MERGED = {"ranks.csv": ranks_csv, "report.html": lambda r: RanksHtmlWriter().render(r),
-          "trace.chrome.json": chrome_json, "memory_viz.pickle": memory_viz}
+MERGED = {RANKS_CSV: ranks_csv, REPORT: lambda r: RanksHtmlWriter().render(r),
+          CHROME: chrome_json, MEMORY_VIZ_PICKLE: memory_viz}
 
 
 def write_merge(result, out_dir: Path) -> list[Path]:

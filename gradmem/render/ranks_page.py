@@ -11,6 +11,7 @@ import math
 from ..version import __version__
 from .html import answer_html, asset, fill_page, json_island
 from .units import human_bytes
+from ..files import REPORT
 
 LANE_COLORS = ["#4e79a7", "#e15759", "#59a14f", "#f28e2b", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"]
 
@@ -102,7 +103,7 @@ def notes_html(result) -> str:
 
 
 class RanksHtmlWriter:
-    filename = "report.html"
+    filename = REPORT
 
     def render(self, result) -> str:
         data = ranks_page_data(result)

@@ -7,6 +7,7 @@ import io
 import json
 
 import pandas as pd
+from ..files import EVENTS_CSV, MODULES_CSV, NODES_CSV, STEPS_CSV, SUMMARY, TENSORS_CSV
 
 
 class CsvWriter:
@@ -26,7 +27,7 @@ class EventsCsvWriter:
     ``detail``. Long and narrow, so a million events write in seconds; ``cap.events``
     has the same events as a wide DataFrame."""
 
-    filename = "events.csv"
+    filename = EVENTS_CSV
     KEYS = ("storage", "node", "pack")
 
     def render(self, analysis) -> str:
@@ -52,7 +53,7 @@ _COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class SummaryJsonWriter:
-    filename = "summary.json"
+    filename = SUMMARY
 
     def render(self, analysis) -> str:
         return json.dumps(analysis.summary.as_dict(), indent=2, default=_jsonable) + "\n"
@@ -66,5 +67,5 @@ def _jsonable(v):
     return str(v)
 
 
-CSV_WRITERS = [CsvWriter("tensors.csv", "tensors"), CsvWriter("steps.csv", "steps"),
-               CsvWriter("nodes.csv", "nodes"), CsvWriter("modules.csv", "modules"), EventsCsvWriter()]
+CSV_WRITERS = [CsvWriter(TENSORS_CSV, "tensors"), CsvWriter(STEPS_CSV, "steps"),
+               CsvWriter(NODES_CSV, "nodes"), CsvWriter(MODULES_CSV, "modules"), EventsCsvWriter()]

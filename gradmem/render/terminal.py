@@ -76,10 +76,17 @@ def _scratch_lines(s) -> list[str]:
 
 
 def _backward_line(s: dict) -> str:
+    calls = s.get("backward_calls") or 0
+    nodes = f"{s['backward_nodes']} nodes" + (f" in {calls} calls" if calls > 1 else "")
     if s["backward_peak_bytes"] == tracked_peak(s) and s["backward_peak_step"] == s.get("tracked_peak_step", s["peak_step"]):
-        return f"  backward: {s['backward_nodes']} nodes; the tensors' highest point above was inside it"
-    return (f"  backward: {s['backward_nodes']} nodes; tensors at most {human_bytes(s['backward_peak_bytes'])} "
+        return f"  backward: {nodes}; the tensors' highest point above was inside it"
+    return (f"  backward: {nodes}; tensors at most {human_bytes(s['backward_peak_bytes'])} "
             f"during backward (step {s['backward_peak_step']})")
+
+
+def _saved_head(d) -> str:
+    return (f"  saved for backward in training step {d.call} of {d.calls} (the peak's):" if d.several
+            else "  saved for backward:")
 
 
 def _ground_lines(s: dict) -> list[str]:
@@ -120,8 +127,8 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         *_module_lines(s),
         *_ground_lines(s),
         _backward_line(s),
-        "  saved for backward:",
-        *(_saved_lines(analysis.tensors) or ["    nothing"]),
+        _saved_head(analysis.answer_facts.described),
+        *(_saved_lines(analysis.answer_facts.saved) or ["    nothing"]),
         "  largest tensors:",
         *[f"    {t['name']} {t['shape']} {human_bytes(t['nbytes'])} [{t['role']}]" for t in s.largest[:TOP]],
         f"  alive at the end: {_roles(s.bytes_by_role_at_end)}",

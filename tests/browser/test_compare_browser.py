@@ -47,7 +47,10 @@ def test_seed_comparison_page_loads_offline_and_draws(browser, seed_compare):
     assert f"kept {len(extra)} gradients" in answer and f"+{int(extra['nbytes'].sum())} B" in answer
     for name in extra["name"]:
         assert name in answer and name in browser.find_element("id", "extra-table").text
-    assert "The peak rose from 96 B" in answer and "to 108 B" in answer
+    assert "The tensors' peak rose from 96 B" in answer and "to 108 B" in answer
+    # the header's allocator peaks hold 4 B of kernel scratch each: said beside the tensors'
+    header = browser.find_element("tag name", "header").text
+    assert "peak 100 B at step 10 (tensors alone 96 B)" in header and "peak 112 B at step 10 (tensors alone 108 B)" in header
     screenshot(browser, "compare_seed_two_rows.png")
 
 
@@ -64,3 +67,19 @@ def test_cursor_is_shared_by_the_three_charts(browser, seed_compare):
     hover(browser, "chart-diff", 9.5)
     assert browser.execute_script("return window.gradmemCompare.state.cursor") == 9
     assert cursor_column(browser, "chart-a") == cursor_column(browser, "chart-diff") != columns[0]
+
+
+def test_node_ticks_are_named_where_they_fit(browser, seed_compare):
+    """Each tick above a chart marks a backward node's step; the names drawn over them are
+    those nodes' (from comparison.csv's steps), in order, and never overlap."""
+    open_page(browser, seed_compare / "comparison.html")
+    labels = browser.execute_script("return window.gradmemCompare.state.tickLabels")
+    rows = browser.execute_script("return window.gradmemCompare.data.series.rows")
+    for chart, side in (("chart-a", "a"), ("chart-b", "b"), ("chart-diff", "b")):
+        drawn = labels[chart]
+        nodes = [op for op, is_node in zip(rows["op_" + side], rows["node_" + side]) if is_node]
+        assert drawn and all(d["name"] in nodes for d in drawn), (chart, drawn)
+        left = iter(nodes)
+        assert all(any(d["name"] == n for n in left) for d in drawn), (chart, drawn)   # in node order
+        assert all(a["x"] + a["half"] + 6 < b["x"] - b["half"] for a, b in zip(drawn, drawn[1:])), drawn
+    assert "A tick above a chart marks a step that ran a backward node" in browser.find_element("id", "memory-note").text

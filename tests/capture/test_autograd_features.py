@@ -153,7 +153,43 @@ def test_checkpoint_keeps_no_activation_of_the_block():
 def test_checkpoint_peaks_lower_and_notes_hidden_slots():
     a_plain, a_ck = profile(RUNS["plain"]), profile(RUNS["checkpoint_nonreentrant"])
     assert a_ck.summary["peak_bytes"] < a_plain.summary["peak_bytes"]
-    assert any("packed by other saved-tensor hooks" in n for n in a_ck.summary["notes"])
+    notes = a_ck.summary["notes"]
+    # x (for w1.grad), relu's result, both sides of the second matmul: 4 slots checkpoint packed
+    assert any(n.startswith("4 saved slot(s) were packed by torch.utils.checkpoint, which keeps no tensor") for n in notes)
+    assert a_ck.tensors["recomputed"].any()          # what the note points at is there
+    assert not any("other saved-tensor hooks" in n for n in notes)   # no other hook ran
+    assert a_plain.summary["notes"] == [] or not any("saved slot" in n for n in a_plain.summary["notes"])
+
+
+def test_checkpoint_inputs_are_named_as_kept_by_checkpoint():
+    """Non-reentrant checkpoint keeps the block's inputs in slots no backward node owns: they
+    are checkpoint's, for running the forward again, not "a node outside the loss's graph"."""
+    t = tensors("checkpoint_nonreentrant").set_index("name")
+    for name in ("w1", "w2"):
+        assert t.loc[name, "saved_by"].startswith("torch.utils.checkpoint (an input it keeps"), t.loc[name, "saved_by"]
+    assert not t["saved_by"].str.contains("outside the loss").any()
+
+
+def test_other_hooks_are_named_in_the_note():
+    notes = profile(RUNS["save_on_cpu"]).summary["notes"]
+    hidden = [n for n in notes if "saved slot" in n]
+    assert len(hidden) == 1 and "other saved-tensor hooks (save_on_cpu)" in hidden[0], notes
+    assert "checkpoint" not in hidden[0]
+
+
+def test_wrapped_python_numbers_are_named_and_not_blamed_on_the_capture_or_an_op():
+    """``0.5 * x`` (GPT-2's tanh GELU): torch wraps the number as an 8-byte tensor that
+    MulBackward0 saves. No hook of another kind ran, so no note; each number is made by
+    the program's python number, in no op, and is new memory saved for backward."""
+    def gelu():
+        x = torch.randn(4, 8, requires_grad=True)
+        (0.5 * x * (1.0 + torch.tanh(0.7978845608 * (x + 0.044715 * torch.pow(x, 3.0))))).sum().backward()
+    a = profile(gelu)
+    numbers = a.tensors[a.tensors["name"].str.startswith("python scalar")]
+    assert sorted(numbers["name"]) == ["python scalar 0.044715", "python scalar 0.5", "python scalar 0.797885"]
+    assert set(numbers["created_by"]) == {"(a python number)"}
+    assert set(numbers["role"]) == {"activation"} and (numbers["nbytes"] == 8).all()
+    assert not any("saved slot" in n for n in a.summary["notes"])
 
 
 def test_reentrant_checkpoint_recomputes_in_backward():
@@ -255,4 +291,5 @@ def test_users_own_hooks_inside_the_capture_are_reported_as_hidden():
         loss.backward()
     assert seen and w.grad is not None
     a = analyze(cap.trace)
-    assert any("1 saved tensors were packed by other saved-tensor hooks" in n for n in a.summary["notes"])
+    assert any(n.startswith("1 saved slot(s) were packed by other saved-tensor hooks "
+                            "(test_users_own_hooks_inside_the_capture_are_reported_as_hidden)") for n in a.summary["notes"])

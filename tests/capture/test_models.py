@@ -206,7 +206,7 @@ def test_a_profile_does_not_import_torch_dynamo(tmp_path):
 
 
 # -- 6. the hidden-slot note only when true; wrapped python scalars named as such ---------------
-NOTE = "packed by other saved-tensor hooks"
+NOTE = "saved slot(s) were packed by"
 
 
 def test_python_float_times_a_tensor_is_a_wrapped_scalar_not_a_hidden_slot():
@@ -229,4 +229,5 @@ def test_checkpoint_slots_still_get_the_note():
         x = torch.randn(2, 4, requires_grad=True)
         checkpoint_ = __import__("torch.utils.checkpoint", fromlist=["checkpoint"]).checkpoint
         checkpoint_(block, x, use_reentrant=False).sum().backward()
-    assert any(NOTE in n for n in cap.trace.meta.notes)   # the trace's notes: summary.json's
+    # the trace's notes: summary.json's; checkpoint's own hooks, said as such
+    assert any(NOTE + " torch.utils.checkpoint" in n for n in cap.trace.meta.notes), cap.trace.meta.notes

@@ -147,7 +147,7 @@ def test_source_is_the_user_line_inside_a_custom_module():
 def test_module_spans_nest_and_close():
     cap, _ = profile("transformer")
     from gradmem.analysis.modules import spans
-    s = spans(cap.analysis.frames)
+    s = spans(cap.analysis.tables)
     assert [x["module"] for x in s if x["depth"] == 0] == ["model"]
     assert all(x["t1_ns"] is not None and x["t1_ns"] >= x["t0_ns"] for x in s)
 
@@ -213,3 +213,19 @@ def test_parameters_made_inside_the_capture_belong_to_their_module():
         assert m.loc[path, "parameter_bytes"] == sum(p.numel() * p.element_size() for p in layer.parameters())
     t = cap.tensors
     assert set(t[t["role"] == "parameter"]["module"]) == {"model.0", "model.2"}
+
+
+def test_a_child_called_on_its_own_is_named_by_its_path_and_no_two_modules_share_a_name():
+    """``model[0](x)``: the root the hooks see is the child, held by no variable; it is
+    ``model.0`` (the parameters' own names say so), not its class. Two modules held by no
+    variable at all get their class, made unique, never one row for both."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    x = torch.randn(2, 4)
+    with Capture(verify=False) as cap:
+        out = model[2](model[1](model[0](x)))
+        (nn.Linear(1, 3)(out) + nn.Linear(1, 3)(out)).sum().backward()
+    m = set(cap.analysis.modules["module"])
+    assert {"model.0", "model.1", "model.2", "Linear", "Linear#2"} <= m, m
+    t = cap.tensors.set_index("name")
+    assert t.loc["model.0.weight", "module"] == "model.0" and t.loc["model.2.bias", "module"] == "model.2"

@@ -123,7 +123,7 @@ def test_scaled_extra_bytes_are_the_nonleaf_gradients(tmp_path):
     h = data["headline"]
     assert h["kept_bytes"] == expected and h["peak_diff"] == h["extra_at_peak_b_bytes"] > 0
     peak_line = data["answer"][0]["lines"][0]
-    assert "The peak rose from" in peak_line and "that is the whole difference" in peak_line
+    assert "The tensors' peak rose from" in peak_line and "that is the whole difference" in peak_line
     assert all(f"`{e['name']}`" in peak_line for e in h["extra_at_peak_b"])
     assert (out / "off" / "report.html").exists() and (out / "on" / "report.html").exists()
     assert "retain_grad kept 4 gradients" in proc.stdout

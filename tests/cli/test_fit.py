@@ -139,7 +139,7 @@ def _paste(tmp_path, code: str, after: str, source=SCENARIOS / "mlp.py"):
 def test_each_suggestion_peak_is_what_it_claims(mlp_fit, tmp_path):
     _, text, answer = mlp_fit
     suggestions = answer["suggestions"]
-    assert [s["title"].split(" ")[0] for s in suggestions] == ["use", "bf16", "checkpoint"]
+    assert [s["title"].split(" ")[0] for s in suggestions] == ["use", "bf16", "checkpoint", "checkpoint_sequential"]
     small = dict(width=64, features=32, depth=2)
     base = fake_peak(SCENARIOS / "mlp.py", batch=4096, **small)
     for s in suggestions:

@@ -122,7 +122,7 @@ def check_live_bytes(a) -> None:
 
 
 def check_storages(a) -> None:
-    alloc, free = a.frames["alloc"], a.frames["free"]
+    alloc, free = a.tables["alloc"], a.tables["free"]
     assert alloc["storage"].is_unique, alloc[alloc["storage"].duplicated(keep=False)]
     assert free["storage"].is_unique, free[free["storage"].duplicated(keep=False)]
     alloc_seq = dict(zip(alloc["storage"], alloc["seq"]))
@@ -132,7 +132,7 @@ def check_storages(a) -> None:
 
 
 def check_saved_slots(a) -> None:
-    saved, released, unpacked = a.frames["saved"], a.frames["released"], a.frames["unpacked"]
+    saved, released, unpacked = a.tables["saved"], a.tables["released"], a.tables["unpacked"]
     assert saved["pack"].is_unique
     assert released["pack"].is_unique, released[released["pack"].duplicated(keep=False)]
     packed_at = dict(zip(saved["pack"], saved["seq"]))

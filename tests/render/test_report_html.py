@@ -32,7 +32,7 @@ def test_answer_reads_like_the_worked_solution(two_rows):
             "that no tensor explains (the allocator's record).") in text
     assert "Tensors alone peaked at 108 B at step 10." in text
     assert "`w.grad` (2,) 8 B = [12150, 16400]" in text
-    assert "retain_grad() kept 4 extra copies, 28 B in all." in text
+    assert "retain_grad() kept 4 extra copies (28 B, all alive at once)." in text
     # error's slot was released after PowBackward0, but the program still holds it
     assert "`error` (8 B): backward was done with it after PowBackward0 (slot released at step 10)" in text
 

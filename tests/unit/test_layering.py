@@ -87,10 +87,10 @@ def _imports(path):
 
 def test_render_only_formats_what_analysis_computed():
     """Render imports neither analysis nor the package root, and never reads the per-kind
-    event tables (``analysis.frames``): every fact it shows was computed in analysis."""
+    event tables (``analysis.tables``): every fact it shows was computed in analysis."""
     for path in sorted((ROOT / "gradmem" / "render").glob("*.py")):
         for module, level in _imports(path):
             assert not (level == 2 and module in ("", "analysis") or module.startswith("analysis")
                         or module.startswith("gradmem.analysis") or module == "gradmem"), (path.name, module)
         reads = {n.attr for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.Attribute)}
-        assert not reads & {"frames", "node_names"}, (path.name, reads & {"frames", "node_names"})
+        assert not reads & {"tables", "node_names"}, (path.name, reads & {"tables", "node_names"})

@@ -71,7 +71,24 @@ def why_not() -> str | None:
     return _error
 
 
+def _load_built():
+    """The built module, imported straight from its .so: no ninja run, so an environment
+    whose torch sits at another path (a new virtual environment, same torch version) does
+    not rebuild it. cpp_extension.load would, as its include paths differ."""
+    import importlib.machinery
+    import importlib.util
+    import torch  # noqa: F401  (libtorch must be loaded before the extension)
+    so = cache_dir() / f"{module_name()}.so"
+    spec = importlib.util.spec_from_file_location(module_name(), so,
+                                                  loader=importlib.machinery.ExtensionFileLoader(module_name(), str(so)))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _build(progress):
+    if (cache_dir() / f"{module_name()}.so").is_file():
+        return _load_built()
     from torch.utils import cpp_extension
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)

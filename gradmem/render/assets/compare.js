@@ -9,7 +9,7 @@
   D.roles.forEach(r => { COLOR[r.role] = r.color; });
   const N = S.x1.length ? S.x1[S.x1.length - 1] + 1 : 1;
   const PAD = { l: 70, r: 20, t: 26, b: 38 };
-  const state = { cursor: null };
+  const state = { cursor: null, tickLabels: {} };   // tickLabels[chart]: [{name, x, half}] drawn last
   const YMAX = Math.max(1, ...S.hi_a, ...S.hi_b) * 1.1;
   const DLO = Math.min(0, ...S.dlo), DHI = Math.max(0, ...S.dhi);
   const DSPAN = (DHI - DLO) || 1;
@@ -22,7 +22,7 @@
     const ctx = canvas.getContext("2d");
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0); ctx.clearRect(0, 0, w, h);
     return {
-      ctx, w, h,
+      ctx, w, h, canvas,
       x: v => PAD.l + v / N * (w - PAD.l - PAD.r),
       y: v => h - PAD.b - (v - y0) / (y1 - y0) * (h - PAD.t - PAD.b),
       inv: px => (px - PAD.l) / (w - PAD.l - PAD.r) * N,
@@ -56,10 +56,20 @@
     if (!S.rows) return;
     const nodes = S.rows["node_" + side];
     L.ctx.strokeStyle = "rgba(120,60,0,0.55)"; L.ctx.lineWidth = 1;
+    const ops = S.rows["op_" + side];
+    L.ctx.fillStyle = "rgba(120,60,0,0.9)"; L.ctx.font = "10px sans-serif"; L.ctx.textAlign = "center";
+    let lastEnd = PAD.l;
+    const drawn = state.tickLabels[L.canvas.id] = [];
     for (let i = 0; i < nodes.length; i++) {
       if (!nodes[i]) continue;
       const x = L.x(S.x0[i] + 0.5);
       L.ctx.beginPath(); L.ctx.moveTo(x, PAD.t - 8); L.ctx.lineTo(x, PAD.t + 4); L.ctx.stroke();
+      const name = String(ops[i] || ""), half = L.ctx.measureText(name).width / 2;   // named where it fits
+      if (name && x - half > lastEnd + 6 && x + half < L.w - PAD.r) {
+        L.ctx.fillText(name, x, PAD.t - 11);
+        lastEnd = x + half;
+        drawn.push({ name: name, x: x, half: half });
+      }
     }
   }
   function drawStacks(L, side) {
@@ -181,6 +191,8 @@
       + (H.same_steps ? "Both runs ran the same steps, so the x axis is the step."
         : "The runs' steps are aligned by op: " + H.unmatched_steps_a + " steps of " + LABELS[0] + " and " + H.unmatched_steps_b
           + " of " + LABELS[1] + " have no counterpart (that run's line stays flat there); the x axis counts aligned rows.")
+      + (S.rows ? " A tick above a chart marks a step that ran a backward node, named where there is room; "
+        + "hovering names every step." : "")
       + (S.bucket_rows > 1 ? " Drawn in buckets of " + S.bucket_rows + " rows." : "");
   }
   function table(id, cols, rows) {

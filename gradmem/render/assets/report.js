@@ -465,18 +465,25 @@
     sum.scrollIntoView({ block: "center" });
   }
   function moduleSummary(m, max) {
-    const sum = el("summary", { title: m.module + " (" + m.type + "): activations " + bytes(m.activation_bytes) + " own, "
-      + bytes(m.activation_bytes_total) + " with children; parameters " + bytes(m.parameter_bytes) + "; gradients "
-      + bytes(m.gradient_bytes) + "; live at the peak " + bytes(m.peak_live_bytes_total) + "; ran " + m.calls + " time(s)" });
+    const sum = el("summary", { title: m.module + " (" + m.type + "): activations " + stepWords() + " "
+      + bytes(m.step_activation_bytes) + " own, " + bytes(m.step_activation_bytes_total) + " with children"
+      + (D.training_step.calls > 1 ? " (summed over all " + D.training_step.calls + " steps: "
+         + bytes(m.activation_bytes_total) + ", never held at once)" : "")
+      + "; parameters " + bytes(m.parameter_bytes) + "; live at the peak " + bytes(m.peak_live_bytes_total)
+      + "; ran " + m.calls + " time(s)" });
     const short = m.parent ? m.module.slice(m.parent.length + 1) : m.module;
     sum.appendChild(el("span", {}, short));
     sum.appendChild(el("span", { class: "type" }, m.type));
     const bar = el("div", { class: "mbar" });
-    bar.style.width = (max ? 100 * m.activation_bytes_total / max : 0) + "%";
+    bar.style.width = (max ? 100 * m.step_activation_bytes_total / max : 0) + "%";
     sum.appendChild(el("span")).appendChild(bar);
-    [m.activation_bytes_total, m.activation_bytes, m.parameter_bytes, m.peak_live_bytes_total]
+    [m.step_activation_bytes_total, m.step_activation_bytes, m.parameter_bytes, m.peak_live_bytes_total]
       .forEach(v => sum.appendChild(el("span", { class: "num" }, bytes(v))));
     return sum;
+  }
+  function stepWords() {   // the one training step the tree speaks of: never a sum over several
+    const t = D.training_step;
+    return t.calls > 1 ? "in training step " + t.call + " of " + t.calls + " (the peak's)" : "in the training step";
   }
   function moduleTree() {
     if (!MODS.length) return;
@@ -486,7 +493,7 @@
     ["module", "type", "", "activations", "own activations", "own parameters", "at the peak"]
       .forEach((l, k) => head.appendChild(el("span", k > 2 ? { class: "num" } : {}, l)));
     box.appendChild(el("details", { open: "" })).appendChild(head);
-    const max = Math.max(1, ...MODS.map(m => m.activation_bytes_total));
+    const max = Math.max(1, ...MODS.map(m => m.step_activation_bytes_total));
     const hasChild = new Set(MODS.map(m => m.parent));
     MODS.forEach(m => {
       const d = el("details", hasChild.has(m.module) ? {} : { class: "leaf" });
@@ -497,9 +504,9 @@
     });
     const left = D.modules_total - MODS.length;
     document.getElementById("modules-note").textContent = "One row per nn.Module, as named_modules() spells it under the "
-      + "program's variable. Bar and first column: new bytes saved for backward (activations) by ops that ran in the "
-      + "module and its children, over the whole run; then the module's own activations, its own parameters, and what "
-      + "it and its children held at the peak (" + bytes(D.peak.bytes) + "). modules.csv has every column."
+      + "program's variable. Bar and first column: new bytes saved for backward (activations) " + stepWords()
+      + " by ops that ran in the module and its children; then the module's own activations, its own parameters, and "
+      + "what it and its children held at the peak (" + bytes(D.peak.bytes) + "). modules.csv has every column."
       + (left > 0 ? " Showing the " + MODS.length + " shallowest of " + D.modules_total.toLocaleString() + " modules." : "");
   }
 

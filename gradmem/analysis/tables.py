@@ -18,14 +18,14 @@ def by_kind(trace: Trace) -> dict[str, pd.DataFrame]:
     rows: dict[str, list] = defaultdict(list)
     for ev in trace.events:
         rows[str(ev.kind)].append(ev)
-    frames = {}
+    tables = {}
     for kind, columns in KIND_COLUMNS.items():
         evs = rows.get(kind, [])
         data = {"seq": [e.seq for e in evs], "t_ns": [e.t_ns for e in evs], "step": [e.step for e in evs]}
         for col in columns:
             data[col] = [e.data.get(col) for e in evs]
-        frames[kind] = pd.DataFrame(data)
-    return frames
+        tables[kind] = pd.DataFrame(data)
+    return tables
 
 
 def event_columns() -> list[str]:
@@ -35,9 +35,9 @@ def event_columns() -> list[str]:
     return columns
 
 
-def events_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def events_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per event, the kind-specific fields as columns (empty where not used)."""
-    parts = [f.assign(kind=kind) for kind, f in frames.items() if len(f)]
+    parts = [f.assign(kind=kind) for kind, f in tables.items() if len(f)]
     if not parts:
         return pd.DataFrame(columns=event_columns())
     table = pd.concat(parts, ignore_index=True).sort_values("seq", kind="stable")

@@ -80,9 +80,9 @@ def analyze(trace: Trace) -> Analysis:
     peak, backward_peak = find_peak(d, steps), find_peak(d, steps, "backward")
     true = true_peak(peak, ground["allocator"], steps, d)
     described, calls = described_call(tables, steps, true), call_of_storages(tensors, steps, tables)
-    modules = modules_table(tables, tensors, true.seq, described)
+    modules = modules_table(tables, tensors, true.seq, described, calls)
     by_module = {"modules_at_peak": modules_at_peak(modules),
-                 "activations_by_module": activations_by_module(tables, tensors, modules, described)}
+                 "activations_by_module": activations_by_module(tensors, modules, described, calls)}
     summary = summarize(trace, tensors, steps, true, backward_peak, ground, tracked=peak, by_module=by_module)
     consumers = gradient_consumers(tables["node_end"], nnames)
     return Analysis(trace, tensors, steps, nodes, summary, peak, backward_peak, slots, consumers,

@@ -69,6 +69,8 @@ class AnswerFacts:
     new_saved_bytes: int                 # of those, the activations' bytes (new memory)
     new_saved_at_once: int               # the most of those bytes alive at one moment
     new_saved_by_call: dict              # {training step: new bytes saved in its forward}
+    remade: pd.DataFrame                 # activations checkpoint's recompute made in backward, allocation order
+    remade_at_once: int                  # the most of their bytes alive at one moment
     intermediates: pd.DataFrame          # made in forward and never saved, allocation order
     intermediates_at_once: int           # the most of their bytes alive at one moment
     nodes: pd.DataFrame                  # the backward nodes that ran, execution order
@@ -153,12 +155,15 @@ def answer_facts(tensors: pd.DataFrame, nodes: pd.DataFrame, consumers: dict, ca
     grads = t[t["role"] == "gradient"]
     inter = t[t["role"] == "intermediate"].sort_values("alloc_seq")
     retained = t[t["role"] == "retained_grad"].sort_values("alloc_seq")
+    remade = t[t["recomputed"].astype(bool) & (t["role"] == "activation")].sort_values("alloc_seq")
     return AnswerFacts(
         described=described,
         saved=saved,
         new_saved_bytes=int(new["nbytes"].sum()),
         new_saved_at_once=most_at_once(new),
         new_saved_by_call={int(k): int(v) for k, v in by_call.items()},
+        remade=remade,
+        remade_at_once=most_at_once(remade),
         intermediates=inter,
         intermediates_at_once=most_at_once(inter),
         nodes=nodes,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .timeline import live_at
-from .training_steps import Described, most_at_once, training_step_of
+from .training_steps import Described, most_at_once
 
 MODULE_COLUMNS = ["module", "type", "parent", "depth", "calls", "parameter_bytes", "activation_bytes",
                   "activation_bytes_total", "gradient_bytes", "peak_live_bytes", "peak_live_bytes_total",
@@ -176,14 +176,14 @@ def _subtree(paths: list[str], own: pd.Series) -> list[int]:
     return [int(sum(b for m, b in items if m == p or m.startswith(p + "."))) for p in paths]
 
 
-def modules_table(tables: dict, tensors: pd.DataFrame, peak_seq: int, described: Described) -> pd.DataFrame:
+def modules_table(tables: dict, tensors: pd.DataFrame, peak_seq: int, described: Described,
+                  calls: pd.Series) -> pd.DataFrame:
     """``step_activation_*``: the activations of the training step the answer speaks of
     (the peak's): with several steps, what was saved for one backward, not the run's sum."""
     table = module_list(tables)
     paths = table["module"].tolist()
     act, params = _own(tensors, "activation"), _own(tensors, ("parameter",))
-    made_for = training_step_of(tables, tensors["alloc_seq"].clip(lower=0))
-    step_act = _own(tensors[made_for == described.call], "activation")
+    step_act = _own(tensors[calls == described.call], "activation")
     grads = _own(tensors, "gradient")
     live = live_at(tensors, peak_seq) if peak_seq >= 0 else tensors.iloc[0:0]
     at_peak = live[live["module"] != ""].groupby("module")["nbytes"].sum()
@@ -215,16 +215,17 @@ def modules_at_peak(table: pd.DataFrame, n: int = TOP_MODULES) -> list[dict]:
             for m, ty, b in zip(top["module"].head(n), top["type"].head(n), top["peak_live_bytes"].head(n))]
 
 
-def activations_by_module(tables: dict, tensors: pd.DataFrame, table: pd.DataFrame, described: Described) -> dict | None:
+def activations_by_module(tensors: pd.DataFrame, table: pd.DataFrame, described: Described,
+                          calls: pd.Series) -> dict | None:
     """The new bytes forward saved for backward in the training step the answer speaks of
     (the peak's), grouped by module, largest first; and the saves that cost nothing new.
-    None when no module ran."""
+    ``calls``: each storage's training step (``call_of_storages``). What checkpoint
+    recomputes in backward is not forward's. None when no module ran."""
     if not len(table):
         return None
     step = described.call
-    made_for = training_step_of(tables, tensors["alloc_seq"].clip(lower=0))
-    ours = tensors[(made_for == step) | (tensors["role"] == "parameter") | (tensors["alloc_seq"] < 0)]
-    act = ours[(ours["role"] == "activation") & (ours["alloc_seq"] >= 0)]
+    ours = tensors[(calls == step) | (tensors["role"] == "parameter") | (tensors["alloc_seq"] < 0)]
+    act = ours[(ours["role"] == "activation") & (ours["alloc_seq"] >= 0) & ~ours["recomputed"].astype(bool)]
     if not len(act):
         return {"backward": step, "backward_calls": described.calls, "bytes": 0, "at_once_bytes": 0, "count": 0,
                 "modules": [], "zero_cost": zero_cost_saves(ours)}

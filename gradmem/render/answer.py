@@ -57,10 +57,19 @@ def _set_size(count: int, total: int, at_once: int) -> str:
     return f"at most {human_bytes(at_once)} of them alive at once"
 
 
+def remade_line(f) -> list[str]:
+    """Checkpoint's recompute: activations backward made again, which forward did not keep."""
+    r = f.remade
+    if not len(r):
+        return []
+    return [f"Backward ran checkpointed forward passes again and kept {len(r):,} activation(s) from them "
+            f"({_set_size(len(r), int(r['nbytes'].sum()), f.remade_at_once)}); tensors.csv flags them recomputed."]
+
+
 def per_step_line(f) -> list[str]:
     if not f.described.several:
-        return []
-    return ["New memory saved for backward, per training step: "
+        return remade_line(f)
+    return remade_line(f) + ["New memory saved for backward, per training step: "
             + ", ".join(f"step {k} {human_bytes(b)}" for k, b in sorted(f.new_saved_by_call.items()) if k > 0) + "."]
 
 

@@ -138,3 +138,32 @@ def test_the_module_table_has_one_steps_activations_beside_the_runs_sum(run):
     one_step = BATCH * WIDTH * 4 * 2 + BATCH * 4   # as in the saved-bytes test: ReLU, Tanh, the prediction
     assert int(m["step_activation_bytes"].sum()) == one_step
     assert int(m["activation_bytes"].sum()) == STEPS * one_step
+
+
+def test_checkpoint_recompute_is_backwards_not_forwards_and_stays_in_its_step():
+    """What checkpoint remakes in step k's backward belongs to step k (it was counted in
+    the step after it) and is not "forward saved": it gets its own line."""
+    from torch.utils.checkpoint import checkpoint
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(16, WIDTH), nn.ReLU(), nn.Linear(WIDTH, WIDTH), nn.Tanh())
+    head = nn.Linear(WIDTH, 1)
+    opt = torch.optim.SGD([*block.parameters(), *head.parameters()], lr=0.1)
+    with Capture() as cap:
+        for _ in range(2):
+            x = torch.randn(BATCH, 16)
+            head(checkpoint(block, x, use_reentrant=False)).pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad()
+    a = analyze(cap.trace)
+    t, k = a.tensors, a.answer_facts.described.call
+    by_module = a.summary.activations_by_module
+    remade = t[t["recomputed"] & (t["role"] == "activation")]
+    tops = {top["name"] for g in by_module["modules"] for top in g["top"]}
+    assert len(remade) and not tops & set(remade["name"]), tops
+    forward_act = t[(t["role"] == "activation") & ~t["recomputed"] & (t["phase"] != "backward")]
+    per_step = int(forward_act["nbytes"].sum()) // 2
+    assert by_module["bytes"] == per_step     # two equal steps; recomputed rows excluded
+    lead = answer(a)[0]
+    line = next(ln for ln in lead["lines"] if ln.startswith("Backward ran checkpointed forward passes again"))
+    mine = remade[remade["alloc_step"].map(lambda s: step_call(a, s)) == k]
+    assert f"kept {len(mine)} activation(s)" in line

@@ -24,38 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "helpers")]   # oracles.py lives there
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from gradmem.analysis import analyze  # noqa: E402
 from gradmem.capture import Capture  # noqa: E402
 from gradmem.trace import write_trace  # noqa: E402
 from oracles import allocator_record  # noqa: E402
-
-
-# -- workloads: setup outside the timing, one training step inside ----------------------
-def two_rows_scaled(n: int, d: int):
-    """The learner's two-rows example with n rows and d features."""
-    torch.manual_seed(0)
-    x, y = torch.randn(n, d), torch.randn(n)
-    w = torch.randn(d, requires_grad=True)
-
-    def step():
-        w.grad = None
-        error = y - x @ w
-        (error ** 2).mean().backward()
-    return step
-
-
-def deep_mlp(depth: int, width: int, batch: int):
-    torch.manual_seed(0)
-    model = nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width), nn.ReLU())])
-    x = torch.randn(batch, width)
-
-    def step():
-        model.zero_grad(set_to_none=True)
-        model(x).sum().backward()
-    return step
+from workloads import deep_mlp, two_rows_scaled  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -151,31 +126,21 @@ def peaks(step, engine: str = "python") -> dict:
 # -- whole processes: gradmem profile, torch.profiler with a Chrome export, a plain run ------
 SCRIPT = r"""
 import sys, torch
-from torch import nn
+sys.path.insert(0, {bench!r})
+from workloads import deep_mlp, two_rows_scaled
 torch.set_num_threads(1)
-KIND, STEPS = sys.argv[1], int(sys.argv[2])
+KIND, STEPS = {kind!r}, {steps}
 
 def main():
-    torch.manual_seed(0)
     if KIND == "mlp":
-        model = nn.Sequential(*[m for _ in range(100) for m in (nn.Linear(64, 64), nn.ReLU())])
-        x = torch.randn(32, 64)
-        def step():
-            model.zero_grad(set_to_none=True)
-            model(x).sum().backward()
+        step = deep_mlp(100, 64, 32)
     else:
-        n, d = int(KIND.split("x")[0]), int(KIND.split("x")[1])
-        x, y = torch.randn(n, d), torch.randn(n)
-        w = torch.randn(d, requires_grad=True)
-        def step():
-            w.grad = None
-            error = y - x @ w
-            (error ** 2).mean().backward()
-    if len(sys.argv) > 3:   # torch.profiler, then a Chrome trace
+        step = two_rows_scaled(*(int(v) for v in KIND.split("x")))
+    if sys.argv[-1].endswith(".json"):   # torch.profiler, then a Chrome trace at that path
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
             for _ in range(STEPS):
                 step()
-        prof.export_chrome_trace(sys.argv[3])
+        prof.export_chrome_trace(sys.argv[-1])
     else:
         for _ in range(STEPS):
             step()
@@ -205,9 +170,7 @@ def whole_process(kind: str, steps: int, reps: int) -> dict:
     os.environ.update(env)
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "bench_step.py"
-        script.write_text(SCRIPT.replace('KIND, STEPS = sys.argv[1], int(sys.argv[2])',
-                                         f'KIND, STEPS = {kind!r}, {steps}').replace("len(sys.argv) > 3", "sys.argv[-1].endswith('.json')")
-                                         .replace("sys.argv[3]", "sys.argv[-1]"))   # the Chrome trace's path, if given
+        script.write_text(SCRIPT.format(bench=str(Path(__file__).resolve().parent), kind=kind, steps=steps))
         gm = [sys.executable, "-m", "gradmem", "profile", str(script), "-q", "--force", "-o", str(Path(tmp) / "r")]
         cmds = {"plain": [sys.executable, str(script)],
                 "torch.profiler + chrome": [sys.executable, str(script), str(Path(tmp) / "t.json")],

@@ -85,14 +85,14 @@ def _hidden_slot_notes(rec: Recorder) -> list[str]:
     them. A slot without any hook (saved before the capture, a wrapped python number)
     has its storage, so it is no such slot."""
     hooks = [e.data.get("hook") or "" for e in rec.of_kind(EventKind.HIDDEN_SLOT) if e.data.get("storage") is None]
-    ours = sum(h.startswith(CHECKPOINT_HOOK) for h in hooks)
+    by_checkpoint = sum(h.startswith(CHECKPOINT_HOOK) for h in hooks)
     other = sorted({_hook_owner(h) for h in hooks if not h.startswith(CHECKPOINT_HOOK)})
     notes = []
-    if ours:
-        notes.append(f"{ours} saved slot(s) were packed by torch.utils.checkpoint, which keeps no tensor for them: "
+    if by_checkpoint:
+        notes.append(f"{by_checkpoint} saved slot(s) were packed by torch.utils.checkpoint, which keeps no tensor for them: "
                      "backward runs the block's forward again to remake them (tensors.csv: recomputed = True)")
     if other:
-        count = len(hooks) - ours
+        count = len(hooks) - by_checkpoint
         notes.append(f"{count} saved slot(s) were packed by other saved-tensor hooks ({', '.join(other)}): gradmem "
                      "does not see what those hooks keep, so no storage is marked as saved for these slots")
     return notes

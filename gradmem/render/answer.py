@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .units import human_bytes, step_label
+from .units import human_bytes, step_label, training_step_words
 
 MAX_LINES = 10
 
@@ -36,12 +36,12 @@ def _more(lines: list[str], total: int, where: str) -> list[str]:
     return lines
 
 
-def in_step(d, capital: bool = True) -> str:
-    """"In training step 2 of 3 (the peak's), " where backward ran more than once: the
-    sentence that follows speaks of that step alone."""
+def in_step(d, sentence: str) -> str:
+    """The sentence, opened by "In training step 2 of 3 (the peak's), " where backward ran
+    more than once: what follows speaks of that step alone."""
     if not d.several:
-        return ""
-    return f"{'In' if capital else 'in'} training step {d.call} of {d.calls} (the peak's), "
+        return sentence
+    return f"In {training_step_words(d.call, d.calls)}, {sentence[:1].lower()}{sentence[1:]}"
 
 
 def _at_once(total: int, at_once: int) -> str:
@@ -66,7 +66,7 @@ def remade_line(f) -> list[str]:
             f"({_set_size(len(r), int(r['nbytes'].sum()), f.remade_at_once)}); tensors.csv flags them recomputed."]
 
 
-def per_step_line(f) -> list[str]:
+def step_lines(f) -> list[str]:
     if not f.described.several:
         return remade_line(f)
     return remade_line(f) + ["New memory saved for backward, per training step: "
@@ -83,12 +83,11 @@ def saved_section(f) -> dict:
         lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)}, made by {_made(r)}, "
                      f"saved for {r['saved_by']}{cost}{used}.")
     _more(lines, len(saved), "see the lifetimes and tensors.csv")
-    lead = in_step(f.described)
-    head = (f"{lead}{'a' if lead else 'A'}utograd saved {len(saved):,} tensor(s) for backward; "
-            f"{human_bytes(f.new_saved_bytes)} of them was new memory (activations)"
-            f"{_at_once(f.new_saved_bytes, f.new_saved_at_once)}.") if len(saved) else \
-        f"{lead}{'a' if lead else 'A'}utograd saved no tensor for backward."
-    lines += per_step_line(f)
+    head = in_step(f.described, f"Autograd saved {len(saved):,} tensor(s) for backward; "
+                   f"{human_bytes(f.new_saved_bytes)} of them was new memory (activations)"
+                   f"{_at_once(f.new_saved_bytes, f.new_saved_at_once)}." if len(saved) else
+                   "Autograd saved no tensor for backward.")
+    lines += step_lines(f)
     unsaved = f.intermediates
     if len(unsaved):
         lines.append(f"Not saved: {_names(unsaved)}. Backward never needed their values.")
@@ -105,8 +104,8 @@ def _module(path: str) -> str:
 def modules_section(facts: dict) -> dict:
     """What forward saved for backward in one training step (the peak's), by module, largest
     first (the answer's lead on a model). The per-storage list stays in the tables."""
-    step = (f"training step {facts['backward']} of {facts['backward_calls']} (the peak's)"
-            if facts["backward_calls"] > 1 else "the training step")
+    step = (training_step_words(facts["backward"], facts["backward_calls"]) if facts["backward_calls"] > 1
+            else "the training step")
     at_once = _at_once(facts["bytes"], facts.get("at_once_bytes", facts["bytes"]))
     head = (f"In {step}, forward saved {human_bytes(facts['bytes'])} of new memory for backward "
             f"({facts['count']:,} activation(s){at_once}), by module:") if facts["count"] else \
@@ -162,10 +161,10 @@ def _node_line(row: dict, freed_at: dict) -> str:
 def freed_section(analysis, brief: bool = False) -> dict:
     """``brief`` (a model's run): only the nodes that freed something are listed."""
     f = analysis.answer_facts
-    nodes, grads, lead = f.nodes, f.gradients, in_step(f.described)
-    head = (f"{lead}{int(grads['freed_promptly'].sum()):,} of {len(grads):,} gradient(s) were freed right after the "
-            "backward node that consumed them." if len(grads) else
-            f"{lead}{'b' if lead else 'B'}ackward created no gradient that was handed between nodes.")
+    nodes, grads = f.nodes, f.gradients
+    head = in_step(f.described, f"{int(grads['freed_promptly'].sum()):,} of {len(grads):,} gradient(s) were freed "
+                   "right after the backward node that consumed them." if len(grads) else
+                   "Backward created no gradient that was handed between nodes.")
     late = grads[~grads["freed_promptly"].astype(bool)]
     lines = [f"`{r['name']}` was not: it lived until {_until(r)}." for r in late.head(MAX_LINES).to_dict("records")]
     if brief:
@@ -198,9 +197,8 @@ def held_section(f) -> dict:
     if len(inter):
         size = _set_size(len(inter), int(inter["nbytes"].sum()), f.intermediates_at_once)
         lines.append(f"{_names(inter)} ({size}): never needed by backward, alive only while the program held them.")
-    lead = in_step(f.described)
-    head = (f"{lead}{'k' if lead else 'K'}ept only because the program held a reference:" if lines else
-            f"{lead}{'n' if lead else 'N'}othing was kept only by the program.")
+    head = in_step(f.described, "Kept only because the program held a reference:" if lines else
+                   "Nothing was kept only by the program.")
     return {"head": head, "lines": lines}
 
 
@@ -212,10 +210,9 @@ def retained_section(f) -> dict:
     for r in f.param_grads.head(MAX_LINES).to_dict("records"):
         lines.append(f"`{r['name']}` {r['shape']} {human_bytes(r['nbytes'])}{_value(r)} is a leaf's gradient "
                      f"(param_grad): backward leaves it for the optimizer.")
-    lead = in_step(f.described)
     size = _set_size(len(kept), int(kept["nbytes"].sum()), f.retained_at_once)
-    head = (f"{lead}retain_grad() kept {len(kept):,} extra cop{'y' if len(kept) == 1 else 'ies'} ({size})."
-            if len(kept) else f"{lead}retain_grad() kept nothing.")
+    head = in_step(f.described, f"retain_grad() kept {len(kept):,} extra cop{'y' if len(kept) == 1 else 'ies'} ({size})."
+                   if len(kept) else "retain_grad() kept nothing.")
     return {"head": head, "lines": lines}
 
 
@@ -228,6 +225,6 @@ def answer(analysis) -> list[dict]:
     if by_module is None:
         return [saved_section(f), peak_section(analysis), freed_section(analysis), held_section(f), retained_section(f)]
     lead = modules_section(by_module)
-    lead["lines"] += per_step_line(f)
+    lead["lines"] += step_lines(f)
     return [lead, peak_section(analysis), freed_section(analysis, brief=True),
             held_section(f), retained_section(f)]

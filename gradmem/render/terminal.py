@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import where
-from .units import human_bytes
+from .units import human_bytes, training_step_words
 
 TOP = 5
 ESTIMATE = "ESTIMATE (fake tensors, nothing allocated)"   # first words of a --fake run's summary and page
@@ -85,8 +85,7 @@ def _backward_line(s: dict) -> str:
 
 
 def _saved_head(d) -> str:
-    return (f"  saved for backward in training step {d.call} of {d.calls} (the peak's):" if d.several
-            else "  saved for backward:")
+    return f"  saved for backward in {training_step_words(d.call, d.calls)}:" if d.several else "  saved for backward:"
 
 
 def _ground_lines(s: dict) -> list[str]:

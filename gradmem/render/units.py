@@ -11,6 +11,12 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+def training_step_words(call: int, calls: int) -> str:
+    """'training step 2 of 3 (the peak's)': the one step a report speaks of, where backward
+    ran more than once."""
+    return f"training step {call} of {calls} (the peak's)"
+
+
 def step_label(step, op: str = "") -> str:
     """'step 13 (AccumulateGrad(w))', or 'step 14 (after backward)' for a step whose op is
     already in parentheses, or 'the end' for a storage never freed (no step)."""

@@ -46,9 +46,12 @@ def compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "c++"))
 
 
+def built_file() -> Path:
+    return cache_dir() / f"{module_name()}.so"
+
+
 def built() -> bool:
-    d = cache_dir()
-    return d.is_dir() and any(p.suffix == ".so" and p.stem.startswith(module_name()) for p in d.iterdir())
+    return built_file().is_file()
 
 
 def load(progress=None):
@@ -78,7 +81,7 @@ def _load_built():
     import importlib.machinery
     import importlib.util
     import torch  # noqa: F401  (libtorch must be loaded before the extension)
-    so = cache_dir() / f"{module_name()}.so"
+    so = built_file()
     spec = importlib.util.spec_from_file_location(module_name(), so,
                                                   loader=importlib.machinery.ExtensionFileLoader(module_name(), str(so)))
     module = importlib.util.module_from_spec(spec)
@@ -87,12 +90,12 @@ def _load_built():
 
 
 def _build(progress):
-    if (cache_dir() / f"{module_name()}.so").is_file():
+    if built():
         return _load_built()
     from torch.utils import cpp_extension
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
-    if not built() and progress is not None:
+    if progress is not None:
         progress(f"gradmem: building the native capture engine once (about 30 s), into {d}")
     return cpp_extension.load(name=module_name(), sources=[str(SOURCE)], build_directory=str(d),
                               extra_cflags=CFLAGS, verbose=False)

@@ -57,7 +57,8 @@ def assert_clean_offline(driver, page: Path):
     assert console_errors(driver) == []
     urls = requests(driver)
     assert page.resolve().as_uri() in urls, f"the network log saw no request at all: {urls}"
-    assert [u for u in urls if u != page.resolve().as_uri()] == []
+    others = [u for u in urls if u != page.resolve().as_uri()]
+    assert others == [], f"the page made requests besides itself: {others}"
 
 
 def painted_pixels(driver, canvas_id: str = "chart") -> int:

@@ -145,7 +145,7 @@ def main():
         for _ in range(STEPS):
             step()
 
-if __name__ in ("__main__", "__gradmem__"):
+if __name__ == "__main__":
     main()
 """
 

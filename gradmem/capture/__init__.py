@@ -68,7 +68,8 @@ class Capture:
         modules = [ModuleWatcher(rec, storages, lambda: self.namer.entry)] if s.attribution else []
         sources = SourceWatcher(rec) if s.attribution else None
         collectives = Collectives(rec, storages, s.ranks)
-        return modules + [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph), calls,
+        saved = s.engine.saved_watcher(SavedTensorWatcher, rec, cursor, storages, graph)
+        return modules + [StorageResizes(storages), saved, calls,
                           *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, collectives, sources)]
 
     @property

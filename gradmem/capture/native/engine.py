@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import bisect
 import gc
+from functools import partial
+
+import torch
 
 from ...events import EventKind as KIND
 from ..cursor import Cursor
-from ..graph import Graph
+from ..graph import ACCUMULATE, Graph, short_name
 from ..recorder import Recorder
+from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
+from ..values import exact_now
 from ..storages import Storages
 
 CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
-ACCUMULATE = "torch::autograd::AccumulateGrad"
 _CPU = 0   # c10::DeviceType::CPU
 
 
@@ -42,8 +46,11 @@ class NativeSession:
         self._raw = None
 
     def make_graph(self, rec, cursor, storages) -> Graph:
-        self.graph = NativeGraph(rec, cursor, storages)
+        self.graph = NativeGraph(rec, cursor, storages, self.ext)
         return self.graph
+
+    def saved_watcher(self, rec, cursor, storages, graph) -> "NativeSavedWatcher":
+        return NativeSavedWatcher(rec, cursor, storages, graph, self.ext)
 
     def __enter__(self) -> "NativeSession":
         self.ext.start(1)   # tensor facts of each top-level op's inputs too (want_inputs)
@@ -126,10 +133,80 @@ class NativeRecorder(Recorder):
 
 
 class NativeGraph(Graph):
-    """No node hooks: node steps and ends come from the native recorder."""
+    """The walk is the extension's (recorder.cpp, "the backward graph"): it hands over one
+    tuple per new node, and this emits the events the Python walk emits. No node hooks:
+    node steps and ends come from the native recorder."""
+
+    def __init__(self, rec, cursor, storages, ext):
+        super().__init__(rec, cursor, storages)
+        self.ext = ext
+        self.packed_types = (Packed, ext.Packed)
+        self._see = partial(rec.guard.call, storages.see)
+        self._short: dict[str, str] = {}
 
     def hook_nodes(self, roots) -> list:
         return []
+
+    def discover_from(self, tensors) -> None:
+        emit, ids, names, short = self.rec.emit, self._ids, self._names, self._short
+        for nid, name, part, next_, attrs, slots in self.ext.discover(list(tensors), self._see, self._describe):
+            ids[(name, part)] = nid
+            names[nid] = brief = short.get(name) or short.setdefault(name, short_name(name))
+            data = {"node": nid, "name": brief, "next": next_}
+            if name == ACCUMULATE:
+                data["leaf"] = part
+            if attrs:
+                data["attrs"] = attrs
+            emit(KIND.NODE, **data)
+            for field, slot in slots:
+                if type(slot) is int:
+                    emit(KIND.SLOT, pack=slot, node=nid, field=field)
+                else:   # not our pack: checkpoint's, save_on_cpu's, a wrapped number
+                    self._record_slot(nid, field, slot)
+
+    def discover(self, roots) -> None:
+        """Node objects cannot be handed to the extension's walk: a node it has not walked
+        yet is found from a tensor (``node_of``), never from the node alone."""
+
+    def node_id(self, node) -> int | None:
+        return self._ids.get(self.key(node))
+
+    def node_of(self, t, grad_fn) -> int | None:
+        nid = self._ids.get(self.key(grad_fn))
+        if nid is None:
+            self.discover_from([t])
+            nid = self._ids.get(self.key(grad_fn))
+        return nid
+
+    def leaves_of(self, tensors) -> list:
+        return self.ext.leaves(list(tensors))
+
+    def _describe(self, node) -> tuple:
+        return self._slot_fields(node), self._attr_fields(node)
+
+
+class NativeSavedWatcher(SavedTensorWatcher):
+    """The pack and unpack hooks are the extension's own (recorder.cpp, "saved-tensor
+    hooks"): they record what the Python pair records, with no Python run per saved tensor
+    in the usual case. Python is called back for what it owns (the id of a storage made
+    before the capture, a small tensor's exact digits), and this watcher's own pair takes
+    over for a tensor the C++ pair cannot describe. Hooks installed before the capture
+    (``save_on_cpu`` around it) keep the whole Python pair, which wraps them."""
+
+    def __init__(self, rec, cursor, storages, graph, ext):
+        super().__init__(rec, cursor, storages, graph)
+        self.ext = ext
+        self._next = _Counter(ext.new_pid)   # one pack id counter for both pairs
+
+    def __enter__(self):
+        if self._outer:
+            return super().__enter__()
+        call = self.rec.guard.call
+        self.ext.hook_saved(partial(call, self.storages.see), partial(call, exact_now), self.pack, self.unpack,
+                            CHECKPOINT_FILE)
+        self._cm = torch.autograd.graph.saved_tensors_hooks(self.ext.pack_saved, self.ext.unpack_saved)
+        self._cm.__enter__()
+        return self
 
 
 class NativeStorages(Storages):
@@ -139,7 +216,7 @@ class NativeStorages(Storages):
         super().__init__(rec)
         self.ext = ext
         self.session = session
-        self._next = _NativeIds(ext)
+        self._next = _Counter(ext.new_id)
 
     def close(self) -> None:
         """Stop watching and stop the native recorder; its record joins the events when the
@@ -174,14 +251,15 @@ class NativeStorages(Storages):
         return super().see(t, op, preexisting, factory, recompute, grad_args)
 
 
-class _NativeIds:
-    """``next()`` on it draws from the native id counter (shared with allocations)."""
+class _Counter:
+    """``next()`` on it draws from one of the native recorder's counters (storage ids, shared
+    with allocations; pack ids, shared with the C++ pack hook)."""
 
-    def __init__(self, ext):
-        self.ext = ext
+    def __init__(self, draw):
+        self.draw = draw
 
     def __next__(self) -> int:
-        return self.ext.new_id()
+        return self.draw()
 
 
 def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> None:
@@ -231,6 +309,7 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
         if has_grad:
             event(t, KIND.LEAF_GRAD, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
                   shape=tuple(shape))
+    _saved_events(raw, add, out, keys, step_of, node_of)
     for t, serial, grads_in, grads_out in raw["node_ends"]:
         event(t, KIND.NODE_END, serial, node=node_of.get(serial), grads_in=_ids(grads_in), grads_out=_ids(grads_out))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
@@ -246,6 +325,23 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()
     rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
+
+
+SAVED_KEYS = ("pack", "storage", "shape", "stride", "dtype", "numel", "element_size", "value")
+
+
+def _saved_events(raw: dict, add, out: list, keys, step_of, node_of: dict) -> None:
+    """The C++ saved-tensor hooks' record as the Python pair emits it (saved.py)."""
+    plain, kept = keys(SAVED_KEYS, SAVED_KEYS), keys(SAVED_KEYS + ("kept_for",), SAVED_KEYS + ("kept_for",))
+    for t, serial, pid, sid, shape, stride, dtype, numel, size, value, checkpoint in raw["packs"]:
+        values = (pid, sid or None, shape, stride, dtype, numel, size, value or None)
+        add((t, len(out), KIND.SAVED, step_of(serial, 0), kept if checkpoint else plain,
+             values + ("checkpoint",) if checkpoint else values))
+    unpacked, released = keys(("pack", "node"), ("pack", "node")), keys(("pack",), ("pack",))
+    for t, serial, pid, node_serial in raw["unpacks"]:
+        add((t, len(out), KIND.UNPACKED, step_of(serial, 0), unpacked, (pid, node_of.get(node_serial))))
+    for t, serial, pid in raw["releases"]:
+        add((t, len(out), KIND.RELEASED, step_of(serial, 0), released, (pid,)))
 
 
 def _node_births(rec, raw: dict, node_ids: dict) -> dict:

@@ -58,7 +58,7 @@ class BackwardCalls:
     def _hook(self, roots: list, caller, call: str = "backward") -> list:
         """Discover and name the graph, then put the hooks on; returns their handles."""
         self.graph.discover_from(roots + self.facts.flush())   # flush: what the native recorder saw
-        self.namer.scan_stack(caller)
+        self.namer.scan_stack(caller, walked=False)   # the scan after the call walks the modules
         leaves = self.graph.leaves_of(roots)
         for leaf in leaves:
             self.facts.record(leaf)

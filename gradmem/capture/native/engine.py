@@ -217,6 +217,7 @@ class NativeStorages(Storages):
         self.ext = ext
         self.session = session
         self._next = _Counter(ext.new_id)
+        self._see = partial(rec.guard.call, self.see)
 
     def close(self) -> None:
         """Stop watching and stop the native recorder; its record joins the events when the
@@ -229,6 +230,11 @@ class NativeStorages(Storages):
 
     def lookup(self, t):
         return self.see(t)
+
+    def lookup_all(self, tensors: list) -> list:
+        """One call into the extension for a module's outputs (their storages, read in C++;
+        Python's ``see`` for a storage made before the capture)."""
+        return self.ext.storage_ids(tensors, self._see) if tensors else []
 
     def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False):

@@ -832,6 +832,14 @@ int64_t storage_id(const at::Tensor& t, py::handle see) {
   return got.is_none() ? kNoStorage : got.cast<int64_t>();
 }
 
+// storage ids of tensors (a module's outputs), as storage_id reads them
+py::list storage_ids(py::list tensors, py::object see) {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  py::list out;
+  for (auto obj : tensors) out.append(py_int64(storage_id(tensor_of(obj), see)));
+  return out;
+}
+
 struct Walk {
   py::handle see;
   std::unordered_map<const torch::autograd::Node*, std::pair<std::string, int64_t>> keys;
@@ -1258,4 +1266,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("new_pid", &new_pid);
   m.def("discover", &discover);
   m.def("leaves", &leaves);
+  m.def("storage_ids", &storage_ids);
 }

@@ -105,12 +105,12 @@ class NativeCursor(Cursor):
 
     def enter_backward(self, create_graph: bool) -> bool:
         outer = super().enter_backward(create_graph)
-        self.ext.set_backward(self.backward_index)
+        self.ext.set_backward(self.backward_index, self.create_graph)
         return outer
 
     def leave_backward(self, outer_create_graph: bool) -> None:
         super().leave_backward(outer_create_graph)
-        self.ext.set_backward(self.backward_index if self.in_backward else 0)
+        self.ext.set_backward(self.backward_index if self.in_backward else 0, self.create_graph)
 
 
 class NativeRecorder(Recorder):
@@ -292,15 +292,16 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
     # the two most numerous kinds, built as tuples straight (each key tuple made once)
     alloc_keys = keys(*(("storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value",
                          "ptr"),) * 2)
-    grad_keys = keys(*(alloc_keys[:-1] + ("grad_args", "ptr"),) * 2)
+    flagged = {(recompute, grad_args): keys(*(alloc_keys[:-1] + ("recompute",) * recompute + ("grad_args",) * grad_args
+                                              + ("ptr",),) * 2)
+               for recompute in (False, True) for grad_args in (False, True)}   # storages.py's order of the flags
     free_keys = keys(("storage",), ("storage",))
     step_of = number.get
     for (sid, t, serial, nbytes, ptr, dev, dev_index, dtype, shape, op, factory, grad_args, value,
-         t_free, serial_free) in raw["allocs"]:
+         t_free, serial_free, recompute) in raw["allocs"]:
         common = (sid, nbytes, _device(dev, dev_index), dtype, tuple(shape), ops[op][0] if op >= 0 else "", False,
-                  factory, value or None)
-        add((t, len(out), KIND.ALLOC, step_of(serial, 0), grad_keys if grad_args else alloc_keys,
-             common + ((True, ptr) if grad_args else (ptr,))))
+                  factory, value or None) + (True,) * recompute + (True,) * grad_args
+        add((t, len(out), KIND.ALLOC, step_of(serial, 0), flagged[recompute, grad_args], common + (ptr,)))
         if t_free >= 0:
             add((t_free, len(out), KIND.FREE, step_of(serial_free, 0), free_keys, (sid,)))
     for t, serial, sid, seq, output_nr, node in raw["facts"]:   # what the Python engine's TensorFacts records

@@ -11,6 +11,7 @@
 // would be read as the wrong type. Our state reports profiler type NONE, so neither the
 // legacy nor the kineto profiler casts it further.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
@@ -151,6 +152,7 @@ struct Frame {
   size_t first_alloc;
   bool attributed;   // this frame is the op its allocations belong to
   int64_t seq_lo = -1;   // a top-level op: the autograd sequence number when it began
+  bool recompute = false;   // a forward op run again inside a backward node (checkpoint)
 };
 
 // the backward nodes a top-level op made: those numbered [lo, hi) on this thread (autograd
@@ -202,6 +204,7 @@ struct Recorder {
   size_t leaf_named = 0;   // leaf events before this were handed to Python already
   int64_t last_serial = -1;
   int32_t backward = 0;       // set by Python: backward call index while one runs
+  bool create_graph = false;  // set by Python: the running backward call builds a graph
   bool in_node_recompute = false;
   std::atomic<int64_t>* next_sid;
   std::vector<PackRec> packs;
@@ -268,6 +271,19 @@ struct Recorder {
 
 thread_local std::vector<Frame> t_frames;
 thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
+
+int64_t current_serial_locked(Recorder& r) {
+  const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
+  int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
+  r.ref(serial);
+  return serial;
+}
+
+int64_t node_serial_locked() {   // the backward node running on this thread, -1 none
+  for (auto it = t_frames.rbegin(); it != t_frames.rend(); ++it)
+    if (it->boundary) return it->serial;
+  return -1;
+}
 
 c10::DebugInfoBase* g_state = nullptr;   // our State, while it runs
 
@@ -415,11 +431,15 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   } else if (parent != nullptr && parent->op >= 0) {
     f.op = parent->op;               // inside an op: its allocations are the outer op's
     f.serial = parent->serial;
+    f.recompute = parent->recompute;
   } else if (!info.composite) {
     f.op = op;                       // the outermost non-composite op below any node boundary
     f.attributed = true;
     f.serial = parent != nullptr ? parent->serial : -1;   // inside a node: the node's step
     if (f.serial < 0) f.serial = r.new_step(op, 0, -1);
+    // a forward op inside a backward node with grad mode on, as checkpoint runs its block
+    // again (ops.py: the Python engine's test, word for word)
+    f.recompute = parent != nullptr && at::GradMode::is_enabled() && !r.create_graph && node_serial_locked() >= 0;
   } else {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
@@ -584,6 +604,7 @@ struct State : public ProfilerStateBase {
       Alloc a;
       a.t = t; a.serial = serial; a.nbytes = size; a.ptr = ptr;
       a.op = f != nullptr ? f->op : -1;
+      a.recompute = f != nullptr && f->recompute;
       a.device_type = (int8_t)device.type(); a.device_index = device.index();
       r.live[ptr] = r.allocs.size();
       r.allocs.push_back(std::move(a));
@@ -647,19 +668,6 @@ struct Packed {
   at::Tensor alias;
   ~Packed();
 };
-
-int64_t current_serial_locked(Recorder& r) {
-  const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
-  int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
-  r.ref(serial);
-  return serial;
-}
-
-int64_t node_serial_locked() {   // the backward node running on this thread, -1 none
-  for (auto it = t_frames.rbegin(); it != t_frames.rend(); ++it)
-    if (it->boundary) return it->serial;
-  return -1;
-}
 
 Packed::~Packed() {
   if (g_rec == nullptr || g_saved == nullptr || generation != g_saved->generation) return;
@@ -1078,7 +1086,7 @@ py::dict stop() {
     if (!a.claimed) continue;
     allocs.append(py::make_tuple(a.sid, a.t, a.serial, a.nbytes, (uintptr_t)a.ptr, a.device_type, a.device_index,
                                  a.dtype, py::tuple(py::cast(a.shape)), a.claim_op, a.factory, a.grad_args,
-                                 a.value, a.t_free, a.serial_free));
+                                 a.value, a.t_free, a.serial_free, a.recompute));
   }
   out["allocs"] = allocs;
   py::list allocator;
@@ -1135,10 +1143,11 @@ int64_t begin_step(const std::string& label, int32_t backward) {
   return s;
 }
 
-void set_backward(int32_t backward) {
+void set_backward(int32_t backward, bool create_graph) {
   if (g_rec == nullptr) return;
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->backward = backward;
+  g_rec->create_graph = create_graph;
 }
 
 // gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0

@@ -124,6 +124,8 @@ class NativeRecorder(Recorder):
 
     def emit(self, kind: str, step: int | None = None, **data) -> None:
         if self.active:
+            if type(kind) is not str:   # a plain str, as Recorder.emit keeps it
+                kind = kind.value
             keys = tuple(data)
             self.events.append((next(self._seq), self.clock(), kind, self._step_now() if step is None else step,
                                 self._keys.setdefault(keys, keys), tuple(data.values())))
@@ -329,6 +331,8 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
         if kind == KIND.NODE:   # discovered at a backward call; placed where its op made it
             t, serial = born.get(values[k.index("node")], (t, serial))
+            if "attrs" in k:
+                values = _with_attrs(k, values)
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()
     rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
@@ -410,6 +414,14 @@ def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> di
             if nid is not None:
                 out[serial] = nid
     return out
+
+
+def _with_attrs(keys: tuple, values: tuple) -> tuple:
+    """A node's saved values as the Python engine records them: a dict, sequences as lists
+    (the walk hands them over as tuples of pairs, which Python's collector does not track)."""
+    i = keys.index("attrs")
+    attrs = {field: list(v) if type(v) is tuple else v for field, v in values[i]}
+    return values[:i] + (attrs,) + values[i + 1:]
 
 
 def _ids(sids) -> tuple:

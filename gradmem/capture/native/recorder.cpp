@@ -879,17 +879,22 @@ py::object signed_int(py::handle v) {
 
 bool plain_number(PyObject* v) { return PyBool_Check(v) || PyLong_Check(v) || PyFloat_Check(v); }
 
-// values.small_attr: plain JSON data, or None for anything else
+// values.small_attr: plain JSON data, or None for anything else. A sequence comes back as a
+// tuple (Python's is a list): tuples of numbers are not tracked by Python's garbage
+// collector, lists are, and a few hundred kept per step made every full collection longer;
+// the trace is built with lists (engine.py, merge)
 py::object small_attr(py::handle v) {
   PyObject* o = v.ptr();
   if (o == Py_None || plain_number(o) || PyUnicode_Check(o)) return signed_int(v);
   if (PyTuple_Check(o) || PyList_Check(o)) {
     py::sequence seq = py::reinterpret_borrow<py::sequence>(v);
-    if ((int)py::len(seq) > kMaxPreview) return py::none();
-    py::list out;
-    for (auto x : seq) {
+    size_t n = py::len(seq);
+    if ((int)n > kMaxPreview) return py::none();
+    py::tuple out(n);
+    for (size_t i = 0; i < n; ++i) {
+      py::object x = seq[i];
       if (!plain_number(x.ptr())) return py::none();
-      out.append(signed_int(x));
+      out[i] = signed_int(x);
     }
     return std::move(out);
   }
@@ -951,13 +956,14 @@ py::list slots_of(py::handle pynode, const NodeFields& f) {
   return out;
 }
 
-py::dict attrs_of(py::handle pynode, const NodeFields& f) {
-  py::dict out;
+// (field, value) pairs, a tuple for the reason small_attr gives
+py::tuple attrs_of(py::handle pynode, const NodeFields& f) {
+  py::list out;
   for (const auto& [attr, field] : f.attrs) {
     py::object v = get_attr_or_null(pynode, attr);
-    if (v) out[py::str(field)] = small_attr(v);
+    if (v) out.append(py::make_tuple(py::str(field), small_attr(v)));
   }
-  return out;
+  return py::tuple(out);
 }
 
 void push_roots(py::list roots, std::vector<NodePtr>& stack) {

@@ -130,6 +130,17 @@ class NativeRecorder(Recorder):
             self.events.append((next(self._seq), self.clock(), kind, self._step_now() if step is None else step,
                                 self._keys.setdefault(keys, keys), tuple(data.values())))
 
+    def emit_rows(self, kind: str, rows) -> None:
+        """Many events of one kind at once, each ``(keys, values)`` (keys from ``keys``), all
+        at this moment and step: the graph walk's hundreds of nodes and slots a call."""
+        if self.active and rows:
+            t, step, seq = self.clock(), self._step_now(), self._seq
+            self.events.extend([(next(seq), t, kind, step, keys, values) for keys, values in rows])
+
+    def keys(self, *names: str) -> tuple:
+        """The shared keys tuple of these names (as ``emit`` makes it)."""
+        return self._keys.setdefault(names, names)
+
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
 
@@ -145,26 +156,31 @@ class NativeGraph(Graph):
         self.packed_types = (Packed, ext.Packed)
         self._see = partial(rec.guard.call, storages.see)
         self._short: dict[str, str] = {}
+        # graph.py's NODE keys: (leaf for an AccumulateGrad, attrs when it saved values)
+        self._node_keys = {(leaf, attrs): rec.keys("node", "name", "next", *("leaf",) * leaf, *("attrs",) * attrs)
+                           for leaf in (False, True) for attrs in (False, True)}
+        self._slot_keys = rec.keys("pack", "node", "field")
 
     def hook_nodes(self, roots) -> list:
         return []
 
     def discover_from(self, tensors) -> None:
-        emit, ids, names, short = self.rec.emit, self._ids, self._names, self._short
+        ids, names, short, node_keys, slot_keys = self._ids, self._names, self._short, self._node_keys, self._slot_keys
+        nodes, slots_, theirs = [], [], []
         for nid, name, part, next_, attrs, slots in self.ext.discover(list(tensors), self._see, self._describe):
             ids[(name, part)] = nid
             names[nid] = brief = short.get(name) or short.setdefault(name, short_name(name))
-            data = {"node": nid, "name": brief, "next": next_}
-            if name == ACCUMULATE:
-                data["leaf"] = part
-            if attrs:
-                data["attrs"] = attrs
-            emit(KIND.NODE, **data)
+            leaf = name == ACCUMULATE
+            nodes.append((node_keys[leaf, bool(attrs)], (nid, brief, next_) + (part,) * leaf + (attrs,) * bool(attrs)))
             for field, slot in slots:
                 if type(slot) is int:
-                    emit(KIND.SLOT, pack=slot, node=nid, field=field)
+                    slots_.append((slot_keys, (slot, nid, field)))
                 else:   # not our pack: checkpoint's, save_on_cpu's, a wrapped number
-                    self._record_slot(nid, field, slot)
+                    theirs.append((nid, field, slot))
+        self.rec.emit_rows(KIND.NODE.value, nodes)
+        self.rec.emit_rows(KIND.SLOT.value, slots_)
+        for nid, field, slot in theirs:
+            self._record_slot(nid, field, slot)
 
     def discover(self, roots) -> None:
         """Node objects cannot be handed to the extension's walk: a node it has not walked

@@ -32,6 +32,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <typeindex>
+#include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -815,11 +817,27 @@ struct NodeFields {   // per node type: its saved tensor slots and saved values,
   std::vector<std::pair<py::object, std::string>> slots, attrs;   // (attribute, field name)
 };
 
+// a leaf's storage id as Python's storages gave it, kept while that tensor holds that storage
+struct LeafId {
+  WeakImpl leaf;
+  const c10::StorageImpl* storage;
+  int64_t sid;
+};
+
 struct GraphState {
   std::unordered_map<std::pair<std::string, int64_t>, int64_t, StrPairHash> ids;
   std::unordered_map<PyTypeObject*, NodeFields> fields;
+  // by C++ node class: a generated node's Python type is one per class, so its fields are
+  // known without making its Python object (AccumulateGrad and TBackward0 have none)
+  std::unordered_map<std::type_index, const NodeFields*> by_class;
+  std::unordered_map<const c10::TensorImpl*, LeafId> leaf_ids;
   int64_t next_nid = 1;
 };
+
+// custom autograd.Function nodes share one C++ class, each with its own Python type
+bool python_node(const torch::autograd::Node& node) {
+  return std::strcmp(typeid(node).name(), "N5torch8autograd6PyNodeE") == 0;
+}
 
 GraphState* g_graph = nullptr;   // lives with the session
 
@@ -848,6 +866,19 @@ py::list storage_ids(py::list tensors, py::object see) {
   return out;
 }
 
+// storage_id of a leaf, which every walk meets again (a parameter's AccumulateGrad): asked of
+// Python once while the leaf keeps its storage, where it answers from its table alone
+int64_t leaf_id(const at::Tensor& leaf, py::handle see) {
+  const c10::StorageImpl* storage = leaf.has_storage() ? leaf.storage().unsafeGetStorageImpl() : nullptr;
+  auto it = g_graph->leaf_ids.find(leaf.unsafeGetTensorImpl());
+  if (it != g_graph->leaf_ids.end() && it->second.storage == storage && !it->second.leaf.expired())
+    return it->second.sid;
+  int64_t sid = storage_id(leaf, see);
+  if (sid != kNoStorage)
+    g_graph->leaf_ids.insert_or_assign(leaf.unsafeGetTensorImpl(), LeafId{WeakImpl(leaf.getIntrusivePtr()), storage, sid});
+  return sid;
+}
+
 struct Walk {
   py::handle see;
   std::unordered_map<const torch::autograd::Node*, std::pair<std::string, int64_t>> keys;
@@ -858,7 +889,7 @@ struct Walk {
     std::string name = node->name();
     int64_t part;
     if (name == kAccumulate) {
-      part = storage_id(static_cast<torch::autograd::AccumulateGrad*>(node.get())->variable, see);
+      part = leaf_id(static_cast<torch::autograd::AccumulateGrad*>(node.get())->variable, see);
     } else {
       part = (int64_t)node->sequence_nr();
     }
@@ -1006,8 +1037,15 @@ py::list discover(py::list roots, py::object see, py::object describe) {
       if (e.function) child = py::int_(g_graph->ids.at(walk.key(e.function)));
       next.append(py::make_tuple(child, e.input_nr));
     }
+    std::type_index cls(typeid(*node));
+    auto known = g_graph->by_class.find(cls);
+    if (known != g_graph->by_class.end() && known->second->slots.empty() && known->second->attrs.empty()) {
+      out.append(py::make_tuple(it->first, k.first, py_int64(k.second), py::tuple(next), py::tuple(), py::list()));
+      continue;
+    }
     py::object pynode = py::reinterpret_steal<py::object>(torch::autograd::functionToPyObject(node));
     const NodeFields& f = fields_of(pynode, describe);
+    if (!python_node(*node)) g_graph->by_class.emplace(cls, &f);
     out.append(py::make_tuple(it->first, k.first, py_int64(k.second), py::tuple(next), attrs_of(pynode, f),
                               slots_of(pynode, f)));
   }

@@ -71,7 +71,7 @@ class NativeSession:
             enabled = gc.isenabled()
             gc.disable()   # only gradmem's own tuples are made here: no cycles to collect
             try:
-                merge(self.rec, self._raw, self.graph._ids, self.leaf_names)
+                merge(self.rec, self._raw, self.leaf_names)
             finally:
                 if enabled:
                     gc.enable()
@@ -130,70 +130,42 @@ class NativeRecorder(Recorder):
             self.events.append((next(self._seq), self.clock(), kind, self._step_now() if step is None else step,
                                 self._keys.setdefault(keys, keys), tuple(data.values())))
 
-    def emit_rows(self, kind: str, rows) -> None:
-        """Many events of one kind at once, each ``(keys, values)`` (keys from ``keys``), all
-        at this moment and step: the graph walk's hundreds of nodes and slots a call."""
-        if self.active and rows:
-            t, step, seq = self.clock(), self._step_now(), self._seq
-            self.events.extend([(next(seq), t, kind, step, keys, values) for keys, values in rows])
-
-    def keys(self, *names: str) -> tuple:
-        """The shared keys tuple of these names (as ``emit`` makes it)."""
-        return self._keys.setdefault(names, names)
-
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
 
 
 class NativeGraph(Graph):
-    """The walk is the extension's (recorder.cpp, "the backward graph"): it hands over one
-    tuple per new node, and this emits the events the Python walk emits. No node hooks:
-    node steps and ends come from the native recorder."""
+    """The walk is the extension's (recorder.cpp, "the backward graph"): it keeps the node
+    ids and records each new node and each slot holding our pack, exported when the
+    capture ends (``merge`` makes the events the Python walk emits). Python reads only the
+    slots that are not ours. No node hooks: node steps and ends come from the recorder."""
 
     def __init__(self, rec, cursor, storages, ext):
         super().__init__(rec, cursor, storages)
         self.ext = ext
         self.packed_types = (Packed, ext.Packed)
         self._see = partial(rec.guard.call, storages.see)
-        self._short: dict[str, str] = {}
-        # graph.py's NODE keys: (leaf for an AccumulateGrad, attrs when it saved values)
-        self._node_keys = {(leaf, attrs): rec.keys("node", "name", "next", *("leaf",) * leaf, *("attrs",) * attrs)
-                           for leaf in (False, True) for attrs in (False, True)}
-        self._slot_keys = rec.keys("pack", "node", "field")
 
     def hook_nodes(self, roots) -> list:
         return []
 
     def discover_from(self, tensors) -> None:
-        ids, names, short, node_keys, slot_keys = self._ids, self._names, self._short, self._node_keys, self._slot_keys
-        nodes, slots_, theirs = [], [], []
-        for nid, name, part, next_, attrs, slots in self.ext.discover(list(tensors), self._see, self._describe):
-            ids[(name, part)] = nid
-            names[nid] = brief = short.get(name) or short.setdefault(name, short_name(name))
-            leaf = name == ACCUMULATE
-            nodes.append((node_keys[leaf, bool(attrs)], (nid, brief, next_) + (part,) * leaf + (attrs,) * bool(attrs)))
-            for field, slot in slots:
-                if type(slot) is int:
-                    slots_.append((slot_keys, (slot, nid, field)))
-                else:   # not our pack: checkpoint's, save_on_cpu's, a wrapped number
-                    theirs.append((nid, field, slot))
-        self.rec.emit_rows(KIND.NODE.value, nodes)
-        self.rec.emit_rows(KIND.SLOT.value, slots_)
-        for nid, field, slot in theirs:
-            self._record_slot(nid, field, slot)
+        for nid, field, slot in self.ext.discover(list(tensors), self._see, self._describe):
+            self._record_slot(nid, field, slot)   # not our pack: checkpoint's, save_on_cpu's, a wrapped number
 
     def discover(self, roots) -> None:
         """Node objects cannot be handed to the extension's walk: a node it has not walked
         yet is found from a tensor (``node_of``), never from the node alone."""
 
     def node_id(self, node) -> int | None:
-        return self._ids.get(self.key(node))
+        return self.ext.node_id(*self.key(node))
 
     def node_of(self, t, grad_fn) -> int | None:
-        nid = self._ids.get(self.key(grad_fn))
+        key = self.key(grad_fn)
+        nid = self.ext.node_id(*key)
         if nid is None:
             self.discover_from([t])
-            nid = self._ids.get(self.key(grad_fn))
+            nid = self.ext.node_id(*key)
         return nid
 
     def leaves_of(self, tensors) -> list:
@@ -286,10 +258,11 @@ class _Counter:
         return self.draw()
 
 
-def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> None:
-    """Put the native record into ``rec.events``: its steps, allocations, frees, node ends
-    and the allocator's record, merged with Python's events by time (one clock), with
-    native step serials turned into step numbers."""
+def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
+    """Put the native record into ``rec.events``: its steps, allocations, frees, node ends,
+    saved slots, graph and the allocator's record, merged with Python's events by time (one
+    clock), with native step serials turned into step numbers."""
+    node_ids = {(name, part): nid for name, part, nid in raw.get("node_ids", ())}
     ops = raw["ops"]
     steps = {s[0]: s for s in raw["steps"]}
     number = {serial: i + 1 for i, serial in enumerate(sorted(steps))}
@@ -343,12 +316,8 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
     allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))
     for t, serial, ptr, nbytes, total, _dev in cpu:
         add((t, len(out), KIND.ALLOCATOR, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
-    born = _node_births(rec, raw, node_ids)
+    _graph_events(raw, add, out, keys, step_of, _node_births(raw, node_ids))
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
-        if kind == KIND.NODE:   # discovered at a backward call; placed where its op made it
-            t, serial = born.get(values[k.index("node")], (t, serial))
-            if "attrs" in k:
-                values = _with_attrs(k, values)
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()
     rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
@@ -371,7 +340,26 @@ def _saved_events(raw: dict, add, out: list, keys, step_of, node_of: dict) -> No
         add((t, len(out), KIND.RELEASED, step_of(serial, 0), released, (pid,)))
 
 
-def _node_births(rec, raw: dict, node_ids: dict) -> dict:
+def _graph_events(raw: dict, add, out: list, keys, step_of, born: dict) -> None:
+    """The walk's record as graph.py emits it: a NODE event per node, placed where its op
+    made it (``born``), and a SLOT event per slot holding our pack."""
+    node_keys = {(leaf, attrs): keys(*(("node", "name", "next") + ("leaf",) * leaf + ("attrs",) * attrs,) * 2)
+                 for leaf in (False, True) for attrs in (False, True)}
+    short: dict[str, str] = {}
+    for t, serial, nid, name, part, next_, attrs in raw.get("nodes", ()):
+        t, serial = born.get(nid, (t, serial))
+        leaf = name == ACCUMULATE
+        brief = short.get(name) or short.setdefault(name, short_name(name))
+        values = (nid, brief, next_) + (part,) * leaf
+        if attrs:   # a dict with lists, as values.small_attr makes them (tuples until now)
+            values += ({field: list(v) if type(v) is tuple else v for field, v in attrs},)
+        add((t, len(out), KIND.NODE, step_of(serial, 0), node_keys[leaf, bool(attrs)], values))
+    slot_keys = keys(("pack", "node", "field"), ("pack", "node", "field"))
+    for t, serial, pack, nid, field in raw.get("slots", ()):
+        add((t, len(out), KIND.SLOT, step_of(serial, 0), slot_keys, (pack, nid, field)))
+
+
+def _node_births(raw: dict, node_ids: dict) -> dict:
     """{node id: (time, step serial)} of the top-level op that made each node, so a node
     discovered at a backward call sits where the Python engine records it: when its op
     returned, inside its module's span (module attribution of backward storages reads it).
@@ -381,12 +369,8 @@ def _node_births(rec, raw: dict, node_ids: dict) -> dict:
     starts = [o[2] for o in ranges]
     key_of = {nid: key for key, nid in node_ids.items()}
     born, consumers = {}, {}
-    for _seq, _t, kind, _serial, k, values in rec.events:
-        if kind != KIND.NODE:
-            continue
-        data = dict(zip(k, values))
-        nid = data["node"]
-        for child, _nr in data.get("next") or ():
+    for _t, _serial, nid, _name, _part, next_, _attrs in raw.get("nodes", ()):
+        for child, _nr in next_:
             if child is not None:
                 consumers.setdefault(child, []).append(nid)
         name, number = key_of.get(nid, (ACCUMULATE, None))
@@ -430,14 +414,6 @@ def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> di
             if nid is not None:
                 out[serial] = nid
     return out
-
-
-def _with_attrs(keys: tuple, values: tuple) -> tuple:
-    """A node's saved values as the Python engine records them: a dict, sequences as lists
-    (the walk hands them over as tuples of pairs, which Python's collector does not track)."""
-    i = keys.index("attrs")
-    attrs = {field: list(v) if type(v) is tuple else v for field, v in values[i]}
-    return values[:i] + (attrs,) + values[i + 1:]
 
 
 def _ids(sids) -> tuple:

@@ -824,7 +824,23 @@ struct LeafId {
   int64_t sid;
 };
 
+// a node the walk met first: what graph.py's NODE event holds (attrs: (field, value) pairs)
+struct NodeRec {
+  int64_t t, serial, nid;
+  std::string name;
+  int64_t part;   // its key's number: the sequence number, or a leaf's storage id
+  std::vector<std::pair<int64_t, int64_t>> next;   // (child id, -1 for none; input number)
+  py::object attrs;   // released with the GIL held (at stop)
+};
+
+struct SlotRec {   // a saved slot holding our pack
+  int64_t t, serial, pack, nid;
+  std::string field;
+};
+
 struct GraphState {
+  std::vector<NodeRec> nodes;
+  std::vector<SlotRec> slots;
   std::unordered_map<std::pair<std::string, int64_t>, int64_t, StrPairHash> ids;
   std::unordered_map<PyTypeObject*, NodeFields> fields;
   // by C++ node class: a generated node's Python type is one per class, so its fields are
@@ -957,9 +973,9 @@ py::object get_attr_or_null(py::handle obj, py::handle name) {
   return py::reinterpret_steal<py::object>(v);
 }
 
-// (field label, pack id) for our packs; (field label, the SavedTensor) for Python to read
-py::list slots_of(py::handle pynode, const NodeFields& f) {
-  py::list out;
+// the saved slots of a node: ours recorded here, the others (checkpoint's, save_on_cpu's, a
+// wrapped number) handed to Python as (node id, field label, the SavedTensor)
+void slots_of(py::handle pynode, const NodeFields& f, int64_t nid, int64_t t, int64_t serial, py::list& theirs) {
   static py::str data_name("data");
   for (const auto& [attr, field] : f.slots) {
     py::object raw = get_attr_or_null(pynode, attr);
@@ -978,13 +994,12 @@ py::list slots_of(py::handle pynode, const NodeFields& f) {
       py::object data = get_attr_or_null(saved, data_name);
       if (!data) continue;
       if (py::isinstance<Packed>(data)) {
-        out.append(py::make_tuple(label, data.cast<Packed&>().pid));
+        g_graph->slots.push_back({t, serial, data.cast<Packed&>().pid, nid, std::move(label)});
       } else {
-        out.append(py::make_tuple(label, saved));
+        theirs.append(py::make_tuple(nid, label, saved));
       }
     }
   }
-  return out;
 }
 
 // (field, value) pairs, a tuple for the reason small_attr gives
@@ -1008,8 +1023,8 @@ void push_roots(py::list roots, std::vector<NodePtr>& stack) {
   }
 }
 
-// the nodes not seen yet that the grad_fns of ``roots`` (tensors) reach, one tuple each,
-// in the order graph.py records them: (id, name, key part, next, attrs, slots)
+// the nodes not seen yet that the grad_fns of ``roots`` (tensors) reach, recorded here in the
+// order graph.py records them (exported at stop); returns the slots that are not ours
 py::list discover(py::list roots, py::object see, py::object describe) {
   TORCH_CHECK(g_rec != nullptr && g_graph != nullptr, "gradmem's native recorder is not running");
   Walk walk{see, {}};
@@ -1027,29 +1042,39 @@ py::list discover(py::list roots, py::object see, py::object describe) {
     for (const auto& e : node->next_edges())
       if (e.function) stack.push_back(e.function);
   }
-  py::list out;
+  int64_t t = now_ns(), serial;
+  {
+    std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+    serial = current_serial_locked(*g_rec);
+  }
+  py::list theirs;
   for (auto it = fresh.rbegin(); it != fresh.rend(); ++it) {
     const NodePtr& node = it->second;
     const auto& k = walk.key(node);
-    py::list next;
-    for (const auto& e : node->next_edges()) {
-      py::object child = py::none();
-      if (e.function) child = py::int_(g_graph->ids.at(walk.key(e.function)));
-      next.append(py::make_tuple(child, e.input_nr));
-    }
+    NodeRec rec{t, serial, it->first, k.first, k.second, {}, py::object()};
+    for (const auto& e : node->next_edges())
+      rec.next.emplace_back(e.function ? g_graph->ids.at(walk.key(e.function)) : -1, e.input_nr);
     std::type_index cls(typeid(*node));
     auto known = g_graph->by_class.find(cls);
-    if (known != g_graph->by_class.end() && known->second->slots.empty() && known->second->attrs.empty()) {
-      out.append(py::make_tuple(it->first, k.first, py_int64(k.second), py::tuple(next), py::tuple(), py::list()));
-      continue;
+    if (known == g_graph->by_class.end() || !known->second->slots.empty() || !known->second->attrs.empty()) {
+      py::object pynode = py::reinterpret_steal<py::object>(torch::autograd::functionToPyObject(node));
+      const NodeFields& f = fields_of(pynode, describe);
+      if (!python_node(*node)) g_graph->by_class.emplace(cls, &f);
+      py::tuple attrs = attrs_of(pynode, f);
+      if (py::len(attrs) > 0) rec.attrs = std::move(attrs);
+      slots_of(pynode, f, it->first, t, serial, theirs);
     }
-    py::object pynode = py::reinterpret_steal<py::object>(torch::autograd::functionToPyObject(node));
-    const NodeFields& f = fields_of(pynode, describe);
-    if (!python_node(*node)) g_graph->by_class.emplace(cls, &f);
-    out.append(py::make_tuple(it->first, k.first, py_int64(k.second), py::tuple(next), attrs_of(pynode, f),
-                              slots_of(pynode, f)));
+    g_graph->nodes.push_back(std::move(rec));
   }
-  return out;
+  return theirs;
+}
+
+// gradmem's id of the node with this key, if the walk met it (None: not yet)
+py::object node_id(const std::string& name, py::object part) {
+  if (g_graph == nullptr) return py::none();
+  int64_t n = part.is_none() ? kNoStorage : part.cast<int64_t>();
+  auto it = g_graph->ids.find({name, n});
+  return it == g_graph->ids.end() ? py::object(py::none()) : py::object(py::int_(it->second));
 }
 
 // the leaves (AccumulateGrad variables) the grad_fns of ``roots`` reach, in graph.py's order
@@ -1113,9 +1138,24 @@ py::dict stop() {
   SavedHooks* hooks = g_saved;
   g_saved = nullptr;   // a Packed released from now on records nothing
   delete hooks;
+  py::dict out;
+  if (g_graph != nullptr) {
+    py::list nodes, slots, node_ids;
+    for (auto& n : g_graph->nodes) {
+      py::list next;
+      for (const auto& [child, nr] : n.next)
+        next.append(py::make_tuple(child >= 0 ? py::object(py::int_(child)) : py::object(py::none()), nr));
+      nodes.append(py::make_tuple(n.t, n.serial, n.nid, n.name, py_int64(n.part), py::tuple(next),
+                                  n.attrs ? n.attrs : py::object(py::none())));
+    }
+    for (const auto& sl : g_graph->slots) slots.append(py::make_tuple(sl.t, sl.serial, sl.pack, sl.nid, sl.field));
+    for (const auto& [key, nid] : g_graph->ids) node_ids.append(py::make_tuple(key.first, py_int64(key.second), nid));
+    out["nodes"] = nodes;
+    out["slots"] = slots;
+    out["node_ids"] = node_ids;
+  }
   delete g_graph;      // its cached attribute names are Python objects: dropped with the GIL held
   g_graph = nullptr;
-  py::dict out;
   py::list ops;
   for (const auto& o : r.ops) ops.append(py::make_tuple(o.shortn, o.full, o.composite, o.factory, o.evaluate));
   out["ops"] = ops;
@@ -1320,4 +1360,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("discover", &discover);
   m.def("leaves", &leaves);
   m.def("storage_ids", &storage_ids);
+  m.def("node_id", &node_id);
 }

@@ -43,6 +43,9 @@ class ModuleWatcher:
         self._used: set[str] = set()      # every path given, even of a module since gone
         self._handles: list = []
         self._failed = False
+        # the native recorder's own (enter(path), exit(path, output tensors)): no event
+        # object made in Python per module call
+        self._spans = getattr(rec, "spans", None)
 
     def __enter__(self) -> "ModuleWatcher":
         """Entered and left with the capture's modes: hooks on only while it records."""
@@ -61,7 +64,10 @@ class ModuleWatcher:
             if path is None:
                 path = self._name(module)
             self._stack.append(path)
-            self.rec.emit(ENTER, module=path)
+            if self._spans is not None:
+                self._spans[0](path)
+            else:
+                self.rec.emit(ENTER, module=path)
         except Exception as exc:   # noqa: BLE001 - never fail the program
             self._fail(exc)
 
@@ -73,14 +79,18 @@ class ModuleWatcher:
             if path in self._stack:    # unwind modules whose exit was never seen
                 while self._stack.pop() != path:
                     pass
-            self.rec.emit(EXIT, module=path, outputs=self._outputs(output))
+            items = output if isinstance(output, (list, tuple)) else (output,)
+            tensors = [t for t in items if isinstance(t, torch.Tensor)]
+            if self._spans is not None:
+                self._spans[1](path, tensors)
+            else:
+                self.rec.emit(EXIT, module=path, outputs=self._outputs(tensors))
         except Exception as exc:   # noqa: BLE001
             self._fail(exc)
 
-    def _outputs(self, output) -> tuple:
-        items = output if isinstance(output, (list, tuple)) else (output,)
-        sids = self.storages.lookup_all([t for t in items if isinstance(t, torch.Tensor)])
-        return tuple(sid for sid in sids if sid is not None)
+    def _outputs(self, tensors: list) -> tuple:
+        lookup = self.storages.lookup
+        return tuple(sid for sid in (lookup(t) for t in tensors) if sid is not None)
 
     def _name(self, module) -> str:
         """A module seen for the first time: a child of the running module, or a root."""

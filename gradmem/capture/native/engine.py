@@ -42,6 +42,8 @@ class NativeSession:
         self.cursor = NativeCursor(ext)
         self.rec = NativeRecorder(self.cursor)
         self.storages = NativeStorages(self.rec, ext, self)
+        see = self.storages._see
+        self.rec.spans = (ext.module_enter, lambda path, tensors: ext.module_exit(path, tensors, see))   # modules.py
         self.leaf_names: dict = {}   # (leaf event, 0 arriving | 1 landed) -> storage id, named in Python
         self._raw = None
 
@@ -221,10 +223,6 @@ class NativeStorages(Storages):
     def lookup(self, t):
         return self.see(t)
 
-    def lookup_all(self, tensors: list) -> list:
-        """One call into the extension for a module's outputs (their storages, read in C++;
-        Python's ``see`` for a storage made before the capture)."""
-        return self.ext.storage_ids(tensors, self._see) if tensors else []
 
     def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False):
@@ -317,6 +315,10 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
     for t, serial, ptr, nbytes, total, _dev in cpu:
         add((t, len(out), KIND.ALLOCATOR, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
     _graph_events(raw, add, out, keys, step_of, _node_births(raw, node_ids))
+    enter, exit_ = keys(("module",), ("module",)), keys(("module", "outputs"), ("module", "outputs"))
+    for t, serial, is_exit, path, outputs in raw.get("modules", ()):   # as modules.py emits them
+        add((t, len(out), KIND.MODULE_EXIT if is_exit else KIND.MODULE_ENTER, step_of(serial, 0),
+             exit_ if is_exit else enter, (path, outputs) if is_exit else (path,)))
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()

@@ -179,6 +179,14 @@ struct PackUse {   // an unpack (node_serial: the running node's step, -1 none) 
   int64_t t, serial, pid, node_serial;
 };
 
+// a module call's start or end, as modules.py's ModuleWatcher emits it
+struct ModuleRec {
+  int64_t t, serial;
+  int32_t path;                   // index into module_paths
+  bool exit;
+  std::vector<int64_t> outputs;   // an exit's output storages
+};
+
 struct Recorder;
 Recorder* g_rec = nullptr;   // the running recorder (at most one)
 
@@ -211,6 +219,9 @@ struct Recorder {
   std::atomic<int64_t>* next_sid;
   std::vector<PackRec> packs;
   std::vector<PackUse> unpacks, releases;
+  std::vector<ModuleRec> modules;
+  std::vector<std::string> module_paths;
+  std::unordered_map<std::string, int32_t> module_index;
   int64_t next_pid = 1;
 
   int32_t intern(const at::RecordFunction& fn) {
@@ -874,14 +885,6 @@ int64_t storage_id(const at::Tensor& t, py::handle see) {
   return got.is_none() ? kNoStorage : got.cast<int64_t>();
 }
 
-// storage ids of tensors (a module's outputs), as storage_id reads them
-py::list storage_ids(py::list tensors, py::object see) {
-  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
-  py::list out;
-  for (auto obj : tensors) out.append(py_int64(storage_id(tensor_of(obj), see)));
-  return out;
-}
-
 // storage_id of a leaf, which every walk meets again (a parameter's AccumulateGrad): asked of
 // Python once while the leaf keeps its storage, where it answers from its table alone
 int64_t leaf_id(const at::Tensor& leaf, py::handle see) {
@@ -893,6 +896,35 @@ int64_t leaf_id(const at::Tensor& leaf, py::handle see) {
   if (sid != kNoStorage)
     g_graph->leaf_ids.insert_or_assign(leaf.unsafeGetTensorImpl(), LeafId{WeakImpl(leaf.getIntrusivePtr()), storage, sid});
   return sid;
+}
+
+int32_t module_path_locked(Recorder& r, const std::string& path) {
+  auto it = r.module_index.find(path);
+  if (it != r.module_index.end()) return it->second;
+  int32_t i = (int32_t)r.module_paths.size();
+  r.module_paths.push_back(path);
+  r.module_index.emplace(path, i);
+  return i;
+}
+
+// a module call begins (modules.py: module_enter)
+void module_enter(const std::string& path) {
+  if (g_rec == nullptr) return;
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+  g_rec->modules.push_back({now_ns(), current_serial_locked(*g_rec), module_path_locked(*g_rec, path), false, {}});
+}
+
+// a module call ends, with the storages of its tensor outputs (module_exit)
+void module_exit(const std::string& path, py::list tensors, py::object see) {
+  if (g_rec == nullptr) return;
+  std::vector<int64_t> outputs;
+  for (auto obj : tensors) {
+    int64_t sid = storage_id(tensor_of(obj), see);
+    if (sid != kNoStorage) outputs.push_back(sid);
+  }
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+  g_rec->modules.push_back({now_ns(), current_serial_locked(*g_rec), module_path_locked(*g_rec, path), true,
+                            std::move(outputs)});
 }
 
 struct Walk {
@@ -1204,6 +1236,10 @@ py::dict stop() {
   for (const auto& u : r.releases) releases.append(py::make_tuple(u.t, u.serial, u.pid));
   out["unpacks"] = unpacks;
   out["releases"] = releases;
+  py::list modules;
+  for (const auto& m : r.modules)
+    modules.append(py::make_tuple(m.t, m.serial, m.exit, r.module_paths[m.path], py::tuple(py::cast(m.outputs))));
+  out["modules"] = modules;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;
@@ -1359,6 +1395,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("new_pid", &new_pid);
   m.def("discover", &discover);
   m.def("leaves", &leaves);
-  m.def("storage_ids", &storage_ids);
   m.def("node_id", &node_id);
+  m.def("module_enter", &module_enter);
+  m.def("module_exit", &module_exit);
 }

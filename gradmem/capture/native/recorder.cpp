@@ -155,6 +155,7 @@ struct Frame {
   bool attributed;   // this frame is the op its allocations belong to
   int64_t seq_lo = -1;   // a top-level op: the autograd sequence number when it began
   bool recompute = false;   // a forward op run again inside a backward node (checkpoint)
+  int32_t own = -1;         // this frame's own op (RecordFunction's name), interned at its start
 };
 
 // the backward nodes a top-level op made: those numbered [lo, hi) on this thread (autograd
@@ -458,6 +459,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   }
   if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
   if (top) f.seq_lo = (int64_t)at::sequence_number::peek();
+  f.own = op;
   t_frames.push_back(f);
   return std::make_unique<Ctx>();
 }
@@ -476,7 +478,7 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
     r.ref(serial);
     r.op_nodes.push_back({now_ns(), serial, f.seq_lo, seq_hi});
   }
-  int32_t own = r.intern(fn);
+  int32_t own = f.own;
   if (f.attributed) {
     bool value = !r.ops[f.op].uninitialized;
     for (const auto& out : fn.outputs()) {

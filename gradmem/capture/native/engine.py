@@ -28,6 +28,7 @@ from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
 from ..values import exact_now
 from ..storages import Storages
 
+STEP, NODE_END = KIND.STEP.value, KIND.NODE_END.value   # plain strs: events keep their kind as a str
 CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
 _CPU = 0   # c10::DeviceType::CPU
 
@@ -273,11 +274,10 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
         k = tuple(data)
         add((t, len(out), kind, number.get(serial, 0), keys(k, k), tuple(data.values())))
 
-    for serial, t, op, kind, _seq, backward, label in raw["steps"]:
-        phase = "backward" if backward else "forward"   # a Phase value
-        name = label if kind == 2 else ops[op][0]
-        event(t, KIND.STEP, serial, phase=phase, op=name, node=node_of.get(serial),
-              backward=backward if backward else None)
+    step_keys = keys(*(("phase", "op", "node", "backward"),) * 2)
+    for serial, t, op, kind, _seq, backward, label in raw["steps"]:   # Phase values, as begin_step emits
+        add((t, len(out), STEP, number.get(serial, 0), step_keys, ("backward" if backward else "forward",
+             label if kind == 2 else ops[op][0], node_of.get(serial), backward if backward else None)))
     # the two most numerous kinds, built as tuples straight (each key tuple made once)
     alloc_keys = keys(*(("storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value",
                          "ptr"),) * 2)
@@ -290,34 +290,35 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
          t_free, serial_free, recompute) in raw["allocs"]:
         common = (sid, nbytes, _device(dev, dev_index), dtype, tuple(shape), ops[op][0] if op >= 0 else "", False,
                   factory, value or None) + (True,) * recompute + (True,) * grad_args
-        add((t, len(out), KIND.ALLOC, step_of(serial, 0), flagged[recompute, grad_args], common + (ptr,)))
+        add((t, len(out), KIND.ALLOC.value, step_of(serial, 0), flagged[recompute, grad_args], common + (ptr,)))
         if t_free >= 0:
-            add((t_free, len(out), KIND.FREE, step_of(serial_free, 0), free_keys, (sid,)))
+            add((t_free, len(out), KIND.FREE.value, step_of(serial_free, 0), free_keys, (sid,)))
     for t, serial, sid, seq, output_nr, node in raw["facts"]:   # what the Python engine's TensorFacts records
         if seq < 0:
-            event(t, KIND.TENSOR, serial, storage=sid, requires_grad=True, leaf=True)
+            event(t, KIND.TENSOR.value, serial, storage=sid, requires_grad=True, leaf=True)
         else:
-            event(t, KIND.TENSOR, serial, storage=sid, requires_grad=True, leaf=False, node=node_ids.get((node, seq)),
+            event(t, KIND.TENSOR.value, serial, storage=sid, requires_grad=True, leaf=False, node=node_ids.get((node, seq)),
                   output_nr=output_nr)
     for i, (t, serial, target, has_in, grad_in, shape_in, has_grad, grad, shape, value) in enumerate(raw["leaf_events"]):
         if has_in:    # as the Python engine's leaf hooks record them (grads.py)
-            event(t, KIND.GRAD, serial, target=target, grad=grad_in or leaf_names.get((i, 0)), shape=tuple(shape_in))
+            event(t, KIND.GRAD.value, serial, target=target, grad=grad_in or leaf_names.get((i, 0)), shape=tuple(shape_in))
         if has_grad:
-            event(t, KIND.LEAF_GRAD, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
+            event(t, KIND.LEAF_GRAD.value, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
                   shape=tuple(shape))
     _saved_events(raw, add, out, keys, step_of, node_of)
+    end_keys = keys(*(("node", "grads_in", "grads_out"),) * 2)
     for t, serial, grads_in, grads_out in raw["node_ends"]:
-        event(t, KIND.NODE_END, serial, node=node_of.get(serial), grads_in=_ids(grads_in), grads_out=_ids(grads_out))
+        add((t, len(out), NODE_END, number.get(serial, 0), end_keys, (node_of.get(serial), _ids(grads_in), _ids(grads_out))))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
     if cpu:
-        event(cpu[0][0], KIND.CLOCK, cpu[0][1], **CLOCK)
+        event(cpu[0][0], KIND.CLOCK.value, cpu[0][1], **CLOCK)
     allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))
     for t, serial, ptr, nbytes, total, _dev in cpu:
-        add((t, len(out), KIND.ALLOCATOR, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
+        add((t, len(out), KIND.ALLOCATOR.value, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
     _graph_events(raw, add, out, keys, step_of, _node_births(raw, node_ids))
     enter, exit_ = keys(("module",), ("module",)), keys(("module", "outputs"), ("module", "outputs"))
     for t, serial, is_exit, path, outputs in raw.get("modules", ()):   # as modules.py emits them
-        add((t, len(out), KIND.MODULE_EXIT if is_exit else KIND.MODULE_ENTER, step_of(serial, 0),
+        add((t, len(out), KIND.MODULE_EXIT.value if is_exit else KIND.MODULE_ENTER.value, step_of(serial, 0),
              exit_ if is_exit else enter, (path, outputs) if is_exit else (path,)))
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
         add((t, len(out), kind, number.get(serial, 0), k, values))
@@ -333,13 +334,13 @@ def _saved_events(raw: dict, add, out: list, keys, step_of, node_of: dict) -> No
     plain, kept = keys(SAVED_KEYS, SAVED_KEYS), keys(SAVED_KEYS + ("kept_for",), SAVED_KEYS + ("kept_for",))
     for t, serial, pid, sid, shape, stride, dtype, numel, size, value, checkpoint in raw["packs"]:
         values = (pid, sid or None, shape, stride, dtype, numel, size, value or None)
-        add((t, len(out), KIND.SAVED, step_of(serial, 0), kept if checkpoint else plain,
+        add((t, len(out), KIND.SAVED.value, step_of(serial, 0), kept if checkpoint else plain,
              values + ("checkpoint",) if checkpoint else values))
     unpacked, released = keys(("pack", "node"), ("pack", "node")), keys(("pack",), ("pack",))
     for t, serial, pid, node_serial in raw["unpacks"]:
-        add((t, len(out), KIND.UNPACKED, step_of(serial, 0), unpacked, (pid, node_of.get(node_serial))))
+        add((t, len(out), KIND.UNPACKED.value, step_of(serial, 0), unpacked, (pid, node_of.get(node_serial))))
     for t, serial, pid in raw["releases"]:
-        add((t, len(out), KIND.RELEASED, step_of(serial, 0), released, (pid,)))
+        add((t, len(out), KIND.RELEASED.value, step_of(serial, 0), released, (pid,)))
 
 
 def _graph_events(raw: dict, add, out: list, keys, step_of, born: dict) -> None:
@@ -355,10 +356,10 @@ def _graph_events(raw: dict, add, out: list, keys, step_of, born: dict) -> None:
         values = (nid, brief, next_) + (part,) * leaf
         if attrs:   # a dict with lists, as values.small_attr makes them (tuples until now)
             values += ({field: list(v) if type(v) is tuple else v for field, v in attrs},)
-        add((t, len(out), KIND.NODE, step_of(serial, 0), node_keys[leaf, bool(attrs)], values))
+        add((t, len(out), KIND.NODE.value, step_of(serial, 0), node_keys[leaf, bool(attrs)], values))
     slot_keys = keys(("pack", "node", "field"), ("pack", "node", "field"))
     for t, serial, pack, nid, field in raw.get("slots", ()):
-        add((t, len(out), KIND.SLOT, step_of(serial, 0), slot_keys, (pack, nid, field)))
+        add((t, len(out), KIND.SLOT.value, step_of(serial, 0), slot_keys, (pack, nid, field)))
 
 
 def _node_births(raw: dict, node_ids: dict) -> dict:
@@ -419,7 +420,7 @@ def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> di
 
 
 def _ids(sids) -> tuple:
-    return tuple(s if s else None for s in sids)
+    return tuple([s or None for s in sids])
 
 
 def _device(dev: int, index: int) -> str:

@@ -9,7 +9,7 @@ import operator
 
 import pandas as pd
 
-from .. import event_rows as rows
+from ..event_rows import encode_column, escape, literal, value_encoder
 from ..files import EVENTS_CSV, MODULES_CSV, NODES_CSV, STEPS_CSV, SUMMARY, TENSORS_CSV
 
 
@@ -68,7 +68,7 @@ def _template_rows(kind, heads: list, shared: list, rest: dict, n: int):
         return None
     seq, t_ns, step = (list(map(str, c)) for c in heads)
     cells = [[""] * n if c is None else ["" if v is None else str(v) for v in c] for c in shared]
-    template = "%s,%s," + rows.literal(kind) + ",%s,%s,%s,%s,%s\n"
+    template = "%s,%s," + literal(kind) + ",%s,%s,%s,%s,%s\n"
     return map(template.__mod__, zip(seq, t_ns, step, *cells, _details(rest, n)))
 
 
@@ -80,8 +80,8 @@ def _details(rest: dict, n: int) -> list[str]:
     csv.writer quotes it ("" for a row with none)."""
     parts, gaps = [], False
     for name, col in rest.items():
-        prefix = rows.escape(name) + ":"
-        encoded = rows.encode_column(col, _COMPACT)
+        prefix = escape(name) + ":"
+        encoded = encode_column(col, _COMPACT)
         if type(None) in set(map(type, col)):
             gaps = True
             parts.append(["" if v is None else prefix + e for v, e in zip(col, encoded)])
@@ -107,7 +107,7 @@ def _plain_rows(events, keys: tuple) -> list[str]:
 
 
 # one encoder for every row: json.dumps with non-default arguments builds a new one per call
-_COMPACT = rows.value_encoder(",", ":")
+_COMPACT = value_encoder(",", ":")
 
 
 class SummaryJsonWriter:

@@ -10,6 +10,7 @@ lines are filled in by ``%`` without a Python call per event.
 from __future__ import annotations
 
 import json
+from itertools import chain
 from json import encoder as _json
 
 escape = _json.encode_basestring_ascii   # a str as json.dumps writes it (ensure_ascii)
@@ -28,10 +29,15 @@ def value_encoder(item_separator: str, key_separator: str):
     return lambda v: "".join(encode(v, 0))
 
 
-def encode_column(values: list, encode) -> list[str]:
+def encode_column(values: list, encode, separator: str = ", ") -> list[str]:
     """Each value as JSON text: the common column types without a Python call per value
-    (exact ints, strings, None and bools), the rest through ``encode``."""
+    (exact ints, strings, None and bools; tuples of ints, such as shapes, once per distinct
+    tuple, joined by ``separator``), the rest through ``encode``."""
     types = set(map(type, values))
+    if types == {tuple} and set(map(type, chain.from_iterable(values))) <= {int, type(None)}:
+        # exact ints only: (True,) == (1,) would share an entry, but no bool gets here
+        text = {v: "[" + separator.join(["null" if x is None else str(x) for x in v]) + "]" for v in set(values)}
+        return list(map(text.__getitem__, values))
     if types <= {int}:
         return list(map(str, values))   # str(int) is its repr
     if types <= {str}:

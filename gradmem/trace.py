@@ -70,8 +70,17 @@ class Trace:
         worked out once for the trace file, events.csv and the analysis tables."""
         return rows.shapes(self.events)
 
+    @classmethod
+    def of(cls, meta: Meta, events: tuple, shapes: dict | None = None) -> "Trace":
+        """A trace whose maker has its ``shapes`` already (the recorder builds them with
+        the events, from the tuples it kept)."""
+        trace = cls(meta, events)
+        if shapes is not None:
+            trace.__dict__["shapes"] = shapes   # the cached_property's own slot
+        return trace
+
     def with_meta(self, **changes: Any) -> "Trace":
-        return Trace(replace(self.meta, **changes), self.events)
+        return Trace.of(replace(self.meta, **changes), self.events, self.__dict__.get("shapes"))
 
 
 def _meta_line(meta: Meta) -> dict:

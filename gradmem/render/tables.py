@@ -81,7 +81,7 @@ def _details(rest: dict, n: int) -> list[str]:
     parts, gaps = [], False
     for name, col in rest.items():
         prefix = escape(name) + ":"
-        encoded = encode_column(col, _COMPACT)
+        encoded = encode_column(col, _COMPACT, ",")
         if type(None) in set(map(type, col)):
             gaps = True
             parts.append(["" if v is None else prefix + e for v, e in zip(col, encoded)])

@@ -74,8 +74,10 @@ def awkward():
     values = [1, None, True, 2.5, nan, "a,\"b\"\n%s é", ("x", (1, None)), {"k": [1, 2], 3: "v"}, -7, False, ""]
     events = []
     for i, v in enumerate(values * 2):
-        events.append(Event(i, 100 + i, "alloc", i % 3, {"storage": i, "nbytes": 8, "factory": i % 2 == 0, "value": v}))
-        events.append(Event(i, 100 + i, "step", 1, {"phase": "forward", "op": f"op{i}%" if i % 3 else None, "node": None if i % 2 else i}))
+        events.append(Event(i, 100 + i, "alloc", i % 3, {"storage": i, "nbytes": 8, "factory": i % 2 == 0, "value": v,
+                                                     "shape": (i, None, 2) if i % 4 else ()}))
+        events.append(Event(i, 100 + i, "step", 1, {"phase": "forward", "op": f"op{i}%" if i % 3 else None, "node": None if i % 2 else i,
+                                                  "grads": (i % 2, 1) if i % 3 else (True, 1)}))
     events += [Event(90, 1, "free", 2, {"storage": "s1"}), Event(91, 2, "we,ird", 2, {"x": 1}),
                Event(92, 3, "note", 2, {"text": "100%", "pack": None}), Event(93, 4, "x", 2, {}),
                Event(94, 5, "x", 2, {"step": 9}), Event(95, 6, "x", 2, {7: 1}), Event(96, 7, "x", True, {"a": None}),

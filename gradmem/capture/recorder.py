@@ -80,14 +80,14 @@ class Recorder:
         gc.disable()
         try:   # tuple.__new__ straight: the NamedTuple's own __new__ is a Python call per event
             new = tuple.__new__
-            events, groups, whole = [], {}, True
+            events, groups = [], {}
             add, group = events.append, groups.setdefault
             for i, (seq, t, kind, step, keys, values) in enumerate(sorted(self.events)):
-                data = dict(zip(keys, values))
-                add(new(Event, (seq, t, kind, step, data)))
+                add(new(Event, (seq, t, kind, step, dict(zip(keys, values)))))
                 group((kind, keys), []).append((i, seq, t, step, *values))
-                whole = whole and len(data) == len(keys)
-            return tuple(events), ({shape: list(zip(*rows)) for shape, rows in groups.items()} if whole else None)
+            if any(len(set(keys)) < len(keys) for _kind, keys in groups):   # its dict kept one of the two
+                return tuple(events), None
+            return tuple(events), {shape: list(zip(*rows)) for shape, rows in groups.items()}
         finally:
             if enabled:
                 gc.enable()

@@ -67,9 +67,9 @@ class Capture:
         # the native engine has no per-op Python seam, so its ops carry no source line
         modules = [ModuleWatcher(rec, storages, lambda: self.namer.entry)] if s.attribution else []
         sources = SourceWatcher(rec) if s.attribution else None
-        collectives = Collectives(rec, storages, s.ranks)
-        return modules + [StorageResizes(storages), SavedTensorWatcher(rec, cursor, storages, graph), calls,
-                          *s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, collectives, sources)]
+        saved = s.engine.saved_watcher(SavedTensorWatcher, rec, cursor, storages, graph)
+        ops = s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks), sources)
+        return modules + [StorageResizes(storages), saved, calls, *ops]
 
     @property
     def trace(self) -> Trace | None:

@@ -57,13 +57,13 @@ class BackwardCalls:
 
     def _hook(self, roots: list, caller, call: str = "backward") -> list:
         """Discover and name the graph, then put the hooks on; returns their handles."""
-        grad_fns = [t.grad_fn for t in roots]
-        self.graph.discover(grad_fns + self.facts.flush())   # flush: what the native recorder saw
-        self.namer.scan_stack(caller)
-        leaves = [n.variable for n in self.graph.reachable(grad_fns) if hasattr(n, "variable")]
+        self.graph.discover_from(roots + self.facts.flush())   # flush: what the native recorder saw
+        self.namer.scan_stack(caller, walked=False)   # the scan after the call walks the modules
+        leaves = self.graph.leaves_of(roots)
         for leaf in leaves:
             self.facts.record(leaf)
-        return self.graph.hook_nodes(grad_fns) + self.grads.hook_tensors() + self.grads.hook_leaves(leaves, call)
+        return (self.graph.hook_nodes([t.grad_fn for t in roots]) + self.grads.hook_tensors()
+                + self.grads.hook_leaves(leaves, call))
 
     def _after(self, caller) -> None:
         # the latest call's index, as before: a nested call's end names the nested call

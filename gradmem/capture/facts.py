@@ -25,7 +25,7 @@ class TensorFacts:
         self._seen: set[tuple] = set()
 
     def flush(self) -> list:
-        """More grad_fns to discover at a backward call: none here, where facts are recorded
+        """More tensors whose graph to discover at a backward call: none here, where facts are recorded
         as each call returns (the native engine's ``NativeFacts`` hands over its own)."""
         return []
 
@@ -36,7 +36,7 @@ class TensorFacts:
         except RuntimeError:   # a view made under no_grad and then modified in place: torch
             return             # refuses to say (nn.Embedding's padding row); nothing to record
         sid = self.storages.see(t) if track else self.storages.lookup(t)
-        nid = self.graph.node_id(grad_fn) if grad_fn is not None else None
+        nid = self.graph.node_of(t, grad_fn) if grad_fn is not None else None
         if sid is None or (sid, nid) in self._seen:
             return
         self._seen.add((sid, nid))

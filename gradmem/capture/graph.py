@@ -50,6 +50,8 @@ def short_name(name: str) -> str:
 
 
 class Graph:
+    packed_types: tuple = (Packed,)   # what our pack hooks put in a slot (the native engine adds its own)
+
     def __init__(self, rec: Recorder, cursor: Cursor, storages: Storages):
         self.rec = rec
         self.cursor = cursor
@@ -79,6 +81,18 @@ class Graph:
             self.discover([node])
             nid = self._ids[self.key(node)]
         return nid
+
+    def node_of(self, t, grad_fn) -> int:
+        """The id of ``t``'s ``grad_fn`` (the native engine discovers from the tensor)."""
+        return self.node_id(grad_fn)
+
+    def discover_from(self, tensors: Iterable) -> None:
+        """Discover the graph behind these tensors' grad_fns."""
+        self.discover([grad_fn_of(t) for t in tensors])
+
+    def leaves_of(self, tensors: Iterable) -> list:
+        """The leaves whose AccumulateGrad nodes the tensors' grad_fns reach."""
+        return [n.variable for n in self.reachable([grad_fn_of(t) for t in tensors]) if hasattr(n, "variable")]
 
     def discover(self, roots: Iterable) -> None:
         """Give ids to the nodes not seen yet, then record them and their saved slots."""
@@ -153,7 +167,7 @@ class Graph:
             data = saved.data
         except RuntimeError:
             return
-        if isinstance(data, Packed):
+        if isinstance(data, self.packed_types):
             self.rec.emit(EventKind.SLOT, pack=data.pid, node=nid, field=field)
             return
         hook = saved.unpack_hook

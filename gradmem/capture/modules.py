@@ -38,7 +38,7 @@ class ModuleWatcher:
         self.rec = rec
         self.storages = storages
         self.entry_frame = entry_frame     # callable: the frame that entered the capture
-        self._paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._paths = _Paths()
         self._stack: list[str] = []
         self._used: set[str] = set()      # every path given, even of a module since gone
         self._handles: list = []
@@ -79,8 +79,8 @@ class ModuleWatcher:
 
     def _outputs(self, output) -> tuple:
         items = output if isinstance(output, (list, tuple)) else (output,)
-        lookup = self.storages.lookup
-        return tuple(sid for sid in (lookup(t) for t in items if isinstance(t, torch.Tensor)) if sid is not None)
+        sids = self.storages.lookup_all([t for t in items if isinstance(t, torch.Tensor)])
+        return tuple(sid for sid in sids if sid is not None)
 
     def _name(self, module) -> str:
         """A module seen for the first time: a child of the running module, or a root."""
@@ -137,6 +137,34 @@ class ModuleWatcher:
         if not self._failed:
             self._failed = True
             self.rec.emit(NOTE, text=HOOK_FAILED.format(error=f"{type(exc).__name__}: {exc}"))
+
+
+class _Paths:
+    """module -> its path, holding no module: a dict by ``id`` whose entries go with their
+    module. A ``WeakKeyDictionary`` makes a weak reference on every lookup, and a lookup
+    runs twice per module call."""
+
+    def __init__(self):
+        self._by_id: dict[int, tuple] = {}   # id(module) -> (weakref, path)
+
+    def get(self, module):
+        entry = self._by_id.get(id(module))
+        return entry[1] if entry is not None and entry[0]() is module else None
+
+    def __contains__(self, module) -> bool:
+        return self.get(module) is not None
+
+    def __setitem__(self, module, path: str) -> None:
+        key = id(module)
+        self._by_id[key] = (weakref.ref(module, lambda _ref, key=key: self._drop(key, _ref)), path)
+
+    def _drop(self, key: int, ref) -> None:
+        entry = self._by_id.get(key)
+        if entry is not None and entry[0] is ref:
+            del self._by_id[key]
+
+    def items(self):
+        return [(m, path) for m, path in ((r(), path) for r, path in self._by_id.values()) if m is not None]
 
 
 def _path_in(holder, module, name: str) -> str | None:

@@ -45,6 +45,9 @@ class Storages:
         except (RuntimeError, NotImplementedError):    # sparse and other storage-less tensors
             return None
 
+    def lookup_all(self, tensors: list) -> list:
+        return [self.lookup(t) for t in tensors]
+
     def see(self, t: torch.Tensor, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False) -> int | None:
         """The id of ``t``'s storage, tracking it first if it is new. A wrapper subclass

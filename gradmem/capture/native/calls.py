@@ -31,7 +31,6 @@ import torch.autograd.graph as _graph
 from ..backward import BackwardCalls
 from ..calls import CallWatcher
 from ..facts import TensorFacts
-from ..graph import grad_fn_of
 from ..grads import GradWatcher
 
 
@@ -62,7 +61,8 @@ class NativeFacts(TensorFacts):
         self._foreign: list[weakref.ref] = []   # non-leaf tensors recorded here
 
     def flush(self) -> list:
-        """The grad_fns to discover now; sets the forward outputs whose gradients are hooked."""
+        """The live tensors whose graph to discover now; sets the forward outputs whose
+        gradients are hooked."""
         live, foreign = self.ext.flush()
         outputs = [weakref.ref(t) for t in live]
         self.grads._outputs = []
@@ -70,7 +70,7 @@ class NativeFacts(TensorFacts):
             self.record(t)   # a non-leaf lands in grads._outputs
         self._foreign = [r for r in self._foreign if r() is not None] + self.grads._outputs
         self.grads._outputs = outputs + self._foreign
-        return [fn for fn in (grad_fn_of(t) for t in live) if fn is not None]
+        return live
 
 
 class NativeGradWatcher(GradWatcher):
@@ -139,7 +139,7 @@ class NativeCalls:
     def _discover_live(self) -> None:
         """Nodes still alive at the end (a forward that no backward ran) get their ids and
         slots, as the Python engine gives them when each op returns."""
-        self.graph.discover(self.facts.flush())
+        self.graph.discover_from(self.facts.flush())
 
     def _engine_call(self, run):
         backward = self.backward

@@ -35,6 +35,12 @@ class Choice(NamedTuple):
             return self.native.make_graph(rec, cursor, storages)
         return graph_type(rec, cursor, storages)
 
+    def saved_watcher(self, watcher_type, rec, cursor, storages, graph):
+        """The saved-tensor hooks: the native engine's C++ pair, or the given Python watcher."""
+        if self.native is not None:
+            return self.native.saved_watcher(rec, cursor, storages, graph)
+        return watcher_type(rec, cursor, storages, graph)
+
     def op_watchers(self, watcher_type, *args) -> list:
         """The dispatch-mode op watcher, unless the native recorder sees the ops."""
         return [watcher_type(*args)] if self.native is None else []

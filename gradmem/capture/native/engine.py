@@ -16,15 +16,19 @@ from __future__ import annotations
 
 import bisect
 import gc
+from functools import partial
+
+import torch
 
 from ...events import EventKind as KIND
 from ..cursor import Cursor
-from ..graph import Graph
+from ..graph import ACCUMULATE, Graph, short_name
 from ..recorder import Recorder
+from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
+from ..values import exact_now
 from ..storages import Storages
 
 CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
-ACCUMULATE = "torch::autograd::AccumulateGrad"
 _CPU = 0   # c10::DeviceType::CPU
 
 
@@ -42,8 +46,11 @@ class NativeSession:
         self._raw = None
 
     def make_graph(self, rec, cursor, storages) -> Graph:
-        self.graph = NativeGraph(rec, cursor, storages)
+        self.graph = NativeGraph(rec, cursor, storages, self.ext)
         return self.graph
+
+    def saved_watcher(self, rec, cursor, storages, graph) -> "NativeSavedWatcher":
+        return NativeSavedWatcher(rec, cursor, storages, graph, self.ext)
 
     def __enter__(self) -> "NativeSession":
         self.ext.start(1)   # tensor facts of each top-level op's inputs too (want_inputs)
@@ -64,7 +71,7 @@ class NativeSession:
             enabled = gc.isenabled()
             gc.disable()   # only gradmem's own tuples are made here: no cycles to collect
             try:
-                merge(self.rec, self._raw, self.graph._ids, self.leaf_names)
+                merge(self.rec, self._raw, self.leaf_names)
             finally:
                 if enabled:
                     gc.enable()
@@ -98,12 +105,12 @@ class NativeCursor(Cursor):
 
     def enter_backward(self, create_graph: bool) -> bool:
         outer = super().enter_backward(create_graph)
-        self.ext.set_backward(self.backward_index)
+        self.ext.set_backward(self.backward_index, self.create_graph)
         return outer
 
     def leave_backward(self, outer_create_graph: bool) -> None:
         super().leave_backward(outer_create_graph)
-        self.ext.set_backward(self.backward_index if self.in_backward else 0)
+        self.ext.set_backward(self.backward_index if self.in_backward else 0, self.create_graph)
 
 
 class NativeRecorder(Recorder):
@@ -117,6 +124,8 @@ class NativeRecorder(Recorder):
 
     def emit(self, kind: str, step: int | None = None, **data) -> None:
         if self.active:
+            if type(kind) is not str:   # a plain str, as Recorder.emit keeps it
+                kind = kind.value
             keys = tuple(data)
             self.events.append((next(self._seq), self.clock(), kind, self._step_now() if step is None else step,
                                 self._keys.setdefault(keys, keys), tuple(data.values())))
@@ -126,10 +135,68 @@ class NativeRecorder(Recorder):
 
 
 class NativeGraph(Graph):
-    """No node hooks: node steps and ends come from the native recorder."""
+    """The walk is the extension's (recorder.cpp, "the backward graph"): it keeps the node
+    ids and records each new node and each slot holding our pack, exported when the
+    capture ends (``merge`` makes the events the Python walk emits). Python reads only the
+    slots that are not ours. No node hooks: node steps and ends come from the recorder."""
+
+    def __init__(self, rec, cursor, storages, ext):
+        super().__init__(rec, cursor, storages)
+        self.ext = ext
+        self.packed_types = (Packed, ext.Packed)
+        self._see = partial(rec.guard.call, storages.see)
 
     def hook_nodes(self, roots) -> list:
         return []
+
+    def discover_from(self, tensors) -> None:
+        for nid, field, slot in self.ext.discover(list(tensors), self._see, self._describe):
+            self._record_slot(nid, field, slot)   # not our pack: checkpoint's, save_on_cpu's, a wrapped number
+
+    def discover(self, roots) -> None:
+        """Node objects cannot be handed to the extension's walk: a node it has not walked
+        yet is found from a tensor (``node_of``), never from the node alone."""
+
+    def node_id(self, node) -> int | None:
+        return self.ext.node_id(*self.key(node))
+
+    def node_of(self, t, grad_fn) -> int | None:
+        key = self.key(grad_fn)
+        nid = self.ext.node_id(*key)
+        if nid is None:
+            self.discover_from([t])
+            nid = self.ext.node_id(*key)
+        return nid
+
+    def leaves_of(self, tensors) -> list:
+        return self.ext.leaves(list(tensors))
+
+    def _describe(self, node) -> tuple:
+        return self._slot_fields(node), self._attr_fields(node)
+
+
+class NativeSavedWatcher(SavedTensorWatcher):
+    """The pack and unpack hooks are the extension's own (recorder.cpp, "saved-tensor
+    hooks"): they record what the Python pair records, with no Python run per saved tensor
+    in the usual case. Python is called back for what it owns (the id of a storage made
+    before the capture, a small tensor's exact digits), and this watcher's own pair takes
+    over for a tensor the C++ pair cannot describe. Hooks installed before the capture
+    (``save_on_cpu`` around it) keep the whole Python pair, which wraps them."""
+
+    def __init__(self, rec, cursor, storages, graph, ext):
+        super().__init__(rec, cursor, storages, graph)
+        self.ext = ext
+        self._next = _Counter(ext.new_pid)   # one pack id counter for both pairs
+
+    def __enter__(self):
+        if self._outer:
+            return super().__enter__()
+        call = self.rec.guard.call
+        self.ext.hook_saved(partial(call, self.storages.see), partial(call, exact_now), self.pack, self.unpack,
+                            CHECKPOINT_FILE)
+        self._cm = torch.autograd.graph.saved_tensors_hooks(self.ext.pack_saved, self.ext.unpack_saved)
+        self._cm.__enter__()
+        return self
 
 
 class NativeStorages(Storages):
@@ -139,7 +206,8 @@ class NativeStorages(Storages):
         super().__init__(rec)
         self.ext = ext
         self.session = session
-        self._next = _NativeIds(ext)
+        self._next = _Counter(ext.new_id)
+        self._see = partial(rec.guard.call, self.see)
 
     def close(self) -> None:
         """Stop watching and stop the native recorder; its record joins the events when the
@@ -152,6 +220,11 @@ class NativeStorages(Storages):
 
     def lookup(self, t):
         return self.see(t)
+
+    def lookup_all(self, tensors: list) -> list:
+        """One call into the extension for a module's outputs (their storages, read in C++;
+        Python's ``see`` for a storage made before the capture)."""
+        return self.ext.storage_ids(tensors, self._see) if tensors else []
 
     def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False):
@@ -174,20 +247,22 @@ class NativeStorages(Storages):
         return super().see(t, op, preexisting, factory, recompute, grad_args)
 
 
-class _NativeIds:
-    """``next()`` on it draws from the native id counter (shared with allocations)."""
+class _Counter:
+    """``next()`` on it draws from one of the native recorder's counters (storage ids, shared
+    with allocations; pack ids, shared with the C++ pack hook)."""
 
-    def __init__(self, ext):
-        self.ext = ext
+    def __init__(self, draw):
+        self.draw = draw
 
     def __next__(self) -> int:
-        return self.ext.new_id()
+        return self.draw()
 
 
-def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> None:
-    """Put the native record into ``rec.events``: its steps, allocations, frees, node ends
-    and the allocator's record, merged with Python's events by time (one clock), with
-    native step serials turned into step numbers."""
+def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
+    """Put the native record into ``rec.events``: its steps, allocations, frees, node ends,
+    saved slots, graph and the allocator's record, merged with Python's events by time (one
+    clock), with native step serials turned into step numbers."""
+    node_ids = {(name, part): nid for name, part, nid in raw.get("node_ids", ())}
     ops = raw["ops"]
     steps = {s[0]: s for s in raw["steps"]}
     number = {serial: i + 1 for i, serial in enumerate(sorted(steps))}
@@ -208,15 +283,16 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
     # the two most numerous kinds, built as tuples straight (each key tuple made once)
     alloc_keys = keys(*(("storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value",
                          "ptr"),) * 2)
-    grad_keys = keys(*(alloc_keys[:-1] + ("grad_args", "ptr"),) * 2)
+    flagged = {(recompute, grad_args): keys(*(alloc_keys[:-1] + ("recompute",) * recompute + ("grad_args",) * grad_args
+                                              + ("ptr",),) * 2)
+               for recompute in (False, True) for grad_args in (False, True)}   # storages.py's order of the flags
     free_keys = keys(("storage",), ("storage",))
     step_of = number.get
     for (sid, t, serial, nbytes, ptr, dev, dev_index, dtype, shape, op, factory, grad_args, value,
-         t_free, serial_free) in raw["allocs"]:
+         t_free, serial_free, recompute) in raw["allocs"]:
         common = (sid, nbytes, _device(dev, dev_index), dtype, tuple(shape), ops[op][0] if op >= 0 else "", False,
-                  factory, value or None)
-        add((t, len(out), KIND.ALLOC, step_of(serial, 0), grad_keys if grad_args else alloc_keys,
-             common + ((True, ptr) if grad_args else (ptr,))))
+                  factory, value or None) + (True,) * recompute + (True,) * grad_args
+        add((t, len(out), KIND.ALLOC, step_of(serial, 0), flagged[recompute, grad_args], common + (ptr,)))
         if t_free >= 0:
             add((t_free, len(out), KIND.FREE, step_of(serial_free, 0), free_keys, (sid,)))
     for t, serial, sid, seq, output_nr, node in raw["facts"]:   # what the Python engine's TensorFacts records
@@ -231,6 +307,7 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
         if has_grad:
             event(t, KIND.LEAF_GRAD, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
                   shape=tuple(shape))
+    _saved_events(raw, add, out, keys, step_of, node_of)
     for t, serial, grads_in, grads_out in raw["node_ends"]:
         event(t, KIND.NODE_END, serial, node=node_of.get(serial), grads_in=_ids(grads_in), grads_out=_ids(grads_out))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
@@ -239,16 +316,50 @@ def merge(rec: NativeRecorder, raw: dict, node_ids: dict, leaf_names: dict) -> N
     allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))
     for t, serial, ptr, nbytes, total, _dev in cpu:
         add((t, len(out), KIND.ALLOCATOR, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
-    born = _node_births(rec, raw, node_ids)
+    _graph_events(raw, add, out, keys, step_of, _node_births(raw, node_ids))
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
-        if kind == KIND.NODE:   # discovered at a backward call; placed where its op made it
-            t, serial = born.get(values[k.index("node")], (t, serial))
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()
     rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
 
 
-def _node_births(rec, raw: dict, node_ids: dict) -> dict:
+SAVED_KEYS = ("pack", "storage", "shape", "stride", "dtype", "numel", "element_size", "value")
+
+
+def _saved_events(raw: dict, add, out: list, keys, step_of, node_of: dict) -> None:
+    """The C++ saved-tensor hooks' record as the Python pair emits it (saved.py)."""
+    plain, kept = keys(SAVED_KEYS, SAVED_KEYS), keys(SAVED_KEYS + ("kept_for",), SAVED_KEYS + ("kept_for",))
+    for t, serial, pid, sid, shape, stride, dtype, numel, size, value, checkpoint in raw["packs"]:
+        values = (pid, sid or None, shape, stride, dtype, numel, size, value or None)
+        add((t, len(out), KIND.SAVED, step_of(serial, 0), kept if checkpoint else plain,
+             values + ("checkpoint",) if checkpoint else values))
+    unpacked, released = keys(("pack", "node"), ("pack", "node")), keys(("pack",), ("pack",))
+    for t, serial, pid, node_serial in raw["unpacks"]:
+        add((t, len(out), KIND.UNPACKED, step_of(serial, 0), unpacked, (pid, node_of.get(node_serial))))
+    for t, serial, pid in raw["releases"]:
+        add((t, len(out), KIND.RELEASED, step_of(serial, 0), released, (pid,)))
+
+
+def _graph_events(raw: dict, add, out: list, keys, step_of, born: dict) -> None:
+    """The walk's record as graph.py emits it: a NODE event per node, placed where its op
+    made it (``born``), and a SLOT event per slot holding our pack."""
+    node_keys = {(leaf, attrs): keys(*(("node", "name", "next") + ("leaf",) * leaf + ("attrs",) * attrs,) * 2)
+                 for leaf in (False, True) for attrs in (False, True)}
+    short: dict[str, str] = {}
+    for t, serial, nid, name, part, next_, attrs in raw.get("nodes", ()):
+        t, serial = born.get(nid, (t, serial))
+        leaf = name == ACCUMULATE
+        brief = short.get(name) or short.setdefault(name, short_name(name))
+        values = (nid, brief, next_) + (part,) * leaf
+        if attrs:   # a dict with lists, as values.small_attr makes them (tuples until now)
+            values += ({field: list(v) if type(v) is tuple else v for field, v in attrs},)
+        add((t, len(out), KIND.NODE, step_of(serial, 0), node_keys[leaf, bool(attrs)], values))
+    slot_keys = keys(("pack", "node", "field"), ("pack", "node", "field"))
+    for t, serial, pack, nid, field in raw.get("slots", ()):
+        add((t, len(out), KIND.SLOT, step_of(serial, 0), slot_keys, (pack, nid, field)))
+
+
+def _node_births(raw: dict, node_ids: dict) -> dict:
     """{node id: (time, step serial)} of the top-level op that made each node, so a node
     discovered at a backward call sits where the Python engine records it: when its op
     returned, inside its module's span (module attribution of backward storages reads it).
@@ -258,12 +369,8 @@ def _node_births(rec, raw: dict, node_ids: dict) -> dict:
     starts = [o[2] for o in ranges]
     key_of = {nid: key for key, nid in node_ids.items()}
     born, consumers = {}, {}
-    for _seq, _t, kind, _serial, k, values in rec.events:
-        if kind != KIND.NODE:
-            continue
-        data = dict(zip(k, values))
-        nid = data["node"]
-        for child, _nr in data.get("next") or ():
+    for _t, _serial, nid, _name, _part, next_, _attrs in raw.get("nodes", ()):
+        for child, _nr in next_:
             if child is not None:
                 consumers.setdefault(child, []).append(nid)
         name, number = key_of.get(nid, (ACCUMULATE, None))

@@ -11,10 +11,12 @@
 // would be read as the wrong type. Our state reports profiler type NONE, so neither the
 // legacy nor the kineto profiler casts it further.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/functions/accumulate_grad.h>
 #include <torch/csrc/autograd/node.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/profiler/orchestration/observer.h>
@@ -30,6 +32,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <typeindex>
+#include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -38,6 +42,9 @@
 // in libtorch_python, which every extension links): declared here rather than included, as
 // that header pulls in torch's whole pybind layer and doubles the build time
 PyObject* THPVariable_Wrap(const at::TensorBase& var);
+namespace torch::autograd {   // python_cpp_function.h, likewise
+PyObject* functionToPyObject(const c10::intrusive_ptr<Node>& cdata);
+}
 
 namespace py = pybind11;
 using torch::profiler::impl::ActiveProfilerType;
@@ -147,6 +154,7 @@ struct Frame {
   size_t first_alloc;
   bool attributed;   // this frame is the op its allocations belong to
   int64_t seq_lo = -1;   // a top-level op: the autograd sequence number when it began
+  bool recompute = false;   // a forward op run again inside a backward node (checkpoint)
 };
 
 // the backward nodes a top-level op made: those numbered [lo, hi) on this thread (autograd
@@ -156,11 +164,26 @@ struct OpNodes {
   int64_t t, serial, lo, hi;
 };
 
+// saved-tensor hooks' records (what gradmem/capture/saved.py emits on the Python engine)
+struct PackRec {
+  int64_t t, serial, pid, sid;   // sid 0: no storage id
+  std::vector<int64_t> shape, stride;
+  bool has_stride;
+  c10::ScalarType dtype;
+  int64_t numel, element_size;
+  std::string value;             // exact digits of a small tensor ("" none)
+  bool checkpoint;               // torch.utils.checkpoint packed it (kept_for)
+};
+
+struct PackUse {   // an unpack (node_serial: the running node's step, -1 none) or a release
+  int64_t t, serial, pid, node_serial;
+};
+
 struct Recorder;
 Recorder* g_rec = nullptr;   // the running recorder (at most one)
 
 struct Recorder {
-  std::mutex mu;
+  std::recursive_mutex mu;   // recursive: a pack's release can run inside a locked section
   std::vector<OpInfo> ops;
   std::unordered_map<std::string, int32_t> op_index;
   std::unordered_map<const char*, int32_t> op_by_ptr;
@@ -183,8 +206,12 @@ struct Recorder {
   size_t leaf_named = 0;   // leaf events before this were handed to Python already
   int64_t last_serial = -1;
   int32_t backward = 0;       // set by Python: backward call index while one runs
+  bool create_graph = false;  // set by Python: the running backward call builds a graph
   bool in_node_recompute = false;
   std::atomic<int64_t>* next_sid;
+  std::vector<PackRec> packs;
+  std::vector<PackUse> unpacks, releases;
+  int64_t next_pid = 1;
 
   int32_t intern(const at::RecordFunction& fn) {
     const char* name = fn.name();
@@ -247,6 +274,19 @@ struct Recorder {
 thread_local std::vector<Frame> t_frames;
 thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
 
+int64_t current_serial_locked(Recorder& r) {
+  const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
+  int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
+  r.ref(serial);
+  return serial;
+}
+
+int64_t node_serial_locked() {   // the backward node running on this thread, -1 none
+  for (auto it = t_frames.rbegin(); it != t_frames.rend(); ++it)
+    if (it->boundary) return it->serial;
+  return -1;
+}
+
 c10::DebugInfoBase* g_state = nullptr;   // our State, while it runs
 
 // only the threads that carry our state (the capturing thread, and the engine's threads,
@@ -298,7 +338,7 @@ struct EndHook : public torch::autograd::FunctionPostHook {
                                             const torch::autograd::variable_list& inputs) override {
     if (g_rec == nullptr) return outputs;
     Recorder& r = *g_rec;
-    std::lock_guard<std::mutex> g(r.mu);
+    std::lock_guard<std::recursive_mutex> g(r.mu);
     r.ref(serial);   // every node that ran is a step, as on the Python engine
     NodeEnd e{now_ns(), serial, {}, {}};
     for (const auto& t : inputs) e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
@@ -371,7 +411,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   std::vector<Seen> seen;
   bool top = top_level(fn);
   if (top && r.want_inputs) gather_values(fn.inputs(), seen);
-  std::lock_guard<std::mutex> g(r.mu);
+  std::lock_guard<std::recursive_mutex> g(r.mu);
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
@@ -393,11 +433,15 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   } else if (parent != nullptr && parent->op >= 0) {
     f.op = parent->op;               // inside an op: its allocations are the outer op's
     f.serial = parent->serial;
+    f.recompute = parent->recompute;
   } else if (!info.composite) {
     f.op = op;                       // the outermost non-composite op below any node boundary
     f.attributed = true;
     f.serial = parent != nullptr ? parent->serial : -1;   // inside a node: the node's step
     if (f.serial < 0) f.serial = r.new_step(op, 0, -1);
+    // a forward op inside a backward node with grad mode on, as checkpoint runs its block
+    // again (ops.py: the Python engine's test, word for word)
+    f.recompute = parent != nullptr && at::GradMode::is_enabled() && !r.create_graph && node_serial_locked() >= 0;
   } else {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
@@ -415,7 +459,7 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
   std::vector<Seen> seen;
   if (top_level(fn)) gather_values(fn.outputs(), seen);
   int64_t seq_hi = f.seq_lo >= 0 ? (int64_t)at::sequence_number::peek() : -1;
-  std::lock_guard<std::mutex> g(r.mu);
+  std::lock_guard<std::recursive_mutex> g(r.mu);
   if (seq_hi > f.seq_lo) {
     int64_t serial = f.serial >= 0 ? f.serial : r.last_serial;
     r.ref(serial);
@@ -553,7 +597,7 @@ struct State : public ProfilerStateBase {
     if (g_rec == nullptr || size == 0 || t_busy) return;
     Recorder& r = *g_rec;
     int64_t t = now_ns();
-    std::lock_guard<std::mutex> g(r.mu);
+    std::lock_guard<std::recursive_mutex> g(r.mu);
     const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
     int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
     r.ref(serial);
@@ -562,6 +606,7 @@ struct State : public ProfilerStateBase {
       Alloc a;
       a.t = t; a.serial = serial; a.nbytes = size; a.ptr = ptr;
       a.op = f != nullptr ? f->op : -1;
+      a.recompute = f != nullptr && f->recompute;
       a.device_type = (int8_t)device.type(); a.device_index = device.index();
       r.live[ptr] = r.allocs.size();
       r.allocs.push_back(std::move(a));
@@ -575,6 +620,480 @@ struct State : public ProfilerStateBase {
     }
   }
 };
+
+// a storage a Python-side hook saw (a pack) before its op returned, on an allocation of
+// the capture: its id, claimed now if nothing claimed it yet; 0 when the capture never saw it
+int64_t claim_by_hook_locked(Recorder& r, void* ptr, const std::string& dtype, const std::vector<int64_t>& shape,
+                             bool requires_grad) {
+  auto it = r.live.find(ptr);
+  if (it == r.live.end()) return 0;
+  Alloc& a = r.allocs[it->second];
+  if (!a.claimed) {
+    a.claimed = true;
+    a.sid = r.next_sid->fetch_add(1);
+    a.claim_op = a.op;
+    a.by_python = true;
+    a.dtype = dtype;
+    a.shape = shape;
+    a.grad_args = requires_grad;
+  }
+  return a.sid;
+}
+
+// gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0
+// (Python passes the storage's address, dtype and shape: no tensor crosses the boundary)
+int64_t claim(uintptr_t ptr, const std::string& dtype, const std::vector<int64_t>& shape, bool requires_grad) {
+  if (g_rec == nullptr || ptr == 0) return 0;
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+  return claim_by_hook_locked(*g_rec, (void*)ptr, dtype, shape, requires_grad);
+}
+
+// -- saved-tensor hooks ------------------------------------------------------------------------
+// The pack and unpack hooks themselves, so that nothing runs in Python per saved tensor in
+// the usual case: what gradmem/capture/saved.py records, recorded here. Python is called
+// back only for what it owns: the id of a storage made before the capture (Storages'
+// weakrefs), the exact digits of a small tensor (values.exact_now), and the Python
+// watcher's own pack and unpack when anything here fails or is not ours to handle.
+struct SavedHooks {
+  py::object see, exact, pack, unpack;   // Python: Storages.see, exact_now, the Python pair
+  py::object checkpoint_file;            // torch/utils/checkpoint.py, as frames spell it
+  int64_t generation = 0;                // which capture made a Packed (a later one ignores it)
+};
+
+SavedHooks* g_saved = nullptr;
+int64_t g_generation = 0;
+
+// what a saved slot holds: a detached alias (never the tensor itself: a saved output would
+// hold its own grad_fn, a cycle gc cannot break) and the version it was saved at
+struct Packed {
+  int64_t pid, version, generation;
+  at::Tensor alias;
+  ~Packed();
+};
+
+Packed::~Packed() {
+  if (g_rec == nullptr || g_saved == nullptr || generation != g_saved->generation) return;
+  Recorder& r = *g_rec;
+  std::lock_guard<std::recursive_mutex> g(r.mu);
+  r.releases.push_back({now_ns(), current_serial_locked(r), pid, -1});
+}
+
+// non-reentrant checkpoint keeps its block's inputs by packing them itself: the Python
+// frame that called into autograd is checkpoint's own (two frames up, at most)
+bool packed_by_checkpoint(PyObject* file) {
+  PyFrameObject* f = PyEval_GetFrame();
+  Py_XINCREF(f);
+  bool hit = false;
+  for (int i = 0; i < 2 && f != nullptr && !hit; ++i) {
+    PyCodeObject* code = PyFrame_GetCode(f);
+    hit = PyUnicode_Compare(code->co_filename, file) == 0;
+    Py_DECREF(code);
+    PyFrameObject* back = PyFrame_GetBack(f);
+    Py_DECREF(f);
+    f = back;
+  }
+  Py_XDECREF(f);
+  if (PyErr_Occurred()) PyErr_Clear();
+  return hit;
+}
+
+at::Tensor tensor_of(py::handle obj) {
+  py::object cdata = obj.attr("_cdata");
+  auto impl = c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::unsafe_reclaim_from_nonowning(
+      reinterpret_cast<c10::TensorImpl*>(cdata.cast<intptr_t>()));
+  return at::Tensor(std::move(impl));
+}
+
+py::object pack_saved(py::handle obj) {
+  SavedHooks* h = g_saved;
+  if (g_rec == nullptr || h == nullptr) throw std::runtime_error("gradmem's native recorder is not running");
+  PackRec p;
+  at::Tensor alias;
+  int64_t version;
+  try {
+    at::Tensor t = tensor_of(obj);
+    p.shape = t.sizes().vec();
+    p.has_stride = t.layout() == c10::kStrided;
+    if (p.has_stride) p.stride = t.strides().vec();
+    p.dtype = t.scalar_type();
+    p.numel = t.numel();
+    p.element_size = (int64_t)t.element_size();
+    p.checkpoint = packed_by_checkpoint(h->checkpoint_file.ptr());
+    at::RecordFunctionGuard off(false);   // the callbacks' own ops are not the program's
+    if (p.numel <= kMaxPreview) {
+      py::object v = h->exact(obj);
+      if (!v.is_none()) p.value = v.cast<std::string>();
+    }
+    version = (int64_t)t._version();
+    alias = t.detach();
+    Recorder& r = *g_rec;
+    {
+      std::lock_guard<std::recursive_mutex> g(r.mu);
+      p.sid = t.has_storage() ? claim_by_hook_locked(r, t.storage().data_ptr().get(), dtype_name(p.dtype), p.shape,
+                                                     t.requires_grad())
+                              : 0;
+    }
+    if (p.sid == 0) {   // made before the capture, or shared: Python's storages know it
+      py::object sid = h->see(obj);
+      p.sid = sid.is_none() ? 0 : sid.cast<int64_t>();
+    }
+  } catch (const py::error_already_set&) {
+    throw;   // the Python callbacks guard themselves: this is not an ordinary failure
+  } catch (const std::exception&) {
+    return h->pack(obj);   // a tensor this cannot describe: the Python watcher records it
+  }
+  Recorder& r = *g_rec;
+  auto packed = std::make_unique<Packed>();
+  {
+    std::lock_guard<std::recursive_mutex> g(r.mu);
+    p.pid = r.next_pid++;
+    p.t = now_ns();
+    p.serial = current_serial_locked(r);
+    packed->pid = p.pid;
+    r.packs.push_back(std::move(p));
+  }
+  packed->version = version;
+  packed->generation = h->generation;
+  packed->alias = std::move(alias);
+  return py::cast(std::move(packed));
+}
+
+std::string modified_message(const at::Tensor& t, int64_t saved_version) {
+  std::string shape = "[";
+  for (size_t i = 0; i < t.sizes().size(); ++i) shape += (i ? ", " : "") + std::to_string(t.sizes()[i]);
+  shape += "]";
+  return "one of the variables needed for gradient computation has been modified by an inplace "
+         "operation: [torch." + dtype_name(t.scalar_type()) + " " + shape + "] is at version " +
+         std::to_string(t._version()) + "; expected version " + std::to_string(saved_version) +
+         " instead. (Checked by gradmem, whose saved-tensor hooks turn off autograd's own check.)";
+}
+
+py::object unpack_saved(py::handle obj) {
+  if (!py::isinstance<Packed>(obj)) {
+    if (g_saved == nullptr) throw std::runtime_error("gradmem's saved-tensor hooks outlived their capture");
+    return g_saved->unpack(obj);   // the Python watcher packed it
+  }
+  Packed& p = obj.cast<Packed&>();
+  if (g_rec != nullptr && g_saved != nullptr && p.generation == g_saved->generation) {
+    Recorder& r = *g_rec;
+    std::lock_guard<std::recursive_mutex> g(r.mu);
+    r.unpacks.push_back({now_ns(), current_serial_locked(r), p.pid, node_serial_locked()});
+  }
+  if ((int64_t)p.alias._version() != p.version) throw std::runtime_error(modified_message(p.alias, p.version));
+  return py::reinterpret_steal<py::object>(THPVariable_Wrap(p.alias));
+}
+
+void hook_saved(py::object see, py::object exact, py::object pack, py::object unpack, py::object checkpoint_file) {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  delete g_saved;
+  g_saved = new SavedHooks{std::move(see), std::move(exact), std::move(pack), std::move(unpack),
+                           std::move(checkpoint_file), ++g_generation};
+}
+
+int64_t new_pid() {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+  return g_rec->next_pid++;
+}
+
+
+// -- the backward graph ------------------------------------------------------------------------
+// What gradmem/capture/graph.py's walk records of each node not seen yet, walked here: its id,
+// its key (name and sequence number; for AccumulateGrad, the storage of its leaf), the nodes
+// it passes gradients to, its non-tensor saved values and the pack id in each saved slot.
+// Python keeps the ids (Graph._ids) and emits the events, from one tuple per node. The walk
+// order, and so the ids, are those of the Python walk.
+using NodePtr = c10::intrusive_ptr<torch::autograd::Node>;
+constexpr int64_t kNoStorage = INT64_MIN;   // a leaf whose storage has no id (Python's None)
+const char* kAccumulate = "torch::autograd::AccumulateGrad";
+
+struct StrPairHash {
+  size_t operator()(const std::pair<std::string, int64_t>& p) const {
+    return std::hash<std::string>()(p.first) * 1000003u ^ std::hash<int64_t>()(p.second);
+  }
+};
+
+struct NodeFields {   // per node type: its saved tensor slots and saved values, as attribute names
+  std::vector<std::pair<py::object, std::string>> slots, attrs;   // (attribute, field name)
+};
+
+// a leaf's storage id as Python's storages gave it, kept while that tensor holds that storage
+struct LeafId {
+  WeakImpl leaf;
+  const c10::StorageImpl* storage;
+  int64_t sid;
+};
+
+// a node the walk met first: what graph.py's NODE event holds (attrs: (field, value) pairs)
+struct NodeRec {
+  int64_t t, serial, nid;
+  std::string name;
+  int64_t part;   // its key's number: the sequence number, or a leaf's storage id
+  std::vector<std::pair<int64_t, int64_t>> next;   // (child id, -1 for none; input number)
+  py::object attrs;   // released with the GIL held (at stop)
+};
+
+struct SlotRec {   // a saved slot holding our pack
+  int64_t t, serial, pack, nid;
+  std::string field;
+};
+
+struct GraphState {
+  std::vector<NodeRec> nodes;
+  std::vector<SlotRec> slots;
+  std::unordered_map<std::pair<std::string, int64_t>, int64_t, StrPairHash> ids;
+  std::unordered_map<PyTypeObject*, NodeFields> fields;
+  // by C++ node class: a generated node's Python type is one per class, so its fields are
+  // known without making its Python object (AccumulateGrad and TBackward0 have none)
+  std::unordered_map<std::type_index, const NodeFields*> by_class;
+  std::unordered_map<const c10::TensorImpl*, LeafId> leaf_ids;
+  int64_t next_nid = 1;
+};
+
+// custom autograd.Function nodes share one C++ class, each with its own Python type
+bool python_node(const torch::autograd::Node& node) {
+  return std::strcmp(typeid(node).name(), "N5torch8autograd6PyNodeE") == 0;
+}
+
+GraphState* g_graph = nullptr;   // lives with the session
+
+py::object py_int64(int64_t v) { return v == kNoStorage ? py::object(py::none()) : py::object(py::int_(v)); }
+
+// the id of a tensor's storage: the capture's own allocation (claimed as a hook's), else
+// Python's storages (made before the capture)
+int64_t storage_id(const at::Tensor& t, py::handle see) {
+  int64_t sid = 0;
+  if (t.has_storage()) {
+    std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+    sid = claim_by_hook_locked(*g_rec, t.storage().data_ptr().get(), dtype_name(t.scalar_type()), t.sizes().vec(),
+                               t.requires_grad());
+  }
+  if (sid != 0) return sid;
+  py::object obj = py::reinterpret_steal<py::object>(THPVariable_Wrap(t));
+  py::object got = see(obj);
+  return got.is_none() ? kNoStorage : got.cast<int64_t>();
+}
+
+// storage ids of tensors (a module's outputs), as storage_id reads them
+py::list storage_ids(py::list tensors, py::object see) {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  py::list out;
+  for (auto obj : tensors) out.append(py_int64(storage_id(tensor_of(obj), see)));
+  return out;
+}
+
+// storage_id of a leaf, which every walk meets again (a parameter's AccumulateGrad): asked of
+// Python once while the leaf keeps its storage, where it answers from its table alone
+int64_t leaf_id(const at::Tensor& leaf, py::handle see) {
+  const c10::StorageImpl* storage = leaf.has_storage() ? leaf.storage().unsafeGetStorageImpl() : nullptr;
+  auto it = g_graph->leaf_ids.find(leaf.unsafeGetTensorImpl());
+  if (it != g_graph->leaf_ids.end() && it->second.storage == storage && !it->second.leaf.expired())
+    return it->second.sid;
+  int64_t sid = storage_id(leaf, see);
+  if (sid != kNoStorage)
+    g_graph->leaf_ids.insert_or_assign(leaf.unsafeGetTensorImpl(), LeafId{WeakImpl(leaf.getIntrusivePtr()), storage, sid});
+  return sid;
+}
+
+struct Walk {
+  py::handle see;
+  std::unordered_map<const torch::autograd::Node*, std::pair<std::string, int64_t>> keys;
+
+  const std::pair<std::string, int64_t>& key(const NodePtr& node) {
+    auto it = keys.find(node.get());
+    if (it != keys.end()) return it->second;
+    std::string name = node->name();
+    int64_t part;
+    if (name == kAccumulate) {
+      part = leaf_id(static_cast<torch::autograd::AccumulateGrad*>(node.get())->variable, see);
+    } else {
+      part = (int64_t)node->sequence_nr();
+    }
+    return keys.emplace(node.get(), std::make_pair(std::move(name), part)).first->second;
+  }
+};
+
+// python's int64 reading of an unsigned saved value (values.int64)
+py::object signed_int(py::handle v) {
+  if (PyBool_Check(v.ptr()) || !PyLong_Check(v.ptr())) return py::reinterpret_borrow<py::object>(v);
+  int overflow = 0;
+  PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+  if (overflow <= 0) return py::reinterpret_borrow<py::object>(v);
+  unsigned long long u = PyLong_AsUnsignedLongLong(v.ptr());
+  if (PyErr_Occurred()) { PyErr_Clear(); return py::reinterpret_borrow<py::object>(v); }
+  return py::int_((long long)u);
+}
+
+bool plain_number(PyObject* v) { return PyBool_Check(v) || PyLong_Check(v) || PyFloat_Check(v); }
+
+// values.small_attr: plain JSON data, or None for anything else. A sequence comes back as a
+// tuple (Python's is a list): tuples of numbers are not tracked by Python's garbage
+// collector, lists are, and a few hundred kept per step made every full collection longer;
+// the trace is built with lists (engine.py, merge)
+py::object small_attr(py::handle v) {
+  PyObject* o = v.ptr();
+  if (o == Py_None || plain_number(o) || PyUnicode_Check(o)) return signed_int(v);
+  if (PyTuple_Check(o) || PyList_Check(o)) {
+    py::sequence seq = py::reinterpret_borrow<py::sequence>(v);
+    size_t n = py::len(seq);
+    if ((int)n > kMaxPreview) return py::none();
+    py::tuple out(n);
+    for (size_t i = 0; i < n; ++i) {
+      py::object x = seq[i];
+      if (!plain_number(x.ptr())) return py::none();
+      out[i] = signed_int(x);
+    }
+    return std::move(out);
+  }
+  return py::none();
+}
+
+const NodeFields& fields_of(py::handle pynode, py::handle describe) {
+  auto it = g_graph->fields.find(Py_TYPE(pynode.ptr()));
+  if (it != g_graph->fields.end()) return it->second;
+  py::tuple both = describe(pynode);   // Graph._slot_fields and _attr_fields, read from dir()
+  NodeFields f;
+  for (auto name : py::tuple(both[0])) {
+    std::string n = name.cast<std::string>();
+    f.slots.emplace_back(py::str("_raw_saved_" + n), n);
+  }
+  for (auto name : py::tuple(both[1])) {
+    std::string n = name.cast<std::string>();
+    f.attrs.emplace_back(py::str("_saved_" + n), n);
+  }
+  return g_graph->fields.emplace(Py_TYPE(pynode.ptr()), std::move(f)).first->second;
+}
+
+py::object get_attr_or_null(py::handle obj, py::handle name) {
+  PyObject* v = PyObject_GetAttr(obj.ptr(), name.ptr());
+  if (v == nullptr) {
+    PyErr_Clear();   // released already, or not readable from Python: left out, as in graph.py
+    return py::object();
+  }
+  return py::reinterpret_steal<py::object>(v);
+}
+
+// the saved slots of a node: ours recorded here, the others (checkpoint's, save_on_cpu's, a
+// wrapped number) handed to Python as (node id, field label, the SavedTensor)
+void slots_of(py::handle pynode, const NodeFields& f, int64_t nid, int64_t t, int64_t serial, py::list& theirs) {
+  static py::str data_name("data");
+  for (const auto& [attr, field] : f.slots) {
+    py::object raw = get_attr_or_null(pynode, attr);
+    if (!raw) continue;
+    bool many = PyList_Check(raw.ptr()) || PyTuple_Check(raw.ptr());
+    py::list items;
+    if (many) {
+      for (auto x : raw) items.append(x);
+    } else {
+      items.append(raw);
+    }
+    for (size_t i = 0; i < py::len(items); ++i) {
+      py::object saved = items[i];
+      if (saved.is_none()) continue;
+      std::string label = (!many && py::len(items) == 1) ? field : field + "[" + std::to_string(i) + "]";
+      py::object data = get_attr_or_null(saved, data_name);
+      if (!data) continue;
+      if (py::isinstance<Packed>(data)) {
+        g_graph->slots.push_back({t, serial, data.cast<Packed&>().pid, nid, std::move(label)});
+      } else {
+        theirs.append(py::make_tuple(nid, label, saved));
+      }
+    }
+  }
+}
+
+// (field, value) pairs, a tuple for the reason small_attr gives
+py::tuple attrs_of(py::handle pynode, const NodeFields& f) {
+  py::list out;
+  for (const auto& [attr, field] : f.attrs) {
+    py::object v = get_attr_or_null(pynode, attr);
+    if (v) out.append(py::make_tuple(py::str(field), small_attr(v)));
+  }
+  return py::tuple(out);
+}
+
+void push_roots(py::list roots, std::vector<NodePtr>& stack) {
+  for (auto obj : roots) {
+    if (obj.is_none()) continue;
+    try {
+      const NodePtr& fn = tensor_of(obj).grad_fn();
+      if (fn) stack.push_back(fn);
+    } catch (const c10::Error&) {   // a view torch refuses to give a grad_fn for (graph.grad_fn_of)
+    }
+  }
+}
+
+// the nodes not seen yet that the grad_fns of ``roots`` (tensors) reach, recorded here in the
+// order graph.py records them (exported at stop); returns the slots that are not ours
+py::list discover(py::list roots, py::object see, py::object describe) {
+  TORCH_CHECK(g_rec != nullptr && g_graph != nullptr, "gradmem's native recorder is not running");
+  Walk walk{see, {}};
+  std::vector<NodePtr> stack;
+  push_roots(roots, stack);
+  std::vector<std::pair<int64_t, NodePtr>> fresh;
+  while (!stack.empty()) {
+    NodePtr node = std::move(stack.back());
+    stack.pop_back();
+    const auto& k = walk.key(node);
+    if (g_graph->ids.count(k)) continue;
+    int64_t nid = g_graph->next_nid++;
+    g_graph->ids.emplace(k, nid);
+    fresh.emplace_back(nid, node);
+    for (const auto& e : node->next_edges())
+      if (e.function) stack.push_back(e.function);
+  }
+  int64_t t = now_ns(), serial;
+  {
+    std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+    serial = current_serial_locked(*g_rec);
+  }
+  py::list theirs;
+  for (auto it = fresh.rbegin(); it != fresh.rend(); ++it) {
+    const NodePtr& node = it->second;
+    const auto& k = walk.key(node);
+    NodeRec rec{t, serial, it->first, k.first, k.second, {}, py::object()};
+    for (const auto& e : node->next_edges())
+      rec.next.emplace_back(e.function ? g_graph->ids.at(walk.key(e.function)) : -1, e.input_nr);
+    std::type_index cls(typeid(*node));
+    auto known = g_graph->by_class.find(cls);
+    if (known == g_graph->by_class.end() || !known->second->slots.empty() || !known->second->attrs.empty()) {
+      py::object pynode = py::reinterpret_steal<py::object>(torch::autograd::functionToPyObject(node));
+      const NodeFields& f = fields_of(pynode, describe);
+      if (!python_node(*node)) g_graph->by_class.emplace(cls, &f);
+      py::tuple attrs = attrs_of(pynode, f);
+      if (py::len(attrs) > 0) rec.attrs = std::move(attrs);
+      slots_of(pynode, f, it->first, t, serial, theirs);
+    }
+    g_graph->nodes.push_back(std::move(rec));
+  }
+  return theirs;
+}
+
+// gradmem's id of the node with this key, if the walk met it (None: not yet)
+py::object node_id(const std::string& name, py::object part) {
+  if (g_graph == nullptr) return py::none();
+  int64_t n = part.is_none() ? kNoStorage : part.cast<int64_t>();
+  auto it = g_graph->ids.find({name, n});
+  return it == g_graph->ids.end() ? py::object(py::none()) : py::object(py::int_(it->second));
+}
+
+// the leaves (AccumulateGrad variables) the grad_fns of ``roots`` reach, in graph.py's order
+py::list leaves(py::list roots) {
+  std::vector<NodePtr> stack;
+  push_roots(roots, stack);
+  std::unordered_set<const torch::autograd::Node*> seen;
+  py::list out;
+  while (!stack.empty()) {
+    NodePtr node = std::move(stack.back());
+    stack.pop_back();
+    if (!seen.insert(node.get()).second) continue;
+    if (auto* acc = dynamic_cast<torch::autograd::AccumulateGrad*>(node.get()))
+      out.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(acc->variable)));
+    for (const auto& e : node->next_edges())
+      if (e.function) stack.push_back(e.function);
+  }
+  return out;
+}
 
 // -- the Python interface ----------------------------------------------------------------------
 struct Session {
@@ -596,6 +1115,7 @@ void start(int64_t first_sid, bool want_inputs) {
   g_rec = &g_session->rec;
   g_rec->want_inputs = want_inputs;
   g_session->state = std::make_shared<State>();
+  g_graph = new GraphState();
   g_state = g_session->state.get();
   c10::ThreadLocalDebugInfo::_push(c10::DebugInfoKind::PROFILER_STATE, g_session->state);
   g_session->fn_handle = at::addGlobalCallback(
@@ -610,12 +1130,32 @@ py::dict stop() {
   if (top.get() == g_session->state.get()) c10::ThreadLocalDebugInfo::_pop(c10::DebugInfoKind::PROFILER_STATE);
   Recorder& r = g_session->rec;
   {
-    std::lock_guard<std::mutex> g(r.mu);   // a callback still running elsewhere finishes first
+    std::lock_guard<std::recursive_mutex> g(r.mu);   // a callback still running elsewhere finishes first
     g_rec = nullptr;
     g_state = nullptr;
   }
   t_frames.clear();
+  SavedHooks* hooks = g_saved;
+  g_saved = nullptr;   // a Packed released from now on records nothing
+  delete hooks;
   py::dict out;
+  if (g_graph != nullptr) {
+    py::list nodes, slots, node_ids;
+    for (auto& n : g_graph->nodes) {
+      py::list next;
+      for (const auto& [child, nr] : n.next)
+        next.append(py::make_tuple(child >= 0 ? py::object(py::int_(child)) : py::object(py::none()), nr));
+      nodes.append(py::make_tuple(n.t, n.serial, n.nid, n.name, py_int64(n.part), py::tuple(next),
+                                  n.attrs ? n.attrs : py::object(py::none())));
+    }
+    for (const auto& sl : g_graph->slots) slots.append(py::make_tuple(sl.t, sl.serial, sl.pack, sl.nid, sl.field));
+    for (const auto& [key, nid] : g_graph->ids) node_ids.append(py::make_tuple(key.first, py_int64(key.second), nid));
+    out["nodes"] = nodes;
+    out["slots"] = slots;
+    out["node_ids"] = node_ids;
+  }
+  delete g_graph;      // its cached attribute names are Python objects: dropped with the GIL held
+  g_graph = nullptr;
   py::list ops;
   for (const auto& o : r.ops) ops.append(py::make_tuple(o.shortn, o.full, o.composite, o.factory, o.evaluate));
   out["ops"] = ops;
@@ -630,7 +1170,7 @@ py::dict stop() {
     if (!a.claimed) continue;
     allocs.append(py::make_tuple(a.sid, a.t, a.serial, a.nbytes, (uintptr_t)a.ptr, a.device_type, a.device_index,
                                  a.dtype, py::tuple(py::cast(a.shape)), a.claim_op, a.factory, a.grad_args,
-                                 a.value, a.t_free, a.serial_free));
+                                 a.value, a.t_free, a.serial_free, a.recompute));
   }
   out["allocs"] = allocs;
   py::list allocator;
@@ -653,6 +1193,17 @@ py::dict stop() {
   py::list op_nodes;
   for (const auto& o : r.op_nodes) op_nodes.append(py::make_tuple(o.t, o.serial, o.lo, o.hi));
   out["op_nodes"] = op_nodes;
+  py::list packs;
+  for (const auto& p : r.packs)
+    packs.append(py::make_tuple(p.t, p.serial, p.pid, p.sid, py::tuple(py::cast(p.shape)),
+                                p.has_stride ? py::object(py::tuple(py::cast(p.stride))) : py::object(py::none()),
+                                dtype_name(p.dtype), p.numel, p.element_size, p.value, p.checkpoint));
+  out["packs"] = packs;
+  py::list unpacks, releases;
+  for (const auto& u : r.unpacks) unpacks.append(py::make_tuple(u.t, u.serial, u.pid, u.node_serial));
+  for (const auto& u : r.releases) releases.append(py::make_tuple(u.t, u.serial, u.pid));
+  out["unpacks"] = unpacks;
+  out["releases"] = releases;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;
@@ -662,16 +1213,13 @@ py::dict stop() {
 // the step Python's events belong to (marked so that it is exported)
 int64_t current_step() {
   if (g_rec == nullptr) return -1;
-  std::lock_guard<std::mutex> g(g_rec->mu);
-  const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
-  int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : g_rec->last_serial;
-  g_rec->ref(serial);
-  return serial;
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+  return current_serial_locked(*g_rec);
 }
 
 int64_t begin_step(const std::string& label, int32_t backward) {
   TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
-  std::lock_guard<std::mutex> g(g_rec->mu);
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->backward = backward;
   int64_t s = g_rec->new_step(-1, 2, -1);
   g_rec->steps[s].label = label;
@@ -679,33 +1227,15 @@ int64_t begin_step(const std::string& label, int32_t backward) {
   return s;
 }
 
-void set_backward(int32_t backward) {
+void set_backward(int32_t backward, bool create_graph) {
   if (g_rec == nullptr) return;
-  std::lock_guard<std::mutex> g(g_rec->mu);
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->backward = backward;
+  g_rec->create_graph = create_graph;
 }
 
 // gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0
 // (Python passes the storage's address, dtype and shape: no tensor crosses the boundary)
-int64_t claim(uintptr_t ptr, const std::string& dtype, const std::vector<int64_t>& shape, bool requires_grad) {
-  if (g_rec == nullptr || ptr == 0) return 0;
-  Recorder& r = *g_rec;
-  std::lock_guard<std::mutex> g(r.mu);
-  auto it = r.live.find((void*)ptr);
-  if (it == r.live.end()) return 0;
-  Alloc& a = r.allocs[it->second];
-  if (!a.claimed) {
-    a.claimed = true;
-    a.sid = r.next_sid->fetch_add(1);
-    a.claim_op = a.op;
-    a.by_python = true;
-    a.dtype = dtype;
-    a.shape = shape;
-    a.grad_args = requires_grad;
-  }
-  return a.sid;
-}
-
 py::list wrap_live(std::vector<WeakImpl>& refs, bool keep) {
   std::vector<at::Tensor> alive;
   std::vector<WeakImpl> still;
@@ -728,7 +1258,7 @@ py::tuple flush() {
   std::vector<WeakImpl> outs, foreign;
   size_t copied;
   {
-    std::lock_guard<std::mutex> g(g_rec->mu);
+    std::lock_guard<std::recursive_mutex> g(g_rec->mu);
     outs = g_rec->outputs;
     copied = outs.size();
     foreign.swap(g_rec->foreign_new);
@@ -739,7 +1269,7 @@ py::tuple flush() {
   py::list live = wrap_live(outs, true);
   py::list theirs = wrap_live(foreign, false);
   {
-    std::lock_guard<std::mutex> g(g_rec->mu);   // the dead ones go; any appended meanwhile stay
+    std::lock_guard<std::recursive_mutex> g(g_rec->mu);   // the dead ones go; any appended meanwhile stay
     auto& now = g_rec->outputs;
     outs.insert(outs.end(), now.begin() + (long)std::min(copied, now.size()), now.end());
     now.swap(outs);
@@ -751,7 +1281,7 @@ py::tuple flush() {
 // when one is live but nothing claimed it yet (then Python calls claim() with its facts)
 int64_t known(uintptr_t ptr) {
   if (g_rec == nullptr || ptr == 0) return 0;
-  std::lock_guard<std::mutex> g(g_rec->mu);
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   auto it = g_rec->live.find((void*)ptr);
   if (it == g_rec->live.end()) return 0;
   const Alloc& a = g_rec->allocs[it->second];
@@ -768,7 +1298,7 @@ bool watch_leaf(intptr_t cdata, int64_t sid) {
   at::Tensor leaf(std::move(impl));
   auto acc = torch::autograd::impl::try_get_grad_accumulator(leaf);
   if (!acc) return false;
-  std::lock_guard<std::mutex> g(g_rec->mu);
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->leaves.insert_or_assign(acc.get(), LeafWatch{WeakImpl(leaf.getIntrusivePtr()), sid});
   return true;
 }
@@ -779,7 +1309,7 @@ py::list unnamed_leaf_grads() {
   TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
   std::vector<std::tuple<size_t, int, at::Tensor>> alive;
   {
-    std::lock_guard<std::mutex> g(g_rec->mu);
+    std::lock_guard<std::recursive_mutex> g(g_rec->mu);
     for (size_t i = g_rec->leaf_named; i < g_rec->leaf_events.size(); ++i) {
       auto& e = g_rec->leaf_events[i];
       for (int k = 0; k < 2; ++k) {
@@ -821,4 +1351,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("watch_leaf", &watch_leaf);
   m.def("unnamed_leaf_grads", &unnamed_leaf_grads);
   m.def("running", &running);
+  py::class_<Packed>(m, "Packed", "a saved slot's content under gradmem's native saved-tensor hooks")
+      .def_readonly("pid", &Packed::pid);
+  m.def("pack_saved", &pack_saved);
+  m.def("unpack_saved", &unpack_saved);
+  m.def("hook_saved", &hook_saved);
+  m.def("new_pid", &new_pid);
+  m.def("discover", &discover);
+  m.def("leaves", &leaves);
+  m.def("storage_ids", &storage_ids);
+  m.def("node_id", &node_id);
 }

@@ -1,11 +1,12 @@
 """Events as JSON text, a column at a time: the bytes ``json.dumps`` writes, faster.
 
 The trace file and events.csv each write one JSON object per event, about 200,000 for a
-30-step run of a 100-layer MLP. ``json.dumps`` per event spends most of its time setting
-up an encoder, not encoding. Events of one kind with the same fields share one line
-template, so their values are encoded column by column (ints, strings and None through
-C functions, anything else through json's own C encoder, one value at a time) and the
-lines are filled in by ``%`` without a Python call per event.
+30-step run of a 100-layer MLP; ``json.dumps`` per event (a dict built for each line, an
+encoder set up for each call) took 1.7 s of a 9.5 s analysis and writing. Events of one
+kind with the same fields share one line template, so their values are encoded column
+by column (ints, strings and None through C functions, anything else through json's own
+C encoder, one value at a time) and the lines are filled in by ``%`` without a Python
+call per event.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from json import encoder as _json
 
 escape = _json.encode_basestring_ascii   # a str as json.dumps writes it (ensure_ascii)
 _CONSTANTS = {None: "null", True: "true", False: "false"}
-BLOCK = 20000   # events encoded at a time: bounds the memory one write needs
 
 
 def value_encoder(item_separator: str, key_separator: str):

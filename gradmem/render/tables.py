@@ -96,14 +96,19 @@ def _details(rest: dict, n: int) -> list[str]:
 
 
 def _plain_rows(events, keys: tuple) -> list[str]:
-    """The rows through csv.writer, one event at a time."""
+    """The rows through csv.writer, one event at a time (one string each: a quoted cell
+    may hold a line break)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     skip = set(keys)
+    rows = []
     for seq, t_ns, kind, step, data in events:
         rest = {k: v for k, v in data.items() if v is not None and k not in skip}
+        out.seek(0)
+        out.truncate()
         writer.writerow((seq, t_ns, kind, step, *(data.get(k, "") for k in keys), _COMPACT(rest) if rest else ""))
-    return out.getvalue().splitlines(keepends=True)
+        rows.append(out.getvalue())
+    return rows
 
 
 # one encoder for every row: json.dumps with non-default arguments builds a new one per call

@@ -81,7 +81,8 @@ def awkward():
     events += [Event(90, 1, "free", 2, {"storage": "s1"}), Event(91, 2, "we,ird", 2, {"x": 1}),
                Event(92, 3, "note", 2, {"text": "100%", "pack": None}), Event(93, 4, "x", 2, {}),
                Event(94, 5, "x", 2, {"step": 9}), Event(95, 6, "x", 2, {7: 1}), Event(96, 7, "x", True, {"a": None}),
-               Event(97, 8, EventKind.FREE, 2, {"storage": 4, "node": 2.0})]
+               Event(97, 8, EventKind.FREE, 2, {"storage": 4, "node": 2.0}),
+               Event(98, 9, "free", 2, {"storage": "a\nb\x0cc\u2028d"}), Event(99, 10, "free", 2, {"storage": 5})]
     return Trace(Meta(scenario="s"), tuple(events))
 
 

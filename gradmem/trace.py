@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
+from . import event_rows as rows
 from .errors import TraceFileError, where
 from .files import atomic_open
 from .events import EventKind  # noqa: F401  (the vocabulary; re-exported for readers of traces)
@@ -62,8 +64,23 @@ class Trace:
     def partial(self) -> bool:
         return self.meta.status != "complete"
 
+    @cached_property
+    def shapes(self) -> dict:
+        """The events grouped by kind and field names, as columns (``event_rows.shapes``),
+        worked out once for the trace file, events.csv and the analysis tables."""
+        return rows.shapes(self.events)
+
+    @classmethod
+    def of(cls, meta: Meta, events: tuple, shapes: dict | None = None) -> "Trace":
+        """A trace whose maker has its ``shapes`` already (the recorder builds them with
+        the events, from the tuples it kept)."""
+        trace = cls(meta, events)
+        if shapes is not None:
+            trace.__dict__["shapes"] = shapes   # the cached_property's own slot
+        return trace
+
     def with_meta(self, **changes: Any) -> "Trace":
-        return Trace(replace(self.meta, **changes), self.events)
+        return Trace.of(replace(self.meta, **changes), self.events, self.__dict__.get("shapes"))
 
 
 def _meta_line(meta: Meta) -> dict:
@@ -77,15 +94,40 @@ def write_trace(trace: Trace, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_open(path) as out:
         out.write(json.dumps(_meta_line(trace.meta)) + "\n")
-        for ev in trace.events:
-            line = {"seq": ev.seq, "t": ev.t_ns, "kind": str(ev.kind), "step": ev.step}
-            line.update(ev.data)
-            out.write(json.dumps(line) + "\n")
+        out.writelines(_event_lines(trace))
         out.write(json.dumps({"kind": "end", "events": len(trace.events)}) + "\n")
     return path
 
 
 _EVENT_KEYS = ("seq", "t", "kind", "step")
+_DUMPS = rows.value_encoder(", ", ": ")   # json.dumps(v), its encoder built once
+
+
+def _event_lines(trace: Trace) -> list[str]:
+    """Each event's line, ``json.dumps({seq, t, kind, step, **data})`` to the byte,
+    built a line template at a time (gradmem.event_rows)."""
+    events = trace.events
+    lines: list = [None] * len(events)
+    for (kind, names), (indexes, *cols) in trace.shapes.items():
+        if set(names) & set(_EVENT_KEYS) or not all(type(n) is str for n in names):
+            made = [_event_line(events[i]) for i in indexes]   # a field json.dumps would rename or merge
+        else:
+            made = map(_template(kind, names).__mod__, zip(*[rows.encode_column(c, _DUMPS) for c in cols]))
+        for i, line in zip(indexes, made):
+            lines[i] = line
+    return lines
+
+
+def _template(kind, names: tuple) -> str:
+    """The ``%`` template of the lines of one kind with these fields (seq, t, step, values)."""
+    fields = "".join(rows.literal(", " + rows.escape(n) + ": ") + "%s" for n in names)
+    return '{"seq": %s, "t": %s, "kind": ' + rows.literal(rows.escape(str(kind))) + ', "step": %s' + fields + "}\n"
+
+
+def _event_line(ev: Event) -> str:
+    line = {"seq": ev.seq, "t": ev.t_ns, "kind": str(ev.kind), "step": ev.step}
+    line.update(ev.data)
+    return json.dumps(line) + "\n"
 
 
 def _event_from(obj: dict) -> Event:

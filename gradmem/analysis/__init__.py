@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from ..gc_pause import paused
 from ..trace import Trace
 from .births import late_births
 from .derivation import node_rules, with_rules
@@ -62,6 +63,11 @@ class Analysis:
 
 
 def analyze(trace: Trace) -> Analysis:
+    with paused():   # the trace's objects, walked by every full collection (gradmem.gc_pause)
+        return _analyze(trace)
+
+
+def _analyze(trace: Trace) -> Analysis:
     tables = late_births(by_kind(trace))
     module_of, source_of = storage_origins(tables)
     snames = storage_names(tables, module_labels(tables, module_of, module_outputs(tables)))

@@ -161,10 +161,10 @@ def set_roles(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     role[t["_param_grad"]] = Role.PARAM_GRAD.value
     role[t["_retained"]] = Role.RETAINED_GRAD.value
     # what modules and optimizers hold, by the names the program gives them
-    sources = tables["name"].groupby("storage")["source"].agg(set) if len(tables["name"]) else pd.Series(dtype=object)
-    held = t["id"].map(sources)
-    role[held.map(lambda s: isinstance(s, set) and "buffer" in s).astype(bool)] = Role.BUFFER.value
-    role[held.map(lambda s: isinstance(s, set) and "optimizer_state" in s).astype(bool)] = Role.OPTIMIZER_STATE.value
+    names = tables["name"]
+    for source, held_role in (("buffer", Role.BUFFER), ("optimizer_state", Role.OPTIMIZER_STATE)):
+        held = set(names.loc[names["source"] == source, "storage"].dropna().tolist())
+        role[[i in held for i in t["id"].tolist()]] = held_role.value
     t["role"] = role
     return t
 

@@ -1,6 +1,7 @@
 """The one place events become DataFrames: one frame per event kind."""
 from __future__ import annotations
 
+import operator
 from collections import defaultdict
 
 import pandas as pd
@@ -14,18 +15,27 @@ KIND_COLUMNS = {kind: list(names) for kind, names in FIELDS.items()}
 
 
 def by_kind(trace: Trace) -> dict[str, pd.DataFrame]:
-    """{kind: DataFrame(seq, t_ns, step, <kind's columns>)}, each sorted by seq."""
-    rows: dict[str, list] = defaultdict(list)
-    for ev in trace.events:
-        rows[str(ev.kind)].append(ev)
-    tables = {}
-    for kind, columns in KIND_COLUMNS.items():
-        evs = rows.get(kind, [])
-        data = {"seq": [e.seq for e in evs], "t_ns": [e.t_ns for e in evs], "step": [e.step for e in evs]}
-        for col in columns:
-            data[col] = [e.data.get(col) for e in evs]
-        tables[kind] = pd.DataFrame(data)
-    return tables
+    """{kind: DataFrame(seq, t_ns, step, <kind's columns>)}, each sorted by seq. From the
+    trace's columns (``Trace.shapes``): no Python call per event and field."""
+    parts: dict[str, list] = defaultdict(list)
+    for (kind, names), columns in trace.shapes.items():
+        parts[str(kind)].append((names, columns))
+    return {kind: pd.DataFrame(_kind_data(parts.get(kind, []), columns)) for kind, columns in KIND_COLUMNS.items()}
+
+
+def _kind_data(parts: list, columns: list) -> dict[str, list]:
+    """One kind's columns, its events in trace order, None where an event lacks a field."""
+    data = {name: [] for name in ["seq", "t_ns", "step", *columns]}
+    order = []
+    for names, (indexes, seq, t_ns, step, *values) in parts:
+        order += indexes
+        given = dict(zip(names, values), seq=seq, t_ns=t_ns, step=step)
+        for name, out in data.items():
+            out += given.get(name) or [None] * len(indexes)
+    if len(parts) > 1:   # several field sets of one kind: back into trace order
+        pick = operator.itemgetter(*sorted(range(len(order)), key=order.__getitem__))
+        data = {name: list(pick(out)) for name, out in data.items()}
+    return data
 
 
 def event_columns() -> list[str]:

@@ -75,14 +75,26 @@ class Recorder:
             self.on_progress(step, phase, len(self.events))
 
     def sorted_events(self) -> tuple[Event, ...]:
-        """Every event as an ``Event``, in sequence order. Builds a dict per event, so the
-        collector is paused meanwhile: only gradmem's own objects are made here."""
+        return self.events_and_shapes()[0]
+
+    def events_and_shapes(self) -> tuple[tuple[Event, ...], dict | None]:
+        """Every event as an ``Event``, in sequence order, and the same events grouped by
+        kind and field names as columns (``Trace.shapes``), taken from the keys and values
+        each event already has rather than read back from 200,000 dicts (None if an event
+        named a field twice). Builds a dict per event, so the collector is paused
+        meanwhile: only gradmem's own objects are made here."""
         enabled = gc.isenabled()
         gc.disable()
         try:   # tuple.__new__ straight: the NamedTuple's own __new__ is a Python call per event
             new = tuple.__new__
-            return tuple([new(Event, (seq, t, kind, step, dict(zip(keys, values))))
-                          for seq, t, kind, step, keys, values in sorted(self.events)])
+            events, groups = [], {}
+            add, group = events.append, groups.setdefault
+            for i, (seq, t, kind, step, keys, values) in enumerate(sorted(self.events)):
+                add(new(Event, (seq, t, kind, step, dict(zip(keys, values)))))
+                group((kind, keys), []).append((i, seq, t, step, *values))
+            if any(len(set(keys)) < len(keys) for _kind, keys in groups):   # its dict kept one of the two
+                return tuple(events), None
+            return tuple(events), {shape: list(zip(*rows)) for shape, rows in groups.items()}
         finally:
             if enabled:
                 gc.enable()

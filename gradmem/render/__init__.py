@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..files import write_atomic
+from ..gc_pause import paused
 from ..trace import write_trace
 from .chrome import ChromeTraceWriter
 from .html import HtmlWriter
@@ -110,13 +111,14 @@ def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = Fals
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        names = []
-        for writer in writers:
-            _write(staging / writer.filename, writer.render(analysis))
-            names.append(writer.filename)
-        if "trace" in formats:
-            write_trace(analysis.trace, staging / TRACE)
-            names.append(TRACE)
+        with paused():   # the trace's objects, walked by every full collection (gradmem.gc_pause)
+            names = []
+            for writer in writers:
+                _write(staging / writer.filename, writer.render(analysis))
+                names.append(writer.filename)
+            if "trace" in formats:
+                write_trace(analysis.trace, staging / TRACE)
+                names.append(TRACE)
         write_marker(staging, names)
         _swap(staging, out_dir)
     except BaseException:
@@ -132,8 +134,9 @@ def write_files(analysis, out_dir, formats) -> list[Path]:
     writers = writers_for(formats)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for writer in writers:
-        paths.append(write_atomic(out_dir / writer.filename, writer.render(analysis)))
+    with paused():
+        for writer in writers:
+            paths.append(write_atomic(out_dir / writer.filename, writer.render(analysis)))
     if (out_dir / MARKER).exists():   # a report folder: list the additions as gradmem's
         lines = marker_lines(out_dir)
         plain = [n for n in lines if not n.startswith(EXPORT)]

@@ -1,6 +1,8 @@
 """The trace file: round trip, older files, truncated files, not-a-trace, newer schema."""
 import csv
+import io
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -8,7 +10,7 @@ from gradmem.analysis import analyze
 from gradmem.render.tables import EventsCsvWriter
 
 from gradmem.errors import TraceFileError
-from gradmem.trace import Event, Meta, Trace, read_trace, write_trace
+from gradmem.trace import Event, EventKind, Meta, Trace, read_trace, write_trace
 
 
 def sample():
@@ -61,3 +63,44 @@ def test_events_csv_round_trips_every_field():
     assert [r["kind"] for r in rows] == ["step", "alloc"]
     alloc = rows[1]
     assert alloc["storage"] == "1" and json.loads(alloc["detail"]) == {"nbytes": 8, "op": "mv", "shape": [2]}
+
+
+def awkward():
+    """Events whose values take every path of the column encoders (gradmem.event_rows):
+    mixed types in one column, bools, floats (nan too), nested tuples and dicts, quotes,
+    commas, newlines, non-ASCII, percent signs, a str subclass, and fields named like
+    the line's own keys or not named by a str."""
+    nan = float("nan")
+    values = [1, None, True, 2.5, nan, "a,\"b\"\n%s é", ("x", (1, None)), {"k": [1, 2], 3: "v"}, -7, False, ""]
+    events = []
+    for i, v in enumerate(values * 2):
+        events.append(Event(i, 100 + i, "alloc", i % 3, {"storage": i, "nbytes": 8, "factory": i % 2 == 0, "value": v,
+                                                     "shape": (i, None, 2) if i % 4 else ()}))
+        events.append(Event(i, 100 + i, "step", 1, {"phase": "forward", "op": f"op{i}%" if i % 3 else None, "node": None if i % 2 else i,
+                                                  "grads": (i % 2, 1) if i % 3 else (True, 1)}))
+    events += [Event(90, 1, "free", 2, {"storage": "s1"}), Event(91, 2, "we,ird", 2, {"x": 1}),
+               Event(92, 3, "note", 2, {"text": "100%", "pack": None}), Event(93, 4, "x", 2, {}),
+               Event(94, 5, "x", 2, {"step": 9}), Event(95, 6, "x", 2, {7: 1}), Event(96, 7, "x", True, {"a": None}),
+               Event(97, 8, EventKind.FREE, 2, {"storage": 4, "node": 2.0}),
+               Event(98, 9, "free", 2, {"storage": "a\nb\x0cc\u2028d"}), Event(99, 10, "free", 2, {"storage": 5})]
+    return Trace(Meta(scenario="s"), tuple(events))
+
+
+def test_trace_lines_are_json_dumps_of_each_event(tmp_path):
+    trace = awkward()
+    lines = write_trace(trace, tmp_path / "t.jsonl").read_text(encoding="utf-8").splitlines()
+    expected = [json.dumps({"seq": e.seq, "t": e.t_ns, "kind": str(e.kind), "step": e.step, **e.data})
+                for e in trace.events]
+    assert lines[1:-1] == expected and len(lines) == len(expected) + 2
+
+
+def test_events_csv_is_csv_writer_of_each_event():
+    trace = awkward()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["seq", "t_ns", "kind", "step", "storage", "node", "pack", "detail"])
+    for e in trace.events:
+        rest = {k: v for k, v in e.data.items() if v is not None and k not in ("storage", "node", "pack")}
+        writer.writerow([e.seq, e.t_ns, e.kind, e.step, *(e.data.get(k, "") for k in ("storage", "node", "pack")),
+                         json.dumps(rest, separators=(",", ":")) if rest else ""])
+    assert EventsCsvWriter().render(SimpleNamespace(trace=trace)) == out.getvalue()

@@ -566,17 +566,27 @@ std::string dtype_name(c10::ScalarType st) {
   }
 }
 
+// the allocation live at ptr (nullptr: the capture saw none there)
+Alloc* live_at(Recorder& r, void* ptr) {
+  auto it = r.live.find(ptr);
+  return it == r.live.end() ? nullptr : &r.allocs[it->second];
+}
+
+// an allocation claimed for the first time: its storage id, and the op it is named after
+void first_claim(Recorder& r, Alloc& a, int32_t op) {
+  a.claimed = true;
+  a.sid = r.next_sid->fetch_add(1);
+  a.claim_op = op;
+}
+
 // an op output (or a tensor Python saw) on an allocation made during the capture
 int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value) {
   if (!t.defined() || !t.has_storage()) return 0;
-  void* ptr = t.storage().data_ptr().get();
-  auto it = r.live.find(ptr);
-  if (it == r.live.end()) return 0;
-  Alloc& a = r.allocs[it->second];
+  Alloc* found = live_at(r, t.storage().data_ptr().get());
+  if (found == nullptr) return 0;
+  Alloc& a = *found;
   if (!a.claimed) {
-    a.claimed = true;
-    a.sid = r.next_sid->fetch_add(1);
-    a.claim_op = op >= 0 ? op : a.op;
+    first_claim(r, a, op >= 0 ? op : a.op);
     a.dtype = dtype_name(t.scalar_type());
     a.shape = t.sizes().vec();
     a.factory = a.claim_op >= 0 && r.ops[a.claim_op].factory;
@@ -638,13 +648,11 @@ struct State : public ProfilerStateBase {
 // the capture: its id, claimed now if nothing claimed it yet; 0 when the capture never saw it
 int64_t claim_by_hook_locked(Recorder& r, void* ptr, const std::string& dtype, const std::vector<int64_t>& shape,
                              bool requires_grad) {
-  auto it = r.live.find(ptr);
-  if (it == r.live.end()) return 0;
-  Alloc& a = r.allocs[it->second];
+  Alloc* found = live_at(r, ptr);
+  if (found == nullptr) return 0;
+  Alloc& a = *found;
   if (!a.claimed) {
-    a.claimed = true;
-    a.sid = r.next_sid->fetch_add(1);
-    a.claim_op = a.op;
+    first_claim(r, a, a.op);
     a.by_python = true;
     a.dtype = dtype;
     a.shape = shape;

@@ -52,10 +52,8 @@ class Capture:
         self.namer = Namer(self.rec, self.storages)
         self._watchers = self._build_watchers()
         self._modes: list = []
-        self._started = ""
-        self._error: dict | None = None
+        self._started, self._error, self._stopped = "", None, False
         self._trace: Trace | None = None
-        self._stopped = False
         # fake tensors allocate nothing: there is no allocator record to compare with
         self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native))
 
@@ -106,6 +104,7 @@ class Capture:
         finally:
             for mode in reversed(self._modes):
                 mode.__exit__(None, None, None)
+            self._modes, self._watchers = [], []   # they hold this capture (a closure), and it the trace
             self.namer.entry = None
         if exc is not None and not (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             self.record_error(exc)
@@ -118,8 +117,7 @@ class Capture:
         self.rec.guard.call(self.namer.scan, namespace)
 
     @property
-    def fault(self) -> dict | None:
-        """gradmem's own first failure in a hook (type, message, traceback, step), if any."""
+    def fault(self) -> dict | None:   # gradmem's own first failure in a hook (type, message, traceback, step)
         return self.rec.guard.failure
 
     def record_error(self, exc: BaseException) -> None:
@@ -140,6 +138,7 @@ class Capture:
             meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes,
                               distributed=rank_meta(self.settings.ranks, self.settings.device))
             self._trace = Trace.of(meta, *self.rec.events_and_shapes())
+            self.rec.events = []   # the trace has them: the recorder sits in reference cycles
         return self._trace
 
 

@@ -43,9 +43,7 @@ class ModuleWatcher:
         self._used: set[str] = set()      # every path given, even of a module since gone
         self._handles: list = []
         self._failed = False
-        # the native recorder's own (enter(path), exit(path, output tensors)): no event
-        # object made in Python per module call
-        self._spans = getattr(rec, "spans", None)
+        self._spans = rec.spans   # the native recorder's own: no event made in Python per module call
 
     def __enter__(self) -> "ModuleWatcher":
         """Entered and left with the capture's modes: hooks on only while it records."""

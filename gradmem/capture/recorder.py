@@ -9,8 +9,9 @@ are atomic (callers pass tuples, not lists), and becomes an ``Event`` only when 
 trace is built. The kind is stored as a plain str, never an ``EventKind``: an Enum member
 is an object the collector tracks, so a tuple holding one is never untracked, and a few
 thousand such tuples kept per step made every full collection walk them all (measured on
-the native engine: 808 of the 1,485 tracked objects each step left behind). A dict per event kept alive for the whole run costs the garbage collector
-several microseconds per event on a big heap (measured: 7.9 us against 0.3 us).
+the native engine: 808 of the 1,485 tracked objects each step left behind). A dict per
+event kept alive for the whole run costs the garbage collector several microseconds per
+event on a big heap (measured: 7.9 us against 0.3 us).
 """
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ STEP = EventKind.STEP.value   # a plain str: an Enum lookup per step costs 0.2 u
 class Recorder:
     """Appends events; reads the step from the cursor it is given (the cursor's owner)."""
 
+    # (enter(path), exit(path, output tensors)) of a recorder that keeps module spans
+    # itself (the native one), else None: modules.py then emits them as events
+    spans = None
+
     def __init__(self, cursor: Cursor | None = None, clock: Callable[[], int] = time.perf_counter_ns):
         self.cursor = cursor if cursor is not None else Cursor()
         self.clock = clock
@@ -45,7 +50,7 @@ class Recorder:
 
     def emit(self, kind: str, step: int | None = None, **data) -> None:
         if self.active:
-            if type(kind) is not str:   # an EventKind: its plain str (see plain_kind)
+            if type(kind) is not str:   # an EventKind: its plain str (see the module's docstring)
                 kind = kind.value
             keys = tuple(data)
             self.events.append((next(self._seq), self.clock(), kind, self.cursor.step if step is None else step,
@@ -73,9 +78,6 @@ class Recorder:
                   backward=cursor.backward_index if phase is Phase.BACKWARD else None)
         if self.on_progress is not None:
             self.on_progress(step, phase, len(self.events))
-
-    def sorted_events(self) -> tuple[Event, ...]:
-        return self.events_and_shapes()[0]
 
     def events_and_shapes(self) -> tuple[tuple[Event, ...], dict | None]:
         """Every event as an ``Event``, in sequence order, and the same events grouped by

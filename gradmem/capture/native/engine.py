@@ -43,7 +43,7 @@ class NativeSession:
         self.cursor = NativeCursor(ext)
         self.rec = NativeRecorder(self.cursor)
         self.storages = NativeStorages(self.rec, ext, self)
-        see = self.storages._see
+        see = self.storages.see_guarded
         self.rec.spans = (ext.module_enter, lambda path, tensors: ext.module_exit(path, tensors, see))   # modules.py
         self.leaf_names: dict = {}   # (leaf event, 0 arriving | 1 landed) -> storage id, named in Python
         self._raw = None
@@ -118,20 +118,7 @@ class NativeCursor(Cursor):
 
 class NativeRecorder(Recorder):
     """Steps Python begins (``(after backward)``) are begun in the native recorder, which
-    exports them with the others. ``emit`` reads the step straight from the extension: it
-    runs a few thousand times a step (saved slots, nodes, module spans)."""
-
-    def __init__(self, cursor: NativeCursor):
-        super().__init__(cursor)
-        self._step_now = cursor.ext.current_step
-
-    def emit(self, kind: str, step: int | None = None, **data) -> None:
-        if self.active:
-            if type(kind) is not str:   # a plain str, as Recorder.emit keeps it
-                kind = kind.value
-            keys = tuple(data)
-            self.events.append((next(self._seq), self.clock(), kind, self._step_now() if step is None else step,
-                                self._keys.setdefault(keys, keys), tuple(data.values())))
+    exports them with the others; an event's step is the extension's (``NativeCursor``)."""
 
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
@@ -147,13 +134,12 @@ class NativeGraph(Graph):
         super().__init__(rec, cursor, storages)
         self.ext = ext
         self.packed_types = (Packed, ext.Packed)
-        self._see = partial(rec.guard.call, storages.see)
 
     def hook_nodes(self, roots) -> list:
         return []
 
     def discover_from(self, tensors) -> None:
-        for nid, field, slot in self.ext.discover(list(tensors), self._see, self._describe):
+        for nid, field, slot in self.ext.discover(list(tensors), self.storages.see_guarded, self._describe):
             self._record_slot(nid, field, slot)   # not our pack: checkpoint's, save_on_cpu's, a wrapped number
 
     def discover(self, roots) -> None:
@@ -194,9 +180,8 @@ class NativeSavedWatcher(SavedTensorWatcher):
     def __enter__(self):
         if self._outer:
             return super().__enter__()
-        call = self.rec.guard.call
-        self.ext.hook_saved(partial(call, self.storages.see), partial(call, exact_now), self.pack, self.unpack,
-                            CHECKPOINT_FILE)
+        self.ext.hook_saved(self.storages.see_guarded, partial(self.rec.guard.call, exact_now), self.pack,
+                            self.unpack, CHECKPOINT_FILE)
         self._cm = torch.autograd.graph.saved_tensors_hooks(self.ext.pack_saved, self.ext.unpack_saved)
         self._cm.__enter__()
         return self
@@ -210,7 +195,8 @@ class NativeStorages(Storages):
         self.ext = ext
         self.session = session
         self._next = _Counter(ext.new_id)
-        self._see = partial(rec.guard.call, self.see)
+        # ``see`` for the extension to call back: a failure is gradmem's, recorded, never raised
+        self.see_guarded = partial(rec.guard.call, self.see)
 
     def close(self) -> None:
         """Stop watching and stop the native recorder; its record joins the events when the
@@ -223,7 +209,6 @@ class NativeStorages(Storages):
 
     def lookup(self, t):
         return self.see(t)
-
 
     def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False):
@@ -278,7 +263,6 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
     for serial, t, op, kind, _seq, backward, label in raw["steps"]:   # Phase values, as begin_step emits
         add((t, len(out), STEP, number.get(serial, 0), step_keys, ("backward" if backward else "forward",
              label if kind == 2 else ops[op][0], node_of.get(serial), backward if backward else None)))
-    # the two most numerous kinds, built as tuples straight (each key tuple made once)
     alloc_keys = keys(*(("storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value",
                          "ptr"),) * 2)
     flagged = {(recompute, grad_args): keys(*(alloc_keys[:-1] + ("recompute",) * recompute + ("grad_args",) * grad_args
@@ -315,7 +299,7 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
     allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))
     for t, serial, ptr, nbytes, total, _dev in cpu:
         add((t, len(out), KIND.ALLOCATOR.value, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
-    _graph_events(raw, add, out, keys, step_of, _node_births(raw, node_ids))
+    _graph_events(raw, add, out, keys, step_of, _node_births(raw))
     enter, exit_ = keys(("module",), ("module",)), keys(("module", "outputs"), ("module", "outputs"))
     for t, serial, is_exit, path, outputs in raw.get("modules", ()):   # as modules.py emits them
         add((t, len(out), KIND.MODULE_EXIT.value if is_exit else KIND.MODULE_ENTER.value, step_of(serial, 0),
@@ -362,7 +346,7 @@ def _graph_events(raw: dict, add, out: list, keys, step_of, born: dict) -> None:
         add((t, len(out), KIND.SLOT.value, step_of(serial, 0), slot_keys, (pack, nid, field)))
 
 
-def _node_births(raw: dict, node_ids: dict) -> dict:
+def _node_births(raw: dict) -> dict:
     """{node id: (time, step serial)} of the top-level op that made each node, so a node
     discovered at a backward call sits where the Python engine records it: when its op
     returned, inside its module's span (module attribution of backward storages reads it).
@@ -370,13 +354,11 @@ def _node_births(raw: dict, node_ids: dict) -> dict:
     (AccumulateGrad) was made with the first node that consumes it."""
     ranges = sorted(raw["op_nodes"], key=lambda o: o[2])   # (t, serial, lo, hi)
     starts = [o[2] for o in ranges]
-    key_of = {nid: key for key, nid in node_ids.items()}
     born, consumers = {}, {}
-    for _t, _serial, nid, _name, _part, next_, _attrs in raw.get("nodes", ()):
+    for _t, _serial, nid, name, number, next_, _attrs in raw.get("nodes", ()):   # number: its sequence number
         for child, _nr in next_:
             if child is not None:
                 consumers.setdefault(child, []).append(nid)
-        name, number = key_of.get(nid, (ACCUMULATE, None))
         if name != ACCUMULATE and isinstance(number, int):
             i = bisect.bisect_right(starts, number) - 1
             if i >= 0 and number < ranges[i][3]:

@@ -151,7 +151,6 @@ struct Frame {
   int32_t op;        // attributed op for allocations made here (-1 none)
   int64_t serial;    // step of this frame (-1: none yet)
   bool boundary;     // a backward node (evaluate_function or BACKWARD_FUNCTION)
-  size_t first_alloc;
   bool attributed;   // this frame is the op its allocations belong to
   int64_t seq_lo = -1;   // a top-level op: the autograd sequence number when it began
   bool recompute = false;   // a forward op run again inside a backward node (checkpoint)
@@ -216,7 +215,6 @@ struct Recorder {
   int64_t last_serial = -1;
   int32_t backward = 0;       // set by Python: backward call index while one runs
   bool create_graph = false;  // set by Python: the running backward call builds a graph
-  bool in_node_recompute = false;
   std::atomic<int64_t>* next_sid;
   std::vector<PackRec> packs;
   std::vector<PackUse> unpacks, releases;
@@ -427,7 +425,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
-  Frame f{{}, 0, -1, -1, false, r.allocs.size(), false};
+  Frame f{{}, 0, -1, -1, false, false};
   if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
     f.boundary = true;
     if (parent != nullptr && parent->boundary && parent->serial >= 0 && r.steps[parent->serial].seq_nr == -2) {

@@ -32,7 +32,7 @@ STEP = EventKind.STEP.value   # a plain str: an Enum lookup per step costs 0.2 u
 class Recorder:
     """Appends events; reads the step from the cursor it is given (the cursor's owner)."""
 
-    # (enter(path), exit(path, output tensors)) of a recorder that keeps module spans
+    # (enter(path), exit(path, what forward returned)) of a recorder that keeps module spans
     # itself (the native one), else None: modules.py then emits them as events
     spans = None
 

@@ -68,12 +68,15 @@ class Namer:
         # names already given: each scan (before and after every backward call) meets the
         # same parameters again, and analysis reads only a storage's names, not repeats
         self._given: set[tuple] = set()
-        # modules walked already: id -> (weakref, {id(parameter): name}). A scan before a
-        # backward call passes over them (``walked=False``): the scan after every call
-        # walks them again, which names the new ``.grad``s and any parameter replaced since,
-        # and walking 200 parameters twice a step was a third of the native engine's cost
-        self._walked: dict[int, tuple] = {}
+        # modules walked already: (id, name) -> _Walked. A scan before a backward call
+        # passes over them (``walked=False``); the scan after every call names their new
+        # ``.grad``s (and any parameter given new storage) from what the walk kept, walking
+        # again only a module whose parameters, buffers or children were added or replaced.
+        # Walking 200 parameters twice a step was a third of the native engine's cost
+        self._walked: dict[tuple, _Walked] = {}
         self._skip_walked = False
+        # the native engine's (watch_params, name_grads): new .grads named in C++
+        self.grad_watch = None
 
     def scan_stack(self, start, walked: bool = True) -> None:
         """``walked=False``: modules an earlier scan walked are not walked again."""
@@ -141,21 +144,46 @@ class Namer:
             self.rec.emit(EventKind.NAME, storage=sid, name=name, source=source, shape=shape)
 
     def _module(self, name: str, module: torch.nn.Module) -> None:
-        known = self._walked.get(id(module))
-        if self._skip_walked and known is not None and known[0]() is module:
-            self._param_names.update(known[1])   # the optimizer's labels, as the walk gives them
-            return
-        params = {}
-        for pname, p in module.named_parameters(prefix=name):
+        known = self._walked.get((id(module), name))
+        if known is not None and known.module() is module:
+            if self._skip_walked:   # before a backward call: the scan after it checks the layout
+                self._param_names.update(known.labels)   # the optimizer's labels, as the walk gives them
+                return
+            if known.same(module):
+                self._param_names.update(known.labels)
+                self._rescan(known)
+                return
+        params = list(module.named_parameters(prefix=name))
+        buffers = list(module.named_buffers(prefix=name))
+        for pname, p in params:
             self._tensor(pname, p, "parameter")
-            params[id(p)] = pname
-        for bname, b in module.named_buffers(prefix=name):
+        for bname, b in buffers:
             self._tensor(bname, b, "buffer")
-        self._param_names.update(params)
+        self._param_names.update({id(p): pname for pname, p in params})
         try:
-            self._walked[id(module)] = (weakref.ref(module), params)
+            self._walked[(id(module), name)] = _Walked(module, params, buffers, self._watch(params))
         except TypeError:   # a module class without weak references: walked every time
             pass
+
+    def _watch(self, params: list) -> int | None:
+        if self.grad_watch is None or not params:
+            return None
+        return self.grad_watch[0]([n for n, _ in params], [p for _, p in params])
+
+    def _rescan(self, known: "_Walked") -> None:
+        """A walked module again: its parameters (the native engine names their new .grads
+        itself and hands back the rest) and buffers."""
+        params = known.params
+        if known.group is not None:
+            params = [params[i] for i in self.grad_watch[1](known.group)]
+        for tname, ref in params:
+            t = ref()
+            if t is not None:
+                self._tensor(tname, t, "parameter")
+        for bname, ref in known.buffers:
+            b = ref()
+            if b is not None:
+                self._tensor(bname, b, "buffer")
 
     def _optimizer(self, name: str, opt: torch.optim.Optimizer) -> None:
         params = [p for group in opt.param_groups for p in group["params"]]
@@ -166,3 +194,35 @@ class Namer:
                     sid = self.storages.lookup(value)
                     if sid is not None:
                         self.rec.emit(EventKind.NAME, storage=sid, name=f"{name}.state[{label}].{key}", source="optimizer_state")
+
+
+class _Walked:
+    """A module walked once, holding nothing alive: its parameters and buffers by name (weak
+    references), and what each of its modules held then (``same``: nothing added or
+    replaced since, so the walk would find the same tensors under the same names)."""
+
+    __slots__ = ("module", "params", "labels", "buffers", "subs", "layout", "group")
+
+    def __init__(self, module, params: list, buffers: list, group: int | None):
+        self.module = weakref.ref(module)
+        self.params = [(n, weakref.ref(p)) for n, p in params]
+        self.labels = {id(p): n for n, p in params}
+        self.buffers = [(n, weakref.ref(b)) for n, b in buffers]
+        self.subs = [weakref.ref(m) for m in module.modules()]
+        self.layout = self._layout()
+        self.group = group   # the native engine's parameter group (watch_params)
+
+    def _layout(self) -> list | None:
+        out = []
+        add = out.append
+        for ref in self.subs:
+            m = ref()
+            if m is None:
+                return None
+            add(tuple(map(id, m._parameters.values())))
+            add(tuple(map(id, m._buffers.values())))
+            add(tuple(map(id, m._modules.values())))
+        return out
+
+    def same(self, module) -> bool:
+        return self.layout is not None and self._layout() == self.layout

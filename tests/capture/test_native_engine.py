@@ -35,6 +35,8 @@ SMALL_PARAMS = {
 @pytest.fixture(scope="session")
 def native():
     ext = loader.load(loader.stderr_progress)
+    if ext is None and loader.compiler() is not None:   # a broken source must not pass as a skip
+        pytest.fail(f"a C++ compiler is on PATH, yet {loader.why_not()}")
     if ext is None:
         pytest.skip(f"native engine unavailable: {loader.why_not()}")
     return ext
@@ -110,6 +112,41 @@ def test_leaf_gradients_same_on_both_engines(native):
     assert len([e for e in nat.trace.events if e.kind == "leaf_grad"]) == 2   # w and v, once each
     assert all(e.data["grad"] is not None for e in nat.trace.events if e.kind in ("grad", "leaf_grad"))
     assert facts(analyze(nat.trace)) == facts(analyze(py.trace))
+
+
+def _renamed_program(engine: str):
+    """Four steps: in the third a parameter is replaced, in the fourth one gets new storage
+    (``.data =``), and in the last a module is added."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    with Capture(engine=engine) as cap:
+        x = torch.randn(5, 4)
+        for step in range(5):
+            if step == 2:
+                model[0].weight = torch.nn.Parameter(torch.randn(3, 4))
+            if step == 3:
+                model[2].weight.data = torch.randn(1, 3)
+            if step == 4:
+                model.append(torch.nn.Linear(1, 2))
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+    return cap
+
+
+def test_gradient_names_same_on_both_engines(native):
+    """After each backward call the native engine names the new ``.grad``s in C++ from the
+    parameters a first walk kept, and walks a module again only when its parameters or
+    children changed: the names are the Python engine's, step by step."""
+    def names(cap):
+        by_sid = {e.data["storage"]: e.data["nbytes"] for e in cap.trace.events if e.kind == "alloc"}
+        return sorted((e.step, e.data["name"], e.data["source"], tuple(e.data["shape"]), by_sid.get(e.data["storage"]))
+                      for e in cap.trace.events if e.kind == "name")
+
+    py, nat = names(_renamed_program("python")), names(_renamed_program("native"))
+    grads = [n for n in nat if n[2] == "grad"]
+    assert {n[1] for n in grads} >= {"model.0.weight.grad", "model.2.weight.grad", "model.3.weight.grad"}
+    assert len([n for n in grads if n[1] == "model.0.weight.grad"]) == 5   # a new .grad each step
+    assert [(n[1], n[2], n[3], n[4]) for n in nat] == [(n[1], n[2], n[3], n[4]) for n in py]
 
 
 def _checkpoint_program(engine: str):

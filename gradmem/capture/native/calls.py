@@ -47,6 +47,7 @@ def function_watcher(settings, rec, cursor, storages, graph, namer):
     grads = NativeGradWatcher(rec, storages, native)
     facts = NativeFacts(rec, storages, graph, grads, native.ext)
     namer.on_leaf = facts.record
+    namer.grad_watch = (native.ext.watch_params, native.ext.name_grads)
     return NativeCalls(BackwardCalls(rec, cursor, graph, grads, namer, facts), facts, grads, graph)
 
 

@@ -44,7 +44,7 @@ class NativeSession:
         self.rec = NativeRecorder(self.cursor)
         self.storages = NativeStorages(self.rec, ext, self)
         see = self.storages.see_guarded
-        self.rec.spans = (ext.module_enter, lambda path, tensors: ext.module_exit(path, tensors, see))   # modules.py
+        self.rec.spans = (ext.module_enter, partial(ext.module_exit, see))   # modules.py: (path), (path, output)
         self.leaf_names: dict = {}   # (leaf event, 0 arriving | 1 landed) -> storage id, named in Python
         self._raw = None
 
@@ -304,6 +304,9 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
     for t, serial, is_exit, path, outputs in raw.get("modules", ()):   # as modules.py emits them
         add((t, len(out), KIND.MODULE_EXIT.value if is_exit else KIND.MODULE_ENTER.value, step_of(serial, 0),
              exit_ if is_exit else enter, (path, outputs) if is_exit else (path,)))
+    name_keys = keys(*(("storage", "name", "source", "shape"),) * 2)
+    for t, serial, sid, name, shape in raw.get("grad_names", ()):   # as names.py names a .grad
+        add((t, len(out), KIND.NAME.value, step_of(serial, 0), name_keys, (sid, f"{name}.grad", "grad", shape)))
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()

@@ -42,6 +42,7 @@
 // in libtorch_python, which every extension links): declared here rather than included, as
 // that header pulls in torch's whole pybind layer and doubles the build time
 PyObject* THPVariable_Wrap(const at::TensorBase& var);
+extern PyObject* THPVariableClass;   // torch.Tensor, for a type check
 namespace torch::autograd {   // python_cpp_function.h, likewise
 PyObject* functionToPyObject(const c10::intrusive_ptr<Node>& cdata);
 }
@@ -179,6 +180,20 @@ struct PackUse {   // an unpack (node_serial: the running node's step, -1 none) 
   int64_t t, serial, pid, node_serial;
 };
 
+// a walked module's parameter, whose .grad names.py names after each backward call
+struct NamedParam {
+  int32_t name;                       // index into Recorder::param_names
+  WeakImpl param;
+  const c10::StorageImpl* storage;    // the parameter's storage when it was walked
+};
+
+// a .grad named here: a NAME event ("<parameter>.grad", source grad)
+struct GradName {
+  int64_t t, serial, sid;
+  int32_t name;
+  std::vector<int64_t> shape;
+};
+
 // a module call's start or end, as modules.py's ModuleWatcher emits it
 struct ModuleRec {
   int64_t t, serial;
@@ -220,7 +235,12 @@ struct Recorder {
   std::vector<PackUse> unpacks, releases;
   std::vector<ModuleRec> modules;
   std::vector<std::string> module_paths;
-  std::unordered_map<std::string, int32_t> module_index;
+  std::unordered_map<PyObject*, int32_t> module_index;   // by the path's str object, held below
+  std::vector<py::object> module_path_objects;
+  std::vector<std::vector<NamedParam>> param_groups;   // one per walked module (names.py)
+  std::vector<std::string> param_names;
+  std::vector<GradName> grad_names;
+  std::unordered_set<std::pair<int64_t, int64_t>, PairHash> grad_named;   // (sid, name)
   int64_t next_pid = 1;
 
   int32_t intern(const at::RecordFunction& fn) {
@@ -283,6 +303,14 @@ struct Recorder {
 
 thread_local std::vector<Frame> t_frames;
 thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
+
+// gradmem's own ops and allocations while it lives, on this thread: not recorded. Cheaper
+// than at::RecordFunctionGuard, whose every use rebuilds torch's callback lists twice
+struct Busy {
+  bool was;
+  Busy() : was(t_busy) { t_busy = true; }
+  ~Busy() { t_busy = was; }
+};
 
 int64_t current_serial_locked(Recorder& r) {
   const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
@@ -416,7 +444,7 @@ void record_facts(Recorder& r, std::vector<Seen>& seen, int64_t serial) {
 
 // -- op frames ---------------------------------------------------------------------------------
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
-  if (!ours()) return nullptr;
+  if (t_busy || !ours()) return nullptr;
   Recorder& r = *g_rec;
   std::vector<Seen> seen;
   bool top = top_level(fn);
@@ -524,10 +552,7 @@ std::string nested(const at::Tensor& t, int dim, int64_t offset, bool integral, 
 
 std::string preview(const at::Tensor& t) {
   if (t.device().type() != c10::DeviceType::CPU || t.is_complex() || t.numel() > kMaxPreview) return "";
-  struct Busy {
-    Busy() { t_busy = true; }
-    ~Busy() { t_busy = false; }
-  } busy;   // its allocations are gradmem's, and the recorder's lock is held
+  Busy busy;   // its allocations are gradmem's, and the recorder's lock is held
   try {
     at::NoGradGuard no_grad;
     at::RecordFunctionGuard off(false);   // reading is not the program's op
@@ -659,12 +684,50 @@ int64_t claim_by_hook_locked(Recorder& r, void* ptr, const std::string& dtype, c
   return a.sid;
 }
 
+// claim_by_hook_locked for a tensor: its facts are only read when the storage is unclaimed
+int64_t claim_tensor_by_hook_locked(Recorder& r, const at::Tensor& t) {
+  if (!t.has_storage()) return 0;
+  void* ptr = t.storage().data_ptr().get();
+  Alloc* found = live_at(r, ptr);
+  if (found == nullptr) return 0;
+  if (found->claimed) return found->sid;
+  return claim_by_hook_locked(r, ptr, dtype_name(t.scalar_type()), t.sizes().vec(), t.requires_grad());
+}
+
 // gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0
 // (Python passes the storage's address, dtype and shape: no tensor crosses the boundary)
 int64_t claim(uintptr_t ptr, const std::string& dtype, const std::vector<int64_t>& shape, bool requires_grad) {
   if (g_rec == nullptr || ptr == 0) return 0;
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   return claim_by_hook_locked(*g_rec, (void*)ptr, dtype, shape, requires_grad);
+}
+
+constexpr int64_t kNoStorage = INT64_MIN;   // a storage without an id (Python's None)
+
+// storages the capture never saw allocated (made before it, or shared), whose ids Python's
+// Storages keep: each asked of Python once, and answered here again while the same storage
+// lives at the same address with the same size (a resize, as FSDP2 does, asks again)
+struct ForeignId {
+  c10::weak_intrusive_ptr<c10::StorageImpl> storage;
+  const void* ptr;
+  size_t nbytes;
+  int64_t sid;
+};
+std::unordered_map<const c10::StorageImpl*, ForeignId> g_foreign_ids;   // emptied at stop
+
+int64_t foreign_id(const at::Tensor& t, py::handle obj, py::handle see) {
+  const c10::StorageImpl* impl = t.has_storage() ? t.storage().unsafeGetStorageImpl() : nullptr;
+  if (impl != nullptr) {
+    auto it = g_foreign_ids.find(impl);
+    if (it != g_foreign_ids.end() && !it->second.storage.expired() && it->second.ptr == impl->data() &&
+        it->second.nbytes == impl->nbytes())
+      return it->second.sid;
+  }
+  py::object got = see(obj);
+  int64_t sid = got.is_none() ? kNoStorage : got.cast<int64_t>();
+  if (impl != nullptr && sid != kNoStorage)
+    g_foreign_ids.insert_or_assign(impl, ForeignId{t.storage().getWeakStorageImpl(), impl->data(), impl->nbytes(), sid});
+  return sid;
 }
 
 // -- saved-tensor hooks ------------------------------------------------------------------------
@@ -738,23 +801,24 @@ py::object pack_saved(py::handle obj) {
     p.numel = t.numel();
     p.element_size = (int64_t)t.element_size();
     p.checkpoint = packed_by_checkpoint(h->checkpoint_file.ptr());
-    at::RecordFunctionGuard off(false);   // the callbacks' own ops are not the program's
     if (p.numel <= kMaxPreview) {
+      at::RecordFunctionGuard off(false);   // exact_now's ops are not the program's
       py::object v = h->exact(obj);
       if (!v.is_none()) p.value = v.cast<std::string>();
     }
     version = (int64_t)t._version();
-    alias = t.detach();
+    {
+      Busy busy;   // nor is the alias (a view: nothing allocated)
+      alias = t.detach();
+    }
     Recorder& r = *g_rec;
     {
       std::lock_guard<std::recursive_mutex> g(r.mu);
-      p.sid = t.has_storage() ? claim_by_hook_locked(r, t.storage().data_ptr().get(), dtype_name(p.dtype), p.shape,
-                                                     t.requires_grad())
-                              : 0;
+      p.sid = claim_tensor_by_hook_locked(r, t);
     }
     if (p.sid == 0) {   // made before the capture, or shared: Python's storages know it
-      py::object sid = h->see(obj);
-      p.sid = sid.is_none() ? 0 : sid.cast<int64_t>();
+      int64_t sid = foreign_id(t, obj, h->see);
+      p.sid = sid == kNoStorage ? 0 : sid;
     }
   } catch (const py::error_already_set&) {
     throw;   // the Python callbacks guard themselves: this is not an ordinary failure
@@ -823,7 +887,6 @@ int64_t new_pid() {
 // Python keeps the ids (Graph._ids) and emits the events, from one tuple per node. The walk
 // order, and so the ids, are those of the Python walk.
 using NodePtr = c10::intrusive_ptr<torch::autograd::Node>;
-constexpr int64_t kNoStorage = INT64_MIN;   // a leaf whose storage has no id (Python's None)
 const char* kAccumulate = "torch::autograd::AccumulateGrad";
 
 struct StrPairHash {
@@ -881,16 +944,13 @@ py::object py_int64(int64_t v) { return v == kNoStorage ? py::object(py::none())
 // the id of a tensor's storage: the capture's own allocation (claimed as a hook's), else
 // Python's storages (made before the capture)
 int64_t storage_id(const at::Tensor& t, py::handle see) {
-  int64_t sid = 0;
-  if (t.has_storage()) {
+  int64_t sid;
+  {
     std::lock_guard<std::recursive_mutex> g(g_rec->mu);
-    sid = claim_by_hook_locked(*g_rec, t.storage().data_ptr().get(), dtype_name(t.scalar_type()), t.sizes().vec(),
-                               t.requires_grad());
+    sid = claim_tensor_by_hook_locked(*g_rec, t);
   }
   if (sid != 0) return sid;
-  py::object obj = py::reinterpret_steal<py::object>(THPVariable_Wrap(t));
-  py::object got = see(obj);
-  return got.is_none() ? kNoStorage : got.cast<int64_t>();
+  return foreign_id(t, py::reinterpret_steal<py::object>(THPVariable_Wrap(t)), see);
 }
 
 // storage_id of a leaf, which every walk meets again (a parameter's AccumulateGrad): asked of
@@ -906,33 +966,105 @@ int64_t leaf_id(const at::Tensor& leaf, py::handle see) {
   return sid;
 }
 
-int32_t module_path_locked(Recorder& r, const std::string& path) {
-  auto it = r.module_index.find(path);
+// a module path's index: Python hands the same str object for a module at every call
+// (modules.py keeps one per module), so the object, held here, is the key
+int32_t module_path_locked(Recorder& r, py::handle path) {
+  auto it = r.module_index.find(path.ptr());
   if (it != r.module_index.end()) return it->second;
   int32_t i = (int32_t)r.module_paths.size();
-  r.module_paths.push_back(path);
-  r.module_index.emplace(path, i);
+  r.module_paths.push_back(path.cast<std::string>());
+  r.module_path_objects.push_back(py::reinterpret_borrow<py::object>(path));
+  r.module_index.emplace(path.ptr(), i);
   return i;
 }
 
 // a module call begins (modules.py: module_enter)
-void module_enter(const std::string& path) {
+void module_enter(py::handle path) {
   if (g_rec == nullptr) return;
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->modules.push_back({now_ns(), current_serial_locked(*g_rec), module_path_locked(*g_rec, path), false, {}});
 }
 
-// a module call ends, with the storages of its tensor outputs (module_exit)
-void module_exit(const std::string& path, py::list tensors, py::object see) {
+void output_storage(py::handle obj, py::handle see, std::vector<int64_t>& out) {
+  if (!PyObject_TypeCheck(obj.ptr(), (PyTypeObject*)THPVariableClass)) return;
+  int64_t sid = storage_id(tensor_of(obj), see);
+  if (sid != kNoStorage) out.push_back(sid);
+}
+
+// a module call ends, with the storages of its tensor outputs (module_exit): ``output`` is
+// what forward returned, a tensor or a tuple or list whose tensors count
+void module_exit(py::object see, py::handle path, py::handle output) {
   if (g_rec == nullptr) return;
   std::vector<int64_t> outputs;
-  for (auto obj : tensors) {
-    int64_t sid = storage_id(tensor_of(obj), see);
-    if (sid != kNoStorage) outputs.push_back(sid);
+  if (PyTuple_Check(output.ptr()) || PyList_Check(output.ptr())) {
+    for (auto obj : output) output_storage(obj, see, outputs);
+  } else {
+    output_storage(output, see, outputs);
   }
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->modules.push_back({now_ns(), current_serial_locked(*g_rec), module_path_locked(*g_rec, path), true,
                             std::move(outputs)});
+}
+
+// -- names of parameters' gradients -----------------------------------------------------------
+// names.py walks a module's parameters once (watch_params), and after each backward call
+// asks here to name their new .grads (name_grads): no Python run per parameter. What this
+// cannot answer for (a parameter gone or given new storage, a .grad the capture never saw
+// allocated) is handed back by index, for Python to name as it names everything else.
+int64_t watch_params(py::list names, py::list params) {
+  TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
+  Recorder& r = *g_rec;
+  std::vector<NamedParam> group;
+  std::vector<at::Tensor> held;   // released after the lock, as in name_grads
+  std::lock_guard<std::recursive_mutex> g(r.mu);
+  for (size_t i = 0; i < py::len(params); ++i) {
+    held.push_back(tensor_of(params[i]));
+    const at::Tensor& p = held.back();
+    int32_t name = (int32_t)r.param_names.size();
+    group.push_back({name, WeakImpl(p.getIntrusivePtr()), p.has_storage() ? p.storage().unsafeGetStorageImpl() : nullptr});
+    r.param_names.push_back(names[i].cast<std::string>());
+    const at::Tensor& grad = p.grad();   // named by the walk that just ran: not again
+    int64_t sid = grad.defined() ? claim_tensor_by_hook_locked(r, grad) : 0;
+    if (sid != 0) r.grad_named.insert({sid, name});
+  }
+  r.param_groups.push_back(std::move(group));
+  return (int64_t)r.param_groups.size() - 1;
+}
+
+py::list name_grads(int64_t group) {
+  py::list theirs;
+  if (g_rec == nullptr) return theirs;
+  std::vector<at::Tensor> held;   // released after the lock: dropping a tensor may free memory
+  std::vector<int64_t> indices;
+  {
+    Recorder& r = *g_rec;
+    std::lock_guard<std::recursive_mutex> g(r.mu);
+    const auto& params = r.param_groups.at((size_t)group);
+    for (size_t i = 0; i < params.size(); ++i) {
+      const NamedParam& np = params[i];
+      auto strong = np.param.lock();
+      if (!strong) {
+        indices.push_back((int64_t)i);
+        continue;
+      }
+      held.emplace_back(std::move(strong));
+      const at::Tensor& p = held.back();
+      if ((p.has_storage() ? p.storage().unsafeGetStorageImpl() : nullptr) != np.storage) {
+        indices.push_back((int64_t)i);
+        continue;
+      }
+      const at::Tensor& grad = p.grad();
+      if (!grad.defined()) continue;
+      int64_t sid = claim_tensor_by_hook_locked(r, grad);
+      if (sid == 0) {
+        indices.push_back((int64_t)i);
+      } else if (r.grad_named.insert({sid, np.name}).second) {
+        r.grad_names.push_back({now_ns(), current_serial_locked(r), sid, np.name, grad.sizes().vec()});
+      }
+    }
+  }
+  for (int64_t i : indices) theirs.append(i);
+  return theirs;
 }
 
 struct Walk {
@@ -1178,6 +1310,7 @@ py::dict stop() {
   SavedHooks* hooks = g_saved;
   g_saved = nullptr;   // a Packed released from now on records nothing
   delete hooks;
+  g_foreign_ids.clear();   // their ids are this capture's
   py::dict out;
   if (g_graph != nullptr) {
     py::list nodes, slots, node_ids;
@@ -1248,6 +1381,10 @@ py::dict stop() {
   for (const auto& m : r.modules)
     modules.append(py::make_tuple(m.t, m.serial, m.exit, r.module_paths[m.path], py::tuple(py::cast(m.outputs))));
   out["modules"] = modules;
+  py::list grad_names;
+  for (const auto& n : r.grad_names)
+    grad_names.append(py::make_tuple(n.t, n.serial, n.sid, r.param_names[n.name], py::tuple(py::cast(n.shape))));
+  out["grad_names"] = grad_names;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;
@@ -1278,8 +1415,8 @@ void set_backward(int32_t backward, bool create_graph) {
   g_rec->create_graph = create_graph;
 }
 
-// gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0
-// (Python passes the storage's address, dtype and shape: no tensor crosses the boundary)
+// the tensors still alive among ``refs``, as Python objects (``keep``: the dead ones are
+// dropped from ``refs``, the live ones stay; else ``refs`` is emptied)
 py::list wrap_live(std::vector<WeakImpl>& refs, bool keep) {
   std::vector<at::Tensor> alive;
   std::vector<WeakImpl> still;
@@ -1406,4 +1543,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("node_id", &node_id);
   m.def("module_enter", &module_enter);
   m.def("module_exit", &module_exit);
+  m.def("watch_params", &watch_params);
+  m.def("name_grads", &name_grads);
 }

@@ -55,7 +55,8 @@ class Capture:
         self._started, self._error, self._stopped = "", None, False
         self._trace: Trace | None = None
         # fake tensors allocate nothing: there is no allocator record to compare with
-        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native))
+        self.ground = GroundTruth(self.rec, "cpu" if fake else self.settings.device, verify and not (fake or choice.native),
+                                  resident=not (choice.native and choice.native.samples_rss))   # native: in C++
 
     def _build_watchers(self) -> list:
         rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings

@@ -149,6 +149,28 @@ def test_gradient_names_same_on_both_engines(native):
     assert [(n[1], n[2], n[3], n[4]) for n in nat] == [(n[1], n[2], n[3], n[4]) for n in py]
 
 
+def test_native_rss_sampled_in_cpp_as_psutil_reads_it(native):
+    """On the native engine resident memory is sampled by the recorder's own thread, which
+    never takes the GIL: by time (every 10 ms, plus the first and last), stamped with the
+    step in progress, in psutil's bytes, and with no Python sampler thread running."""
+    import threading
+
+    import psutil
+    with Capture(engine="native") as cap:
+        assert not any(t.name == "gradmem-rss" for t in threading.enumerate())
+        lin = torch.nn.Linear(256, 256)
+        for _ in range(20):
+            lin(torch.randn(512, 256)).sum().backward()
+        now = psutil.Process().memory_info().rss
+    samples = [e for e in cap.trace.events if e.kind == "rss"]
+    steps = [e for e in cap.trace.events if e.kind == "step"]
+    span_s = (samples[-1].t_ns - samples[0].t_ns) / 1e9
+    assert 2 <= len(samples) <= span_s / 0.01 + 3
+    assert abs(samples[-1].data["rss"] - now) < 16 * 2**20   # the same reading, moments apart
+    assert {e.step for e in samples} <= {0} | {e.step for e in steps}
+    assert (analyze(cap.trace).steps["rss_bytes"] > 0).any()
+
+
 def _checkpoint_program(engine: str):
     torch.manual_seed(0)
     lin = torch.nn.Linear(8, 8)

@@ -24,6 +24,7 @@ from ...events import EventKind as KIND
 from ..cursor import Cursor
 from ..graph import ACCUMULATE, Graph, short_name
 from ..recorder import Recorder
+from ..resident import EVERY_S
 from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
 from ..values import exact_now
 from ..storages import Storages
@@ -55,8 +56,15 @@ class NativeSession:
     def saved_watcher(self, rec, cursor, storages, graph) -> "NativeSavedWatcher":
         return NativeSavedWatcher(rec, cursor, storages, graph, self.ext)
 
+    @property
+    def samples_rss(self) -> bool:
+        """The recorder samples resident memory itself (where /proc can be read), on a
+        thread that never takes the GIL: the Python sampler's thread then stays off."""
+        return self.ext.resident_bytes() >= 0
+
     def __enter__(self) -> "NativeSession":
-        self.ext.start(1)   # tensor facts of each top-level op's inputs too (want_inputs)
+        # tensor facts of each top-level op's inputs too (want_inputs); RSS as resident.py samples it
+        self.ext.start(1, True, round(EVERY_S * 1000) if self.samples_rss else 0)
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -304,6 +312,9 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
     for t, serial, is_exit, path, outputs in raw.get("modules", ()):   # as modules.py emits them
         add((t, len(out), KIND.MODULE_EXIT.value if is_exit else KIND.MODULE_ENTER.value, step_of(serial, 0),
              exit_ if is_exit else enter, (path, outputs) if is_exit else (path,)))
+    rss_keys = keys(("rss",), ("rss",))
+    for t, serial, rss in raw.get("rss", ()):   # as resident.py samples it
+        add((t, len(out), KIND.RSS.value, step_of(serial, 0), rss_keys, (rss,)))
     name_keys = keys(*(("storage", "name", "source", "shape"),) * 2)
     for t, serial, sid, name, shape in raw.get("grad_names", ()):   # as names.py names a .grad
         add((t, len(out), KIND.NAME.value, step_of(serial, 0), name_keys, (sid, f"{name}.grad", "grad", shape)))

@@ -24,6 +24,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <cctype>
 #include <cmath>
@@ -32,11 +33,14 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <typeindex>
 #include <typeinfo>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
+
+#include <unistd.h>
 
 // torch's own wrapper of a tensor as a Python object (torch/csrc/autograd/python_variable.h,
 // in libtorch_python, which every extension links): declared here rather than included, as
@@ -180,6 +184,11 @@ struct PackUse {   // an unpack (node_serial: the running node's step, -1 none) 
   int64_t t, serial, pid, node_serial;
 };
 
+// the process's resident memory at a moment (what resident.py samples on the Python engine)
+struct RssSample {
+  int64_t t, serial, rss;
+};
+
 // a walked module's parameter, whose .grad names.py names after each backward call
 struct NamedParam {
   int32_t name;                       // index into Recorder::param_names
@@ -237,6 +246,7 @@ struct Recorder {
   std::vector<std::string> module_paths;
   std::unordered_map<PyObject*, int32_t> module_index;   // by the path's str object, held below
   std::vector<py::object> module_path_objects;
+  std::vector<RssSample> rss;
   std::vector<std::vector<NamedParam>> param_groups;   // one per walked module (names.py)
   std::vector<std::string> param_names;
   std::vector<GradName> grad_names;
@@ -1267,19 +1277,72 @@ py::list leaves(py::list roots) {
   return out;
 }
 
+// -- resident memory ---------------------------------------------------------------------------
+// Sampled on a thread of our own that never takes the GIL: resident.py's Python thread
+// (psutil every 10 ms) made the program's thread hand the GIL over a hundred times a
+// second, in the middle of backward's hooks.
+
+// the resident bytes psutil reports on Linux (/proc/self/statm's resident pages); -1 when unreadable
+int64_t resident_bytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f == nullptr) return -1;
+  long size = 0, resident = 0;
+  int n = std::fscanf(f, "%ld %ld", &size, &resident);
+  std::fclose(f);
+  return n == 2 ? (int64_t)resident * (int64_t)sysconf(_SC_PAGESIZE) : -1;
+}
+
+void sample_rss(Recorder& r) {
+  int64_t rss = resident_bytes();
+  if (rss < 0) return;
+  std::lock_guard<std::recursive_mutex> g(r.mu);
+  r.ref(r.last_serial);   // the step in progress, as Recorder.emit stamps a Python sample
+  r.rss.push_back({now_ns(), r.last_serial, rss});
+}
+
+struct RssThread {
+  std::thread thread;
+  std::mutex m;
+  std::condition_variable cv;
+  bool stopping = false;
+
+  RssThread(Recorder& r, int64_t every_ms) {
+    sample_rss(r);
+    thread = std::thread([this, &r, every_ms] {
+      std::unique_lock<std::mutex> lk(m);
+      while (!cv.wait_for(lk, std::chrono::milliseconds(every_ms), [this] { return stopping; })) {
+        lk.unlock();
+        sample_rss(r);
+        lk.lock();
+      }
+    });
+  }
+
+  void stop(Recorder& r) {
+    {
+      std::lock_guard<std::mutex> lk(m);
+      stopping = true;
+    }
+    cv.notify_all();
+    thread.join();
+    sample_rss(r);
+  }
+};
+
 // -- the Python interface ----------------------------------------------------------------------
 struct Session {
   Recorder rec;
   std::shared_ptr<State> state;
   at::CallbackHandle fn_handle = 0;
   std::atomic<int64_t> next_sid;
+  std::unique_ptr<RssThread> rss;
 
   explicit Session(int64_t first_sid) : next_sid(first_sid) { rec.next_sid = &next_sid; }
 };
 
 Session* g_session = nullptr;
 
-void start(int64_t first_sid, bool want_inputs) {
+void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms) {
   TORCH_CHECK(g_session == nullptr, "gradmem's native recorder is already running");
   TORCH_CHECK(c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == nullptr,
               "another profiler is running");
@@ -1293,10 +1356,12 @@ void start(int64_t first_sid, bool want_inputs) {
   g_session->fn_handle = at::addGlobalCallback(
       at::RecordFunctionCallback(on_enter, on_exit).needsInputs(want_inputs).needsOutputs(true).scopes(
           {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION}));
+  if (rss_every_ms > 0) g_session->rss = std::make_unique<RssThread>(g_session->rec, rss_every_ms);
 }
 
 py::dict stop() {
   TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
+  if (g_session->rss) g_session->rss->stop(g_session->rec);   // joined before the recorder goes
   at::removeCallback(g_session->fn_handle);
   auto top = c10::ThreadLocalDebugInfo::_peek(c10::DebugInfoKind::PROFILER_STATE);
   if (top.get() == g_session->state.get()) c10::ThreadLocalDebugInfo::_pop(c10::DebugInfoKind::PROFILER_STATE);
@@ -1385,6 +1450,9 @@ py::dict stop() {
   for (const auto& n : r.grad_names)
     grad_names.append(py::make_tuple(n.t, n.serial, n.sid, r.param_names[n.name], py::tuple(py::cast(n.shape))));
   out["grad_names"] = grad_names;
+  py::list rss;
+  for (const auto& e : r.rss) rss.append(py::make_tuple(e.t, e.serial, e.rss));
+  out["rss"] = rss;
   out["next_sid"] = g_session->next_sid.load();
   delete g_session;
   g_session = nullptr;
@@ -1520,7 +1588,8 @@ bool running() { return g_session != nullptr; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
-  m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true);
+  m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true, py::arg("rss_every_ms") = 0);
+  m.def("resident_bytes", &resident_bytes);
   m.def("stop", &stop);
   m.def("current_step", &current_step);
   m.def("begin_step", &begin_step);

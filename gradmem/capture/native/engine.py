@@ -72,6 +72,8 @@ class NativeSession:
         return False
 
     def stop(self) -> None:
+        """Stop recording; the record stays in C++ (``ext.Record``) until the merge, so
+        leaving the capture's block makes no Python object per event."""
         if self._raw is None and self.ext.running():
             self._raw = self.ext.stop()
 
@@ -82,7 +84,7 @@ class NativeSession:
             enabled = gc.isenabled()
             gc.disable()   # only gradmem's own tuples are made here: no cycles to collect
             try:
-                merge(self.rec, self._raw, self.leaf_names)
+                merge(self.rec, self._raw.take(), self.leaf_names)
             finally:
                 if enabled:
                     gc.enable()

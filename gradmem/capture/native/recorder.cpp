@@ -1359,7 +1359,15 @@ void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms) {
   if (rss_every_ms > 0) g_session->rss = std::make_unique<RssThread>(g_session->rec, rss_every_ms);
 }
 
-py::dict stop() {
+// a stopped capture's record, kept in C++ until the trace is built (engine.py: merge), so
+// that leaving the capture's block makes no Python object per event
+struct Record {
+  std::unique_ptr<Session> session;
+  std::unique_ptr<GraphState> graph;
+  py::dict take();
+};
+
+Record stop() {
   TORCH_CHECK(g_session != nullptr, "gradmem's native recorder is not running");
   if (g_session->rss) g_session->rss->stop(g_session->rec);   // joined before the recorder goes
   at::removeCallback(g_session->fn_handle);
@@ -1376,24 +1384,35 @@ py::dict stop() {
   g_saved = nullptr;   // a Packed released from now on records nothing
   delete hooks;
   g_foreign_ids.clear();   // their ids are this capture's
+  Record rec;
+  rec.session.reset(g_session);
+  rec.graph.reset(g_graph);
+  g_session = nullptr;
+  g_graph = nullptr;
+  return rec;
+}
+
+// the record as Python data, once (the C++ copy is freed)
+py::dict Record::take() {
+  TORCH_CHECK(session != nullptr, "gradmem's native record was taken already");
+  Recorder& r = session->rec;
   py::dict out;
-  if (g_graph != nullptr) {
+  if (graph) {
     py::list nodes, slots, node_ids;
-    for (auto& n : g_graph->nodes) {
+    for (auto& n : graph->nodes) {
       py::list next;
       for (const auto& [child, nr] : n.next)
         next.append(py::make_tuple(child >= 0 ? py::object(py::int_(child)) : py::object(py::none()), nr));
       nodes.append(py::make_tuple(n.t, n.serial, n.nid, n.name, py_int64(n.part), py::tuple(next),
                                   n.attrs ? n.attrs : py::object(py::none())));
     }
-    for (const auto& sl : g_graph->slots) slots.append(py::make_tuple(sl.t, sl.serial, sl.pack, sl.nid, sl.field));
-    for (const auto& [key, nid] : g_graph->ids) node_ids.append(py::make_tuple(key.first, py_int64(key.second), nid));
+    for (const auto& sl : graph->slots) slots.append(py::make_tuple(sl.t, sl.serial, sl.pack, sl.nid, sl.field));
+    for (const auto& [key, nid] : graph->ids) node_ids.append(py::make_tuple(key.first, py_int64(key.second), nid));
     out["nodes"] = nodes;
     out["slots"] = slots;
     out["node_ids"] = node_ids;
   }
-  delete g_graph;      // its cached attribute names are Python objects: dropped with the GIL held
-  g_graph = nullptr;
+  graph.reset();   // its cached attribute names are Python objects: dropped with the GIL held
   py::list ops;
   for (const auto& o : r.ops) ops.append(py::make_tuple(o.shortn, o.full, o.composite, o.factory, o.evaluate));
   out["ops"] = ops;
@@ -1453,9 +1472,8 @@ py::dict stop() {
   py::list rss;
   for (const auto& e : r.rss) rss.append(py::make_tuple(e.t, e.serial, e.rss));
   out["rss"] = rss;
-  out["next_sid"] = g_session->next_sid.load();
-  delete g_session;
-  g_session = nullptr;
+  out["next_sid"] = session->next_sid.load();
+  session.reset();
   return out;
 }
 
@@ -1590,6 +1608,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
   m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true, py::arg("rss_every_ms") = 0);
   m.def("resident_bytes", &resident_bytes);
+  py::class_<Record>(m, "Record").def("take", &Record::take);
   m.def("stop", &stop);
   m.def("current_step", &current_step);
   m.def("begin_step", &begin_step);

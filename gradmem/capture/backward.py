@@ -59,7 +59,7 @@ class BackwardCalls:
         """Discover and name the graph, then put the hooks on; returns their handles."""
         self.graph.discover_from(roots + self.facts.flush())   # flush: what the native recorder saw
         self.namer.scan_stack(caller, walked=False)   # the scan after the call walks the modules
-        leaves = self.graph.leaves_of(roots)
+        leaves = self.graph.leaves_of(roots, call)
         for leaf in leaves:
             self.facts.record(leaf)
         return (self.graph.hook_nodes([t.grad_fn for t in roots]) + self.grads.hook_tensors()

@@ -90,8 +90,9 @@ class Graph:
         """Discover the graph behind these tensors' grad_fns."""
         self.discover([grad_fn_of(t) for t in tensors])
 
-    def leaves_of(self, tensors: Iterable) -> list:
-        """The leaves whose AccumulateGrad nodes the tensors' grad_fns reach."""
+    def leaves_of(self, tensors: Iterable, call: str = "backward") -> list:
+        """The leaves whose AccumulateGrad nodes the tensors' grad_fns reach (``call``, the
+        backward call's kind, matters to the native engine's walk only)."""
         return [n.variable for n in self.reachable([grad_fn_of(t) for t in tensors]) if hasattr(n, "variable")]
 
     def discover(self, roots: Iterable) -> None:

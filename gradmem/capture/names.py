@@ -196,6 +196,9 @@ class Namer:
                         self.rec.emit(EventKind.NAME, storage=sid, name=f"{name}.state[{label}].{key}", source="optimizer_state")
 
 
+_NONE: dict = {}
+
+
 class _Walked:
     """A module walked once, holding nothing alive: its parameters and buffers by name (weak
     references), and what each of its modules held then (``same``: nothing added or
@@ -213,16 +216,19 @@ class _Walked:
         self.group = group   # the native engine's parameter group (watch_params)
 
     def _layout(self) -> list | None:
-        out = []
-        add = out.append
+        held = []   # what the modules hold, for a moment: only their ids are kept
         for ref in self.subs:
             m = ref()
             if m is None:
                 return None
-            add(tuple(map(id, m._parameters.values())))
-            add(tuple(map(id, m._buffers.values())))
-            add(tuple(map(id, m._modules.values())))
-        return out
+            d = m.__dict__
+            held += d.get("_parameters", _NONE).values()
+            held.append(None)
+            held += d.get("_buffers", _NONE).values()
+            held.append(None)
+            held += d.get("_modules", _NONE).values()
+            held.append(None)
+        return list(map(id, held))
 
     def same(self, module) -> bool:
         return self.layout is not None and self._layout() == self.layout

@@ -85,11 +85,10 @@ class NativeGradWatcher(GradWatcher):
         self.session = session
 
     def hook_leaves(self, leaves, call: str = "backward") -> list:
+        """For a ``backward`` call the graph's walk (``NativeGraph.leaves_of``) watched the
+        leaves already."""
         if call != "backward":
             return super().hook_leaves(leaves, call)
-        watch, see = self.session.ext.watch_leaf, self.storages.see
-        for leaf in leaves:
-            watch(leaf._cdata, see(leaf))
         return []
 
     def settle(self) -> None:

@@ -1,5 +1,5 @@
 """The native engine's seam with the capture: its recorder, its storage registry, and the
-events it hands to the trace when the capture ends.
+events it hands to the trace when the trace is built (the record stays in C++ until then).
 
 In C++ (recorder.cpp): every op frame and every allocation and free, each allocation
 attributed to its op and step as it happens; a step only becomes an event if something
@@ -167,8 +167,11 @@ class NativeGraph(Graph):
             nid = self.ext.node_id(*key)
         return nid
 
-    def leaves_of(self, tensors) -> list:
-        return self.ext.leaves(list(tensors))
+    def leaves_of(self, tensors, call: str = "backward") -> list:
+        """For a ``backward`` call the walk also watches each leaf's gradient (no Python per
+        leaf: ``NativeGradWatcher``) and returns only the leaves whose facts are not recorded
+        yet; for ``autograd.grad`` every leaf, for the Python hooks."""
+        return self.ext.leaves(list(tensors), self.storages.see_guarded, call == "backward")
 
     def _describe(self, node) -> tuple:
         return self._slot_fields(node), self._attr_fields(node)

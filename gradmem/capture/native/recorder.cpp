@@ -233,6 +233,7 @@ struct Recorder {
   std::vector<WeakImpl> foreign_new;
   bool want_inputs = true;
   std::unordered_map<const torch::autograd::Node*, LeafWatch> leaves;   // AccumulateGrad -> leaf
+  std::unordered_set<int64_t> leaf_sids_given;   // leaves whose facts Python recorded
   std::vector<LeafEvent> leaf_events;
   std::vector<OpNodes> op_nodes;
   size_t leaf_named = 0;   // leaf events before this were handed to Python already
@@ -1259,8 +1260,23 @@ py::object node_id(const std::string& name, py::object part) {
   return it == g_graph->ids.end() ? py::object(py::none()) : py::object(py::int_(it->second));
 }
 
-// the leaves (AccumulateGrad variables) the grad_fns of ``roots`` reach, in graph.py's order
-py::list leaves(py::list roots) {
+// a backward call's leaf: its gradient watched (its AccumulateGrad node's end records it),
+// and whether Python is to record its facts (the first time its storage is met: a leaf's
+// facts never change)
+bool watch_and_hand_over(torch::autograd::AccumulateGrad* acc, py::handle see) {
+  if (g_rec == nullptr || g_graph == nullptr) return true;
+  const at::Tensor& leaf = acc->variable;
+  int64_t sid = leaf_id(leaf, see);
+  if (sid == kNoStorage) return true;
+  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
+  g_rec->leaves.insert_or_assign(acc, LeafWatch{WeakImpl(leaf.getIntrusivePtr()), sid});
+  return g_rec->leaf_sids_given.insert(sid).second;
+}
+
+// the leaves (AccumulateGrad variables) the grad_fns of ``roots`` reach, in graph.py's order;
+// ``watch`` (a backward call): each one's gradient is watched, and only the leaves whose
+// facts Python has not recorded yet are returned
+py::list leaves(py::list roots, py::object see, bool watch) {
   std::vector<NodePtr> stack;
   push_roots(roots, stack);
   std::unordered_set<const torch::autograd::Node*> seen;
@@ -1269,8 +1285,10 @@ py::list leaves(py::list roots) {
     NodePtr node = std::move(stack.back());
     stack.pop_back();
     if (!seen.insert(node.get()).second) continue;
-    if (auto* acc = dynamic_cast<torch::autograd::AccumulateGrad*>(node.get()))
-      out.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(acc->variable)));
+    if (auto* acc = dynamic_cast<torch::autograd::AccumulateGrad*>(node.get())) {
+      if (!watch || watch_and_hand_over(acc, see))
+        out.append(py::reinterpret_steal<py::object>(THPVariable_Wrap(acc->variable)));
+    }
     for (const auto& e : node->next_edges())
       if (e.function) stack.push_back(e.function);
   }
@@ -1555,21 +1573,6 @@ int64_t known(uintptr_t ptr) {
   return a.claimed ? a.sid : -1;
 }
 
-// watch the gradient of the leaf at this TensorImpl (a live Python tensor's ``_cdata``),
-// whose storage id is ``sid``: its AccumulateGrad node's end records it. False when the
-// leaf has no accumulator (nothing in the graph reaches it).
-bool watch_leaf(intptr_t cdata, int64_t sid) {
-  if (g_rec == nullptr || cdata == 0) return false;
-  auto impl = c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::unsafe_reclaim_from_nonowning(
-      reinterpret_cast<c10::TensorImpl*>(cdata));
-  at::Tensor leaf(std::move(impl));
-  auto acc = torch::autograd::impl::try_get_grad_accumulator(leaf);
-  if (!acc) return false;
-  std::lock_guard<std::recursive_mutex> g(g_rec->mu);
-  g_rec->leaves.insert_or_assign(acc.get(), LeafWatch{WeakImpl(leaf.getIntrusivePtr()), sid});
-  return true;
-}
-
 // the leaf gradients recorded with no storage id (not allocations of the capture), still
 // alive: (event index, 0 for the arriving gradient or 1 for the .grad, the tensor)
 py::list unnamed_leaf_grads() {
@@ -1617,7 +1620,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("new_id", &new_id);
   m.def("flush", &flush);
   m.def("known", &known);
-  m.def("watch_leaf", &watch_leaf);
   m.def("unnamed_leaf_grads", &unnamed_leaf_grads);
   m.def("running", &running);
   py::class_<Packed>(m, "Packed", "a saved slot's content under gradmem's native saved-tensor hooks")

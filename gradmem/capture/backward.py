@@ -22,6 +22,10 @@ AFTER_BACKWARD = "(after backward)"
 
 
 class BackwardCalls:
+    # (pause, resume) of the saved-tensor hooks around a backward call that builds no graph
+    # (the native engine's: recorder.cpp, pause_saved); None keeps them on
+    saved_pause = None
+
     def __init__(self, rec: Recorder, cursor: Cursor, graph: Graph, grads: GradWatcher, namer: Namer,
                  facts: TensorFacts):
         self.rec = rec
@@ -47,9 +51,12 @@ class BackwardCalls:
         outer = self.cursor.enter_backward(create_graph)
         self.rec.emit(EventKind.BACKWARD_BEGIN, index=self.cursor.backward_index, call=call, roots=roots,
                       retain_graph=retain_graph, create_graph=create_graph)
+        paused = self.saved_pause is not None and not create_graph and guard.call(self.saved_pause[0])
         try:
             return func(*args, **kwargs)
         finally:
+            if paused:
+                guard.call(self.saved_pause[1])
             self.cursor.leave_backward(outer)
             for h in handles:
                 h.remove()

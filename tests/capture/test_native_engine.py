@@ -199,6 +199,39 @@ def test_checkpoint_same_on_both_engines(native):
     assert ((nat.tensors["role"] == "activation") & nat.tensors["recomputed"].astype(bool)).sum() == 1   # relu's
 
 
+def _reentrant_program(engine: str):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(8, 8)
+    with Capture(engine=engine) as cap:
+        x = torch.randn(4, 8, requires_grad=True)
+        y = torch.utils.checkpoint.checkpoint(lambda a: torch.relu(lin(a)).exp(), x, use_reentrant=True)
+        y.sum().backward()
+        z = (x * 3).sin().sum()   # a forward after the backward call: saves as usual
+        z.backward()
+    return cap
+
+
+def test_reentrant_checkpoint_saves_recorded_while_hooks_are_paused(native):
+    """During a backward call that builds no graph the native engine takes its saved-tensor
+    hooks off torch's stack (each node's thread-local state copies that stack otherwise).
+    A reentrant checkpoint runs its block again inside backward, with grad on and no hooks
+    of its own: the recorder puts the hooks back for those ops, so what they save is
+    recorded as on the Python engine, and the hooks are on again for the next forward.
+    (The recomputed block's nodes belong to the nested backward checkpoint runs, which no
+    walk meets on the native engine: its saved_by reads differently, a known difference.)"""
+    py, nat = _reentrant_program("python"), _reentrant_program("native")
+
+    def saved(cap, after_first_backward=False):
+        start = next(e.seq for e in cap.trace.events if e.kind == "backward_end") if after_first_backward else -1
+        return sorted((tuple(e.data["shape"]), e.data["dtype"]) for e in cap.trace.events
+                      if e.kind == "saved" and e.seq > start)
+    assert saved(nat) == saved(py)
+    assert len(saved(nat)) >= 5   # the first forward's, the block's again, and x * 3's and sin's
+    assert saved(nat, after_first_backward=True) == saved(py, after_first_backward=True) != []
+    analyze(nat.trace)   # a node ending that no walk met is left out, as the Python engine leaves it
+    assert torch._C._autograd._top_saved_tensors_default_hooks(True) is None   # nothing left behind
+
+
 def test_modified_saved_tensor_fails_as_on_the_python_engine(native):
     """The C++ unpack hook checks the version as the Python one does: same error, same words."""
     def message(engine):

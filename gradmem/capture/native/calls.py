@@ -48,7 +48,9 @@ def function_watcher(settings, rec, cursor, storages, graph, namer):
     facts = NativeFacts(rec, storages, graph, grads, native.ext)
     namer.on_leaf = facts.record
     namer.grad_watch = (native.ext.watch_params, native.ext.name_grads)
-    return NativeCalls(BackwardCalls(rec, cursor, graph, grads, namer, facts), facts, grads, graph)
+    backward = BackwardCalls(rec, cursor, graph, grads, namer, facts)
+    backward.saved_pause = (native.ext.pause_saved, native.ext.resume_saved)
+    return NativeCalls(backward, facts, grads, graph)
 
 
 class NativeFacts(TensorFacts):

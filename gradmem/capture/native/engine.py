@@ -194,7 +194,7 @@ class NativeSavedWatcher(SavedTensorWatcher):
         if self._outer:
             return super().__enter__()
         self.ext.hook_saved(self.storages.see_guarded, partial(self.rec.guard.call, exact_now), self.pack,
-                            self.unpack, CHECKPOINT_FILE)
+                            self.unpack, CHECKPOINT_FILE, self.ext.pack_saved, self.ext.unpack_saved)
         self._cm = torch.autograd.graph.saved_tensors_hooks(self.ext.pack_saved, self.ext.unpack_saved)
         self._cm.__enter__()
         return self
@@ -305,7 +305,10 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
     _saved_events(raw, add, out, keys, step_of, node_of)
     end_keys = keys(*(("node", "grads_in", "grads_out"),) * 2)
     for t, serial, grads_in, grads_out in raw["node_ends"]:
-        add((t, len(out), NODE_END, number.get(serial, 0), end_keys, (node_of.get(serial), _ids(grads_in), _ids(grads_out))))
+        nid = node_of.get(serial)
+        if nid is None:   # a node no walk met (a nested backward's, as a reentrant checkpoint runs):
+            continue      # the Python engine hooks only the nodes it walked
+        add((t, len(out), NODE_END, number.get(serial, 0), end_keys, (nid, _ids(grads_in), _ids(grads_out))))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
     if cpu:
         event(cpu[0][0], KIND.CLOCK.value, cpu[0][1], **CLOCK)

@@ -11,6 +11,7 @@
 // would be read as the wrong type. Our state reports profiler type NONE, so neither the
 // legacy nor the kineto profiler casts it further.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/SavedTensorHooks.h>
 #include <ATen/core/grad_mode.h>
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
@@ -47,6 +48,7 @@
 // that header pulls in torch's whole pybind layer and doubles the build time
 PyObject* THPVariable_Wrap(const at::TensorBase& var);
 extern PyObject* THPVariableClass;   // torch.Tensor, for a type check
+c10::impl::PyInterpreter* getPyInterpreter();   // torch/csrc/PyInterpreter.h, likewise
 namespace torch::autograd {   // python_cpp_function.h, likewise
 PyObject* functionToPyObject(const c10::intrusive_ptr<Node>& cdata);
 }
@@ -454,13 +456,15 @@ void record_facts(Recorder& r, std::vector<Seen>& seen, int64_t serial) {
 }
 
 // -- op frames ---------------------------------------------------------------------------------
+void recompute_saved();   // saved-tensor hooks, below
+
 std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (t_busy || !ours()) return nullptr;
   Recorder& r = *g_rec;
   std::vector<Seen> seen;
   bool top = top_level(fn);
   if (top && r.want_inputs) gather_values(fn.inputs(), seen);
-  std::lock_guard<std::recursive_mutex> g(r.mu);
+  std::unique_lock<std::recursive_mutex> g(r.mu);
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
@@ -491,13 +495,19 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     // a forward op inside a backward node with grad mode on, as checkpoint runs its block
     // again (ops.py: the Python engine's test, word for word)
     f.recompute = parent != nullptr && at::GradMode::is_enabled() && !r.create_graph && node_serial_locked() >= 0;
+
   } else {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
   if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
   if (top) f.seq_lo = (int64_t)at::sequence_number::peek();
   f.own = op;
+  bool recompute = f.recompute;
   t_frames.push_back(f);
+  if (recompute) {   // outside the lock: it may take the GIL
+    g.unlock();
+    recompute_saved();
+  }
   return std::make_unique<Ctx>();
 }
 
@@ -751,6 +761,9 @@ struct SavedHooks {
   py::object see, exact, pack, unpack;   // Python: Storages.see, exact_now, the Python pair
   py::object checkpoint_file;            // torch/utils/checkpoint.py, as frames spell it
   int64_t generation = 0;                // which capture made a Packed (a later one ignores it)
+  py::object ours_pack, ours_unpack;     // this file's pack_saved and unpack_saved, as installed
+  bool paused = false;                   // taken off the stack for a backward call (pause_saved)
+  PyObject* below = nullptr;             // then: the pack hook left on top (nullptr: none)
 };
 
 SavedHooks* g_saved = nullptr;
@@ -877,11 +890,53 @@ py::object unpack_saved(py::handle obj) {
   return py::reinterpret_steal<py::object>(THPVariable_Wrap(p.alias));
 }
 
-void hook_saved(py::object see, py::object exact, py::object pack, py::object unpack, py::object checkpoint_file) {
+void hook_saved(py::object see, py::object exact, py::object pack, py::object unpack, py::object checkpoint_file,
+                py::object ours_pack, py::object ours_unpack) {
   TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
   delete g_saved;
   g_saved = new SavedHooks{std::move(see), std::move(exact), std::move(pack), std::move(unpack),
-                           std::move(checkpoint_file), ++g_generation};
+                           std::move(checkpoint_file), ++g_generation, std::move(ours_pack), std::move(ours_unpack)};
+}
+
+// Our saved-tensor hooks come off torch's stack of default hooks for a backward call that
+// builds no graph. While any Python hooks are on that stack, autograd copies it, with a
+// GIL-taking reference count per hook, every time it sets a node's thread-local state: a
+// tenth of an MLP step. Nothing is saved in such a call, except by a forward run again
+// inside a node (a reentrant checkpoint's recompute): on_enter puts our hooks back for it
+// (recompute_saved), and the node's end restores the engine's state without them.
+PyObject* top_pack_hook() {
+  const auto& stack = at::SavedTensorDefaultHooks::get_tls_state().stack;
+  return stack.empty() ? nullptr : stack.top().first.ptr(getPyInterpreter());
+}
+
+void push_ours() {
+  at::SavedTensorDefaultHooks::push_hooks(c10::SafePyObject(g_saved->ours_pack.inc_ref().ptr(), getPyInterpreter()),
+                                          c10::SafePyObject(g_saved->ours_unpack.inc_ref().ptr(), getPyInterpreter()));
+}
+
+bool pause_saved() {
+  if (g_saved == nullptr || g_saved->paused || top_pack_hook() != g_saved->ours_pack.ptr()) return false;
+  at::SavedTensorDefaultHooks::pop_hooks();
+  g_saved->paused = true;
+  g_saved->below = top_pack_hook();
+  return true;
+}
+
+void resume_saved() {
+  if (g_saved == nullptr || !g_saved->paused) return;
+  g_saved->paused = false;
+  push_ours();
+}
+
+// a forward op run again inside a backward node while our hooks are paused: back on, unless
+// someone else's hooks are on top (checkpoint's own recomputation hooks: theirs to record)
+void recompute_saved() {
+  if (g_saved == nullptr || !g_saved->paused || top_pack_hook() != g_saved->below) return;
+  try {
+    py::gil_scoped_acquire gil;
+    push_ours();
+  } catch (...) {
+  }
 }
 
 int64_t new_pid() {
@@ -1627,6 +1682,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_saved", &pack_saved);
   m.def("unpack_saved", &unpack_saved);
   m.def("hook_saved", &hook_saved);
+  m.def("pause_saved", &pause_saved);
+  m.def("resume_saved", &resume_saved);
   m.def("new_pid", &new_pid);
   m.def("discover", &discover);
   m.def("leaves", &leaves);

@@ -171,13 +171,17 @@ def test_native_rss_sampled_in_cpp_as_psutil_reads_it(native):
     assert (analyze(cap.trace).steps["rss_bytes"] > 0).any()
 
 
-def _checkpoint_program(engine: str):
+def _checkpoint_program(engine: str, reentrant: bool = False):
+    """A checkpointed block and its backward; reentrant: then a forward after the backward
+    call, whose saves are recorded as usual."""
     torch.manual_seed(0)
     lin = torch.nn.Linear(8, 8)
     with Capture(engine=engine) as cap:
         x = torch.randn(4, 8, requires_grad=True)
-        y = torch.utils.checkpoint.checkpoint(lambda a: torch.relu(lin(a)).exp(), x, use_reentrant=False)
+        y = torch.utils.checkpoint.checkpoint(lambda a: torch.relu(lin(a)).exp(), x, use_reentrant=reentrant)
         y.sum().backward()
+        if reentrant:
+            (x * 3).sin().sum().backward()
     return cap
 
 
@@ -199,18 +203,6 @@ def test_checkpoint_same_on_both_engines(native):
     assert ((nat.tensors["role"] == "activation") & nat.tensors["recomputed"].astype(bool)).sum() == 1   # relu's
 
 
-def _reentrant_program(engine: str):
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(8, 8)
-    with Capture(engine=engine) as cap:
-        x = torch.randn(4, 8, requires_grad=True)
-        y = torch.utils.checkpoint.checkpoint(lambda a: torch.relu(lin(a)).exp(), x, use_reentrant=True)
-        y.sum().backward()
-        z = (x * 3).sin().sum()   # a forward after the backward call: saves as usual
-        z.backward()
-    return cap
-
-
 def test_reentrant_checkpoint_saves_recorded_while_hooks_are_paused(native):
     """During a backward call that builds no graph the native engine takes its saved-tensor
     hooks off torch's stack (each node's thread-local state copies that stack otherwise).
@@ -219,7 +211,7 @@ def test_reentrant_checkpoint_saves_recorded_while_hooks_are_paused(native):
     recorded as on the Python engine, and the hooks are on again for the next forward.
     (The recomputed block's nodes belong to the nested backward checkpoint runs, which no
     walk meets on the native engine: its saved_by reads differently, a known difference.)"""
-    py, nat = _reentrant_program("python"), _reentrant_program("native")
+    py, nat = _checkpoint_program("python", reentrant=True), _checkpoint_program("native", reentrant=True)
 
     def saved(cap, after_first_backward=False):
         start = next(e.seq for e in cap.trace.events if e.kind == "backward_end") if after_first_backward else -1

@@ -495,7 +495,6 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     // a forward op inside a backward node with grad mode on, as checkpoint runs its block
     // again (ops.py: the Python engine's test, word for word)
     f.recompute = parent != nullptr && at::GradMode::is_enabled() && !r.create_graph && node_serial_locked() >= 0;
-
   } else {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
@@ -666,8 +665,7 @@ struct State : public ProfilerStateBase {
     int64_t t = now_ns();
     std::lock_guard<std::recursive_mutex> g(r.mu);
     const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
-    int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
-    r.ref(serial);
+    int64_t serial = current_serial_locked(r);
     r.allocator.push_back({t, size, (int64_t)total, serial, ptr, (int8_t)device.type()});
     if (size > 0) {
       Alloc a;
@@ -690,29 +688,29 @@ struct State : public ProfilerStateBase {
 
 // a storage a Python-side hook saw (a pack) before its op returned, on an allocation of
 // the capture: its id, claimed now if nothing claimed it yet; 0 when the capture never saw it
+void first_claim_by_hook(Recorder& r, Alloc& a, std::string dtype, std::vector<int64_t> shape, bool requires_grad) {
+  first_claim(r, a, a.op);
+  a.by_python = true;
+  a.dtype = std::move(dtype);
+  a.shape = std::move(shape);
+  a.grad_args = requires_grad;
+}
+
 int64_t claim_by_hook_locked(Recorder& r, void* ptr, const std::string& dtype, const std::vector<int64_t>& shape,
                              bool requires_grad) {
-  Alloc* found = live_at(r, ptr);
-  if (found == nullptr) return 0;
-  Alloc& a = *found;
-  if (!a.claimed) {
-    first_claim(r, a, a.op);
-    a.by_python = true;
-    a.dtype = dtype;
-    a.shape = shape;
-    a.grad_args = requires_grad;
-  }
-  return a.sid;
+  Alloc* a = live_at(r, ptr);
+  if (a == nullptr) return 0;
+  if (!a->claimed) first_claim_by_hook(r, *a, dtype, shape, requires_grad);
+  return a->sid;
 }
 
 // claim_by_hook_locked for a tensor: its facts are only read when the storage is unclaimed
 int64_t claim_tensor_by_hook_locked(Recorder& r, const at::Tensor& t) {
   if (!t.has_storage()) return 0;
-  void* ptr = t.storage().data_ptr().get();
-  Alloc* found = live_at(r, ptr);
-  if (found == nullptr) return 0;
-  if (found->claimed) return found->sid;
-  return claim_by_hook_locked(r, ptr, dtype_name(t.scalar_type()), t.sizes().vec(), t.requires_grad());
+  Alloc* a = live_at(r, t.storage().data_ptr().get());
+  if (a == nullptr) return 0;
+  if (!a->claimed) first_claim_by_hook(r, *a, dtype_name(t.scalar_type()), t.sizes().vec(), t.requires_grad());
+  return a->sid;
 }
 
 // gradmem's storage id of a tensor's storage when the capture saw its allocation, else 0
@@ -945,13 +943,13 @@ int64_t new_pid() {
   return g_rec->next_pid++;
 }
 
-
 // -- the backward graph ------------------------------------------------------------------------
 // What gradmem/capture/graph.py's walk records of each node not seen yet, walked here: its id,
 // its key (name and sequence number; for AccumulateGrad, the storage of its leaf), the nodes
 // it passes gradients to, its non-tensor saved values and the pack id in each saved slot.
-// Python keeps the ids (Graph._ids) and emits the events, from one tuple per node. The walk
-// order, and so the ids, are those of the Python walk.
+// The ids stay here (node_id answers Python); the record is exported with the rest, and
+// engine.py's merge makes graph.py's events from it. The walk order, and so the ids, are
+// those of the Python walk.
 using NodePtr = c10::intrusive_ptr<torch::autograd::Node>;
 const char* kAccumulate = "torch::autograd::AccumulateGrad";
 
@@ -963,13 +961,6 @@ struct StrPairHash {
 
 struct NodeFields {   // per node type: its saved tensor slots and saved values, as attribute names
   std::vector<std::pair<py::object, std::string>> slots, attrs;   // (attribute, field name)
-};
-
-// a leaf's storage id as Python's storages gave it, kept while that tensor holds that storage
-struct LeafId {
-  WeakImpl leaf;
-  const c10::StorageImpl* storage;
-  int64_t sid;
 };
 
 // a node the walk met first: what graph.py's NODE event holds (attrs: (field, value) pairs)
@@ -994,7 +985,6 @@ struct GraphState {
   // by C++ node class: a generated node's Python type is one per class, so its fields are
   // known without making its Python object (AccumulateGrad and TBackward0 have none)
   std::unordered_map<std::type_index, const NodeFields*> by_class;
-  std::unordered_map<const c10::TensorImpl*, LeafId> leaf_ids;
   int64_t next_nid = 1;
 };
 
@@ -1017,19 +1007,6 @@ int64_t storage_id(const at::Tensor& t, py::handle see) {
   }
   if (sid != 0) return sid;
   return foreign_id(t, py::reinterpret_steal<py::object>(THPVariable_Wrap(t)), see);
-}
-
-// storage_id of a leaf, which every walk meets again (a parameter's AccumulateGrad): asked of
-// Python once while the leaf keeps its storage, where it answers from its table alone
-int64_t leaf_id(const at::Tensor& leaf, py::handle see) {
-  const c10::StorageImpl* storage = leaf.has_storage() ? leaf.storage().unsafeGetStorageImpl() : nullptr;
-  auto it = g_graph->leaf_ids.find(leaf.unsafeGetTensorImpl());
-  if (it != g_graph->leaf_ids.end() && it->second.storage == storage && !it->second.leaf.expired())
-    return it->second.sid;
-  int64_t sid = storage_id(leaf, see);
-  if (sid != kNoStorage)
-    g_graph->leaf_ids.insert_or_assign(leaf.unsafeGetTensorImpl(), LeafId{WeakImpl(leaf.getIntrusivePtr()), storage, sid});
-  return sid;
 }
 
 // a module path's index: Python hands the same str object for a module at every call
@@ -1143,7 +1120,7 @@ struct Walk {
     std::string name = node->name();
     int64_t part;
     if (name == kAccumulate) {
-      part = leaf_id(static_cast<torch::autograd::AccumulateGrad*>(node.get())->variable, see);
+      part = storage_id(static_cast<torch::autograd::AccumulateGrad*>(node.get())->variable, see);
     } else {
       part = (int64_t)node->sequence_nr();
     }
@@ -1321,7 +1298,7 @@ py::object node_id(const std::string& name, py::object part) {
 bool watch_and_hand_over(torch::autograd::AccumulateGrad* acc, py::handle see) {
   if (g_rec == nullptr || g_graph == nullptr) return true;
   const at::Tensor& leaf = acc->variable;
-  int64_t sid = leaf_id(leaf, see);
+  int64_t sid = storage_id(leaf, see);
   if (sid == kNoStorage) return true;
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
   g_rec->leaves.insert_or_assign(acc, LeafWatch{WeakImpl(leaf.getIntrusivePtr()), sid});
@@ -1622,10 +1599,9 @@ py::tuple flush() {
 int64_t known(uintptr_t ptr) {
   if (g_rec == nullptr || ptr == 0) return 0;
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
-  auto it = g_rec->live.find((void*)ptr);
-  if (it == g_rec->live.end()) return 0;
-  const Alloc& a = g_rec->allocs[it->second];
-  return a.claimed ? a.sid : -1;
+  const Alloc* a = live_at(*g_rec, (void*)ptr);
+  if (a == nullptr) return 0;
+  return a->claimed ? a->sid : -1;
 }
 
 // the leaf gradients recorded with no storage id (not allocations of the capture), still

@@ -15,12 +15,12 @@ event on a big heap (measured: 7.9 us against 0.3 us).
 """
 from __future__ import annotations
 
-import gc
 import itertools
 import time
 from typing import Callable
 
 from ..events import EventKind
+from ..gc_pause import paused
 from ..roles import Phase
 from ..trace import Event
 from .cursor import Cursor
@@ -85,9 +85,7 @@ class Recorder:
         each event already has rather than read back from 200,000 dicts (None if an event
         named a field twice). Builds a dict per event, so the collector is paused
         meanwhile: only gradmem's own objects are made here."""
-        enabled = gc.isenabled()
-        gc.disable()
-        try:   # tuple.__new__ straight: the NamedTuple's own __new__ is a Python call per event
+        with paused():   # tuple.__new__ straight: the NamedTuple's own __new__ is a Python call per event
             new = tuple.__new__
             events, groups = [], {}
             add, group = events.append, groups.setdefault
@@ -97,9 +95,6 @@ class Recorder:
             if any(len(set(keys)) < len(keys) for _kind, keys in groups):   # its dict kept one of the two
                 return tuple(events), None
             return tuple(events), {shape: list(zip(*rows)) for shape, rows in groups.items()}
-        finally:
-            if enabled:
-                gc.enable()
 
 
 def _event(r: tuple) -> Event:

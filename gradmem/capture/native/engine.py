@@ -15,12 +15,12 @@ with ids from the same counter.
 from __future__ import annotations
 
 import bisect
-import gc
 from functools import partial
 
 import torch
 
 from ...events import EventKind as KIND
+from ...gc_pause import paused
 from ..cursor import Cursor
 from ..graph import ACCUMULATE, Graph, short_name
 from ..recorder import Recorder
@@ -47,6 +47,9 @@ class NativeSession:
         see = self.storages.see_guarded
         self.rec.spans = (ext.module_enter, partial(ext.module_exit, see))   # modules.py: (path), (path, output)
         self.leaf_names: dict = {}   # (leaf event, 0 arriving | 1 landed) -> storage id, named in Python
+        # the recorder samples resident memory itself where /proc can be read, on a thread
+        # that never takes the GIL: the Python sampler's thread then stays off
+        self.samples_rss = ext.resident_bytes() >= 0
         self._raw = None
 
     def make_graph(self, rec, cursor, storages) -> Graph:
@@ -55,12 +58,6 @@ class NativeSession:
 
     def saved_watcher(self, rec, cursor, storages, graph) -> "NativeSavedWatcher":
         return NativeSavedWatcher(rec, cursor, storages, graph, self.ext)
-
-    @property
-    def samples_rss(self) -> bool:
-        """The recorder samples resident memory itself (where /proc can be read), on a
-        thread that never takes the GIL: the Python sampler's thread then stays off."""
-        return self.ext.resident_bytes() >= 0
 
     def __enter__(self) -> "NativeSession":
         # tensor facts of each top-level op's inputs too (want_inputs); RSS as resident.py samples it
@@ -81,13 +78,8 @@ class NativeSession:
         """Call after the recorder stopped: no Python event may come after the merge."""
         self.stop()
         if self._raw is not None:
-            enabled = gc.isenabled()
-            gc.disable()   # only gradmem's own tuples are made here: no cycles to collect
-            try:
+            with paused():   # only gradmem's own tuples are made here: no cycles to collect
                 merge(self.rec, self._raw.take(), self.leaf_names)
-            finally:
-                if enabled:
-                    gc.enable()
             self._raw = None
 
 

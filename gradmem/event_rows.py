@@ -62,6 +62,16 @@ def shapes(events) -> dict:
     return {shape: list(zip(*rows)) for shape, rows in groups.items()}
 
 
+def lines_by_shape(trace, make) -> list[str]:
+    """One line per event of ``trace``, in its order: ``make(kind, names, indexes, columns)``
+    returns the lines of each of its shapes (``Trace.shapes``) at once."""
+    lines: list = [None] * len(trace.events)
+    for (kind, names), (indexes, *columns) in trace.shapes.items():
+        for i, line in zip(indexes, make(kind, names, indexes, columns)):
+            lines[i] = line
+    return lines
+
+
 def literal(text: str) -> str:
     """``text`` as part of a ``%`` template."""
     return text.replace("%", "%%")

@@ -106,16 +106,11 @@ _DUMPS = rows.value_encoder(", ", ": ")   # json.dumps(v), its encoder built onc
 def _event_lines(trace: Trace) -> list[str]:
     """Each event's line, ``json.dumps({seq, t, kind, step, **data})`` to the byte,
     built a line template at a time (gradmem.event_rows)."""
-    events = trace.events
-    lines: list = [None] * len(events)
-    for (kind, names), (indexes, *cols) in trace.shapes.items():
+    def make(kind, names: tuple, indexes: list, cols: list):
         if set(names) & set(_EVENT_KEYS) or not all(type(n) is str for n in names):
-            made = [_event_line(events[i]) for i in indexes]   # a field json.dumps would rename or merge
-        else:
-            made = map(_template(kind, names).__mod__, zip(*[rows.encode_column(c, _DUMPS) for c in cols]))
-        for i, line in zip(indexes, made):
-            lines[i] = line
-    return lines
+            return [_event_line(trace.events[i]) for i in indexes]   # a field json.dumps would rename or merge
+        return map(_template(kind, names).__mod__, zip(*[rows.encode_column(c, _DUMPS) for c in cols]))
+    return rows.lines_by_shape(trace, make)
 
 
 def _template(kind, names: tuple) -> str:

@@ -9,7 +9,7 @@ import operator
 
 import pandas as pd
 
-from ..event_rows import encode_column, escape, literal, value_encoder
+from ..event_rows import encode_column, escape, lines_by_shape, literal, value_encoder
 from ..files import EVENTS_CSV, MODULES_CSV, NODES_CSV, STEPS_CSV, SUMMARY, TENSORS_CSV
 
 
@@ -42,17 +42,14 @@ class EventsCsvWriter:
 
 
 def _event_rows(trace, keys: tuple) -> list[str]:
-    events = trace.events
-    lines: list = [None] * len(events)
-    for (kind, names), (indexes, *heads) in trace.shapes.items():
+    def make(kind, names: tuple, indexes: list, heads: list):
         by_name = dict(zip(names, heads[3:]))
         shared = [by_name.pop(k, None) for k in keys]
         made = _template_rows(kind, heads[:3], shared, by_name, len(indexes))
         if made is None:   # a value csv.writer would quote or spell otherwise
-            made = _plain_rows([events[i] for i in indexes], keys)
-        for i, line in zip(indexes, made):
-            lines[i] = line
-    return lines
+            made = _plain_rows([trace.events[i] for i in indexes], keys)
+        return made
+    return lines_by_shape(trace, make)
 
 
 _NEEDS_QUOTES = frozenset(',"\r\n')

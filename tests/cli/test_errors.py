@@ -127,3 +127,22 @@ def test_progress_lines_on_stderr(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("gradmem: ") and " step " in line]
     assert any("(backward)" in line for line in lines) and any("(forward)" in line for line in lines)
     assert proc.stdout == ""
+
+
+AT_EXIT = """\
+import atexit, gc, torch
+marker = __file__ + ".exit"
+atexit.register(lambda: open(marker, "w").write(str(gc.get_freeze_count())))
+w = torch.ones(3, requires_grad=True)
+(w * 2).sum().backward()
+"""
+
+
+def test_process_exit_runs_the_scenarios_atexit_with_the_collector_frozen(tmp_path):
+    """The entry point freezes the collector as the command ends (no last walk over the
+    trace's objects), and the scenario's own atexit handlers still run after it."""
+    path = write(tmp_path, "at_exit.py", AT_EXIT)
+    proc = run_cli_process("profile", path, "-o", tmp_path / "out", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert int((tmp_path / "at_exit.py.exit").read_text()) > 0
+    assert (tmp_path / "out" / "report.html").exists()

@@ -62,12 +62,12 @@ class Capture:
         rec, cursor, storages, s = self.rec, self.rec.cursor, self.storages, self.settings
         graph = s.engine.graph(Graph, rec, cursor, storages)
         calls = function_watcher(s, rec, cursor, storages, graph, self.namer)   # CallWatcher or NativeCalls
-        # module and source line behind each op (attribution=False: the benchmark's baseline);
-        # the native engine has no per-op Python seam, so its ops carry no source line
+        # module and source line behind each op (attribution=False: the benchmark's baseline)
         modules = [ModuleWatcher(rec, storages, lambda: self.namer.entry)] if s.attribution else []
         sources = SourceWatcher(rec) if s.attribution else None
         saved = s.engine.saved_watcher(SavedTensorWatcher, rec, cursor, storages, graph)
-        ops = s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks), sources)
+        ops = s.engine.op_watchers(OpWatcher, rec, cursor, storages, graph, s.fake, Collectives(rec, storages, s.ranks),
+                                    sources=sources)
         return modules + [StorageResizes(storages), saved, calls, *ops]
 
     @property

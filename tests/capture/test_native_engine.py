@@ -47,7 +47,7 @@ def facts(a) -> dict:
     Zero-byte storages never reach an allocator, so only the Python engine lists them."""
     t = a.tensors[a.tensors["nbytes"] > 0]
     rows = sorted(zip(t["role"], t["nbytes"], t["created_by"], t["saved_by"], t["free_step"].isna(),
-                      t["dtype"], t["shape"], t["value"].astype(str), t["unpacked_by"]))
+                      t["dtype"], t["shape"], t["value"].astype(str), t["unpacked_by"], t["source"].astype(str)))
     s = a.summary
     return {"storages": rows, "peak_bytes": s["peak_bytes"], "peak_by_role": s["peak_by_role"],
             "at_end": s["bytes_by_role_at_end"]}
@@ -70,18 +70,20 @@ def test_scenario_same_on_both_engines(native, name):
 
 @pytest.mark.parametrize("name", ["mlp", "conv_bn"])
 def test_module_attribution_same_on_both_engines(native, name):
-    """Every storage's module, also the gradients backward makes: the native engine
-    discovers nodes at the backward call and puts each back at the op that made it, inside
-    its module's span. (Source lines need a Python seam per op: the native engine has none.)"""
+    """Every storage's module and source line, also the gradients backward makes: the
+    native engine discovers nodes at the backward call and puts each back at the op that
+    made it, inside its module's span; it reads the user's line from Python's frames in C++
+    at each top-level op."""
     path = ROOT / "scenarios" / f"{name}.py"
 
     def modules(engine):
         t = analyze(run(path, SMALL_PARAMS[name], engine).trace).tensors
         t = t[t["nbytes"] > 0]
-        return sorted(zip(t["role"], t["nbytes"], t["created_by"], t["module"].astype(str)))
+        return sorted(zip(t["role"], t["nbytes"], t["created_by"], t["module"].astype(str), t["source"].astype(str)))
     nat = modules("native")
     assert nat == modules("python")
-    assert sum(m.startswith("model.") for *_, m in nat) > len(nat) // 2
+    assert sum(m.startswith("model.") for *_, m, _s in nat) > len(nat) // 2
+    assert sum(s.startswith(f"{path}:") for *_, s in nat) > len(nat) // 2
 
 
 def _grads_program(engine: str):

@@ -41,9 +41,13 @@ class Choice(NamedTuple):
             return self.native.saved_watcher(rec, cursor, storages, graph)
         return watcher_type(rec, cursor, storages, graph)
 
-    def op_watchers(self, watcher_type, *args) -> list:
-        """The dispatch-mode op watcher, unless the native recorder sees the ops."""
-        return [watcher_type(*args)] if self.native is None else []
+    def op_watchers(self, watcher_type, *args, sources=None) -> list:
+        """The dispatch-mode op watcher, unless the native recorder sees the ops (and, with
+        ``sources`` given, reads the user's line behind each op itself)."""
+        if self.native is None:
+            return [watcher_type(*args, sources=sources)]
+        self.native.sources = sources is not None
+        return []
 
     def contexts(self) -> list:
         """Entered around the watchers: the native recorder, when it runs."""

@@ -23,13 +23,14 @@ from ...events import EventKind as KIND
 from ...gc_pause import paused
 from ..cursor import Cursor
 from ..graph import ACCUMULATE, Graph, short_name
+from ..names import SKIP_DIRS
 from ..recorder import Recorder
 from ..resident import EVERY_S
 from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
 from ..values import exact_now
 from ..storages import Storages
 
-STEP, NODE_END = KIND.STEP.value, KIND.NODE_END.value   # plain strs: events keep their kind as a str
+STEP, NODE_END, SOURCE = KIND.STEP.value, KIND.NODE_END.value, KIND.SOURCE.value   # plain strs: events keep their kind as a str
 CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
 _CPU = 0   # c10::DeviceType::CPU
 
@@ -50,6 +51,7 @@ class NativeSession:
         # the recorder samples resident memory itself where /proc can be read, on a thread
         # that never takes the GIL: the Python sampler's thread then stays off
         self.samples_rss = ext.resident_bytes() >= 0
+        self.sources = False   # read the user's line behind each op (the capture's attribution)
         self._raw = None
 
     def make_graph(self, rec, cursor, storages) -> Graph:
@@ -61,7 +63,8 @@ class NativeSession:
 
     def __enter__(self) -> "NativeSession":
         # tensor facts of each top-level op's inputs too (want_inputs); RSS as resident.py samples it
-        self.ext.start(1, True, round(EVERY_S * 1000) if self.samples_rss else 0)
+        self.ext.start(1, True, round(EVERY_S * 1000) if self.samples_rss else 0,
+                       list(SKIP_DIRS) if self.sources else [])
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -264,6 +267,9 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
         k = tuple(data)
         add((t, len(out), kind, number.get(serial, 0), keys(k, k), tuple(data.values())))
 
+    source_keys = keys(*(("file", "line", "function"),) * 2)
+    for t, serial, place in raw.get("sources", ()):   # first: before the step it begins, as modules.py emits it
+        add((t, len(out), SOURCE, number.get(serial, 0), source_keys, place))
     step_keys = keys(*(("phase", "op", "node", "backward"),) * 2)
     for serial, t, op, kind, _seq, backward, label in raw["steps"]:   # Phase values, as begin_step emits
         add((t, len(out), STEP, number.get(serial, 0), step_keys, ("backward" if backward else "forward",

@@ -213,6 +213,22 @@ struct ModuleRec {
   std::vector<int64_t> outputs;   // an exit's output storages
 };
 
+// A change of the user's line behind the top-level ops (the Python engine's SOURCE event)
+struct SourceRec {
+  int64_t t, serial;
+  int32_t place;   // index into Sources::places, -1: no frame outside torch and gradmem
+};
+
+// The user's lines, read from Python's frames with the GIL held (and only then touched).
+// Code objects are held, so that a pointer seen once always means the same code.
+struct Sources {
+  std::vector<std::string> skip;   // torch's and gradmem's folders (names.py SKIP_DIRS)
+  std::unordered_map<PyObject*, bool> user;   // code object -> is it the user's
+  std::unordered_map<std::pair<int64_t, int64_t>, int32_t, PairHash> ids;   // (code, line) -> place
+  std::vector<py::object> held;     // the code objects of `user`
+  std::vector<py::tuple> places;    // (file, line, function)
+};
+
 struct Recorder;
 Recorder* g_rec = nullptr;   // the running recorder (at most one)
 
@@ -250,6 +266,9 @@ struct Recorder {
   std::unordered_map<PyObject*, int32_t> module_index;   // by the path's str object, held below
   std::vector<py::object> module_path_objects;
   std::vector<RssSample> rss;
+  Sources src;
+  std::vector<SourceRec> sources;
+  int32_t source_last = -2;   // the place last recorded (-2: none yet)
   std::vector<std::vector<NamedParam>> param_groups;   // one per walked module (names.py)
   std::vector<std::string> param_names;
   std::vector<GradName> grad_names;
@@ -455,6 +474,65 @@ void record_facts(Recorder& r, std::vector<Seen>& seen, int64_t serial) {
   }
 }
 
+// -- the user's line behind an op (the Python engine's SourceWatcher, capture/modules.py) ------
+// The GIL held: is this code object the user's (outside torch and gradmem)?
+bool user_code(Sources& s, PyCodeObject* code) {
+  PyObject* key = reinterpret_cast<PyObject*>(code);
+  auto it = s.user.find(key);
+  if (it != s.user.end()) return it->second;
+  py::object held = py::reinterpret_borrow<py::object>(key);
+  std::string file = py::str(held.attr("co_filename"));
+  bool mine = true;
+  for (const auto& dir : s.skip)
+    if (file.rfind(dir, 0) == 0) mine = false;
+  s.held.push_back(std::move(held));
+  return s.user[key] = mine;
+}
+
+int32_t place_of(Sources& s, PyCodeObject* code, int line) {
+  std::pair<int64_t, int64_t> key{(int64_t)(intptr_t)code, line};
+  auto it = s.ids.find(key);
+  if (it != s.ids.end()) return it->second;
+  py::handle c(reinterpret_cast<PyObject*>(code));
+  s.places.push_back(py::make_tuple(c.attr("co_filename"), line, c.attr("co_name")));
+  return s.ids[key] = (int32_t)s.places.size() - 1;
+}
+
+// The GIL held: the innermost frame of the user's, as the Python engine's frame walk finds it
+int32_t user_place(Sources& s) {
+  PyFrameObject* f = PyEval_GetFrame();   // borrowed
+  Py_XINCREF(f);
+  int32_t place = -1;
+  while (f != nullptr) {
+    PyCodeObject* code = PyFrame_GetCode(f);   // a new reference, as is PyFrame_GetBack's
+    bool mine = user_code(s, code);
+    if (mine) place = place_of(s, code, PyFrame_GetLineNumber(f));
+    Py_DECREF(code);
+    PyFrameObject* back = mine ? nullptr : PyFrame_GetBack(f);
+    Py_DECREF(f);
+    f = back;
+  }
+  return place;
+}
+
+// A top-level op began step `serial` (or an op of a forward run again inside a node): record
+// the user's line behind it when it changed. Called outside the recorder's lock, as it takes
+// the GIL (the op's Python binding released it); a thread Python never ran on has no line.
+void note_source(Recorder& r, int64_t serial) {
+  if (!Py_IsInitialized() || PyGILState_GetThisThreadState() == nullptr) return;
+  int64_t t = now_ns();
+  int32_t place;
+  {
+    py::gil_scoped_acquire gil;
+    place = user_place(r.src);
+  }
+  std::lock_guard<std::recursive_mutex> g(r.mu);
+  if (g_rec != &r || place == r.source_last) return;
+  r.source_last = place;
+  r.ref(serial);
+  r.sources.push_back({t, serial, place});
+}
+
 // -- op frames ---------------------------------------------------------------------------------
 void recompute_saved();   // saved-tensor hooks, below
 
@@ -469,6 +547,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
   Frame f{{}, 0, -1, -1, false, false};
+  bool source = false;   // read the user's line (outside the lock)
   if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
     f.boundary = true;
     if (parent != nullptr && parent->boundary && parent->serial >= 0 && r.steps[parent->serial].seq_nr == -2) {
@@ -491,10 +570,14 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     f.op = op;                       // the outermost non-composite op below any node boundary
     f.attributed = true;
     f.serial = parent != nullptr ? parent->serial : -1;   // inside a node: the node's step
-    if (f.serial < 0) f.serial = r.new_step(op, 0, -1);
+    if (f.serial < 0) {
+      f.serial = r.new_step(op, 0, -1);
+      source = !r.src.skip.empty();
+    }
     // a forward op inside a backward node with grad mode on, as checkpoint runs its block
     // again (ops.py: the Python engine's test, word for word)
     f.recompute = parent != nullptr && at::GradMode::is_enabled() && !r.create_graph && node_serial_locked() >= 0;
+    source = source || (f.recompute && !r.src.skip.empty());
   } else {
     f.serial = parent != nullptr ? parent->serial : -1;
   }
@@ -502,11 +585,11 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (top) f.seq_lo = (int64_t)at::sequence_number::peek();
   f.own = op;
   bool recompute = f.recompute;
+  int64_t serial = f.serial;
   t_frames.push_back(f);
-  if (recompute) {   // outside the lock: it may take the GIL
-    g.unlock();
-    recompute_saved();
-  }
+  if (recompute || source) g.unlock();   // outside the lock: these take the GIL
+  if (source) note_source(r, serial);
+  if (recompute) recompute_saved();
   return std::make_unique<Ctx>();
 }
 
@@ -1392,13 +1475,14 @@ struct Session {
 
 Session* g_session = nullptr;
 
-void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms) {
+void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms, std::vector<std::string> source_skip) {
   TORCH_CHECK(g_session == nullptr, "gradmem's native recorder is already running");
   TORCH_CHECK(c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == nullptr,
               "another profiler is running");
   g_session = new Session(first_sid);
   g_rec = &g_session->rec;
   g_rec->want_inputs = want_inputs;
+  g_rec->src.skip = std::move(source_skip);   // empty: no source lines (attribution off)
   g_session->state = std::make_shared<State>();
   g_graph = new GraphState();
   g_state = g_session->state.get();
@@ -1522,6 +1606,11 @@ py::dict Record::take() {
   py::list rss;
   for (const auto& e : r.rss) rss.append(py::make_tuple(e.t, e.serial, e.rss));
   out["rss"] = rss;
+  py::list sources;
+  py::tuple nowhere = py::make_tuple(py::none(), py::none(), py::none());
+  for (const auto& e : r.sources)
+    sources.append(py::make_tuple(e.t, e.serial, e.place >= 0 ? r.src.places[e.place] : nowhere));
+  out["sources"] = sources;
   out["next_sid"] = session->next_sid.load();
   session.reset();
   return out;
@@ -1640,7 +1729,8 @@ bool running() { return g_session != nullptr; }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
-  m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true, py::arg("rss_every_ms") = 0);
+  m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true, py::arg("rss_every_ms") = 0,
+        py::arg("source_skip") = std::vector<std::string>());
   m.def("resident_bytes", &resident_bytes);
   py::class_<Record>(m, "Record").def("take", &Record::take);
   m.def("stop", &stop);

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ..roles import Role
-from .tables import joined
+from .tables import joined, text
 from .sharding import set_rank_roles
 from .naming import storage_shapes
 from .slots import Slots
@@ -187,5 +187,5 @@ def tensors_table(tables: dict, step_phase: pd.Series, step_op: dict, node_name:
     t["name"] = t["id"].map(names)
     t["made_at"] = made_at(t, tables)
     for column in ("module", "source", "op_name"):
-        t[column] = t["id"].map((origins or {}).get(column, {})).fillna("")
+        t[column] = text(t["id"].map((origins or {}).get(column, {})))   # all missing: float NaNs
     return t[TENSOR_COLUMNS].reset_index(drop=True)

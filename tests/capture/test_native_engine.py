@@ -48,9 +48,10 @@ def facts(a) -> dict:
     t = a.tensors[a.tensors["nbytes"] > 0]
     rows = sorted(zip(t["role"], t["nbytes"], t["created_by"], t["saved_by"], t["free_step"].isna(),
                       t["dtype"], t["shape"], t["value"].astype(str), t["unpacked_by"], t["source"].astype(str)))
-    s = a.summary
+    s, n = a.summary, a.nodes   # each node's rule on the recorded numbers, checked against torch's gradient
+    rules = sorted(zip(n["name"], n["rule"], n["rule_values"], n["rule_check"], n["saved_for"]))
     return {"storages": rows, "peak_bytes": s["peak_bytes"], "peak_by_role": s["peak_by_role"],
-            "at_end": s["bytes_by_role_at_end"]}
+            "at_end": s["bytes_by_role_at_end"], "rules": rules}
 
 
 def run(path: Path, params: dict, engine: str):
@@ -66,6 +67,9 @@ def test_scenario_same_on_both_engines(native, name):
     assert py.trace.meta.capture_engine == "python"
     assert nat.trace.meta.capture_engine == "native", nat.trace.meta.engine_reason
     assert facts(analyze(nat.trace)) == facts(analyze(py.trace))
+    if name.startswith("seed_"):   # the learner's hand derivations, worked on the recorded numbers
+        checks = [c for *_, c, _s in facts(analyze(nat.trace))["rules"] if c]
+        assert checks and set(checks) == {"matches torch"}
 
 
 @pytest.mark.parametrize("name", ["mlp", "conv_bn"])

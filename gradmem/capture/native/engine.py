@@ -301,12 +301,13 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
             event(t, KIND.LEAF_GRAD.value, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
                   shape=tuple(shape))
     _saved_events(raw, add, out, keys, step_of, node_of)
-    end_keys = keys(*(("node", "grads_in", "grads_out"),) * 2)
-    for t, serial, grads_in, grads_out in raw["node_ends"]:
+    end_keys = keys(*(("node", "grads_in", "grads_out", "values_in", "values_out"),) * 2)
+    for t, serial, grads_in, grads_out, values_in, values_out in raw["node_ends"]:
         nid = node_of.get(serial)
         if nid is None:   # a node no walk met (a nested backward's, as a reentrant checkpoint runs):
             continue      # the Python engine hooks only the nodes it walked
-        add((t, len(out), NODE_END, number.get(serial, 0), end_keys, (nid, _ids(grads_in), _ids(grads_out))))
+        add((t, len(out), NODE_END, number.get(serial, 0), end_keys,
+             (nid, _or_none(grads_in), _or_none(grads_out), _or_none(values_in), _or_none(values_out))))
     cpu = [e for e in raw["allocator"] if e[5] == _CPU]
     if cpu:
         event(cpu[0][0], KIND.CLOCK.value, cpu[0][1], **CLOCK)
@@ -421,8 +422,9 @@ def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> di
     return out
 
 
-def _ids(sids) -> tuple:
-    return tuple([s or None for s in sids])
+def _or_none(values) -> tuple:
+    """The extension's 0 (no storage) and "" (no value) as None, as the Python engine records them."""
+    return tuple([v or None for v in values])
 
 
 def _device(dev: int, index: int) -> str:

@@ -150,6 +150,7 @@ struct AllocatorEvent {
 struct NodeEnd {
   int64_t t, serial;
   std::vector<int64_t> grads_in, grads_out;
+  std::vector<std::string> values_in, values_out;   // small gradients' values, every digit ("" none)
 };
 
 struct Frame {
@@ -372,7 +373,7 @@ int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value);
 // A node's end, as the Python engine's node post-hook sees it: after the engine has
 // checked (and summed to shape) the gradients it produced, before they go on. Put on the
 // node for the span of its evaluate_function frame only.
-std::string preview(const at::Tensor& t);
+std::string preview(const at::Tensor& t, bool exact = false);
 std::string dtype_name(c10::ScalarType st);
 
 void leaf_event(Recorder& r, const torch::autograd::Node* node, int64_t serial,
@@ -410,9 +411,15 @@ struct EndHook : public torch::autograd::FunctionPostHook {
     Recorder& r = *g_rec;
     std::lock_guard<std::recursive_mutex> g(r.mu);
     r.ref(serial);   // every node that ran is a step, as on the Python engine
-    NodeEnd e{now_ns(), serial, {}, {}};
-    for (const auto& t : inputs) e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
-    for (const auto& t : outputs) e.grads_out.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+    NodeEnd e{now_ns(), serial, {}, {}, {}, {}};
+    for (const auto& t : inputs) {   // what a backward rule is checked on (graph.py: exact_now)
+      e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+      e.values_in.push_back(t.defined() ? preview(t, true) : std::string());
+    }
+    for (const auto& t : outputs) {
+      e.grads_out.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
+      e.values_out.push_back(t.defined() ? preview(t, true) : std::string());
+    }
     r.node_ends.push_back(std::move(e));
     if (!r.leaves.empty()) leaf_event(r, node, serial, inputs);
     return outputs;
@@ -627,7 +634,8 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
 }
 
 // -- values ------------------------------------------------------------------------------------
-std::string number(double v, bool integral, bool boolean) {
+// values.py's _number: ".6g" for a preview a reader scans, ".9g" (exact) gives a float32 back
+std::string number(double v, bool integral, bool boolean, bool exact) {
   if (boolean) return v != 0 ? "True" : "False";
   char buf[64];
   if (integral) {
@@ -635,25 +643,25 @@ std::string number(double v, bool integral, bool boolean) {
   } else if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 1e15) {
     std::snprintf(buf, sizeof buf, "%lld", (long long)v);
   } else {
-    std::snprintf(buf, sizeof buf, "%.6g", v);
+    std::snprintf(buf, sizeof buf, exact ? "%.9g" : "%.6g", v);
   }
   return buf;
 }
 
-std::string nested(const at::Tensor& t, int dim, int64_t offset, bool integral, bool boolean,
+std::string nested(const at::Tensor& t, int dim, int64_t offset, bool integral, bool boolean, bool exact,
                    const std::vector<double>& flat) {
-  if (dim == t.dim()) return number(flat[offset], integral, boolean);
+  if (dim == t.dim()) return number(flat[offset], integral, boolean, exact);
   std::string s = "[";
   int64_t stride = 1;
   for (int d = dim + 1; d < t.dim(); ++d) stride *= t.size(d);
   for (int64_t i = 0; i < t.size(dim); ++i) {
     if (i) s += ", ";
-    s += nested(t, dim + 1, offset + i * stride, integral, boolean, flat);
+    s += nested(t, dim + 1, offset + i * stride, integral, boolean, exact, flat);
   }
   return s + "]";
 }
 
-std::string preview(const at::Tensor& t) {
+std::string preview(const at::Tensor& t, bool exact) {
   if (t.device().type() != c10::DeviceType::CPU || t.is_complex() || t.numel() > kMaxPreview) return "";
   Busy busy;   // its allocations are gradmem's, and the recorder's lock is held
   try {
@@ -663,7 +671,7 @@ std::string preview(const at::Tensor& t) {
     std::vector<double> flat(flat_t.data_ptr<double>(), flat_t.data_ptr<double>() + flat_t.numel());
     bool boolean = t.scalar_type() == at::kBool;
     bool integral = !boolean && c10::isIntegralType(t.scalar_type(), false);
-    return nested(t, 0, 0, integral, boolean, flat);
+    return nested(t, 0, 0, integral, boolean, exact, flat);
   } catch (...) {
     return "";
   }
@@ -1570,7 +1578,8 @@ py::dict Record::take() {
   out["allocator"] = allocator;
   py::list nodes;
   for (const auto& e : r.node_ends)
-    nodes.append(py::make_tuple(e.t, e.serial, py::tuple(py::cast(e.grads_in)), py::tuple(py::cast(e.grads_out))));
+    nodes.append(py::make_tuple(e.t, e.serial, py::tuple(py::cast(e.grads_in)), py::tuple(py::cast(e.grads_out)),
+                                py::tuple(py::cast(e.values_in)), py::tuple(py::cast(e.values_out))));
   out["node_ends"] = nodes;
   py::list facts;
   for (const auto& f : r.facts)

@@ -373,3 +373,19 @@ def test_doctor_says_which_engine(native):
     out = CliRunner().invoke(main, ["doctor", "--no-build"])
     assert out.exit_code == 0, out.output
     assert "--engine auto uses: native" in out.output
+
+
+def test_a_model_from_before_the_capture_that_it_never_uses_stays_out(native):
+    """Naming the program's variables must not add their storages to the trace: a model
+    made (and trained a step) before the capture and not used in it is in neither engine's."""
+    old = torch.nn.Linear(64, 32)
+    old(torch.randn(2, 64)).sum().backward()   # it has .grads too
+    found = {}
+    for engine in ("python", "native"):   # the capture in this frame, which holds `old`
+        torch.manual_seed(0)
+        with Capture(engine=engine) as cap:
+            new = torch.nn.Linear(4, 2)
+            new(torch.randn(3, 4)).sum().backward()
+        found[engine] = facts(analyze(cap.trace))
+    assert found["native"] == found["python"]
+    assert not [row for row in found["native"]["storages"] if row[1] in (64 * 32 * 4, 32 * 4)], old

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import weakref
+from functools import partial
 
 import torch
 import torch.autograd as _autograd
@@ -46,7 +47,9 @@ def function_watcher(settings, rec, cursor, storages, graph, namer):
         return CallWatcher(cursor, facts, grads, backward, settings.retain_grad, settings.fake)
     grads = NativeGradWatcher(rec, storages, native)
     facts = NativeFacts(rec, storages, graph, grads, native.ext)
-    namer.on_leaf = facts.record
+    # a leaf the program named: its facts, when its storage is the capture's (one made before it
+    # and never used stays out of the trace, as on the Python engine)
+    namer.on_leaf = partial(facts.record, track=False)
     namer.grad_watch = (native.ext.watch_params, native.ext.name_grads)
     backward = BackwardCalls(rec, cursor, graph, grads, namer, facts)
     backward.saved_pause = (native.ext.pause_saved, native.ext.resume_saved)

@@ -216,10 +216,18 @@ class NativeStorages(Storages):
         self.session.merge()
 
     def lookup(self, t):
-        return self.see(t)
+        """A storage the capture knows or the extension saw allocated; one made before the
+        capture that nothing recorded stays unknown, as on the Python engine (naming a
+        variable must not add its storage to the trace)."""
+        sid = self._native_id(t)
+        return sid if sid is not None else super().lookup(t)
 
     def see(self, t, op: str = "", preexisting: bool = True, factory: bool = False,
             recompute: bool = False, grad_args: bool = False):
+        sid = self._native_id(t)
+        return sid if sid is not None else super().see(t, op, preexisting, factory, recompute, grad_args)
+
+    def _native_id(self, t):
         try:
             s = t.untyped_storage()
         except (RuntimeError, NotImplementedError):
@@ -236,7 +244,7 @@ class NativeStorages(Storages):
                 sid = self.ext.claim(ptr, str(t.dtype).replace("torch.", ""), list(t.shape), t.requires_grad)
                 if sid:
                     return sid
-        return super().see(t, op, preexisting, factory, recompute, grad_args)
+        return None
 
 
 class _Counter:

@@ -389,3 +389,20 @@ def test_a_model_from_before_the_capture_that_it_never_uses_stays_out(native):
         found[engine] = facts(analyze(cap.trace))
     assert found["native"] == found["python"]
     assert not [row for row in found["native"]["storages"] if row[1] in (64 * 32 * 4, 32 * 4)], old
+
+
+def test_inputs_from_before_the_capture_are_tracked_as_on_the_python_engine(native):
+    """Tensors an earlier notebook cell made, used by the capture's ops without needing
+    grad: the extension hands their storages over at the next backward call."""
+    data = (torch.tensor([[10., 15.], [30., 40.]]), torch.tensor([20., 25.]))   # no variable of their own
+    w = torch.tensor([5., 6.], requires_grad=True)
+    found = {}
+    for engine in ("python", "native"):
+        w.grad = None
+        with Capture(engine=engine) as cap:
+            loss = ((data[1] - data[0] @ w) ** 2).mean()
+            loss.backward()
+        found[engine] = facts(analyze(cap.trace))
+    assert found["native"] == found["python"]
+    inputs = sorted((nbytes, value) for role, nbytes, *_, value, _u, _s in found["native"]["storages"] if role == "input")
+    assert inputs == [(8, "[20, 25]"), (16, "[[10, 15], [30, 40]]")]

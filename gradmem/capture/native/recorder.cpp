@@ -250,6 +250,10 @@ struct Recorder {
   // records their facts; keyed by (TensorImpl, grad_fn seq) so each is handed over once
   std::unordered_map<std::pair<int64_t, int64_t>, WeakImpl, PairHash> foreign;
   std::vector<WeakImpl> foreign_new;
+  // inputs of top-level ops that need no grad, on storages the allocator never showed (made
+  // before the capture): Python tracks each once, as the Python engine does at the op
+  std::unordered_map<const c10::StorageImpl*, c10::weak_intrusive_ptr<c10::StorageImpl>> foreign_inputs;
+  std::vector<WeakImpl> foreign_inputs_new;
   bool want_inputs = true;
   std::unordered_map<const torch::autograd::Node*, LeafWatch> leaves;   // AccumulateGrad -> leaf
   std::unordered_set<int64_t> leaf_sids_given;   // leaves whose facts Python recorded
@@ -540,6 +544,30 @@ void note_source(Recorder& r, int64_t serial) {
   r.sources.push_back({t, serial, place});
 }
 
+Alloc* live_at(Recorder& r, void* ptr);
+
+// The lock held: a top-level op's input that needs no grad (those that do have facts) on a
+// storage the allocator never showed during the capture, met for the first time
+void note_foreign_input(Recorder& r, const at::Tensor& t) {
+  if (!t.defined() || t.requires_grad() || !t.has_storage()) return;
+  const c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
+  auto it = r.foreign_inputs.find(impl);
+  if (it != r.foreign_inputs.end() && !it->second.expired()) return;
+  if (impl->data() == nullptr || live_at(r, const_cast<void*>(impl->data())) != nullptr) return;
+  r.foreign_inputs.insert_or_assign(impl, c10::weak_intrusive_ptr<c10::StorageImpl>(t.storage().getWeakStorageImpl()));
+  r.foreign_inputs_new.emplace_back(t.getIntrusivePtr());
+}
+
+void note_foreign_inputs(Recorder& r, c10::ArrayRef<c10::IValue> values) {
+  for (const auto& v : values) {
+    if (v.isTensor()) {
+      note_foreign_input(r, v.toTensor());
+    } else if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList()) note_foreign_input(r, t);
+    }
+  }
+}
+
 // -- op frames ---------------------------------------------------------------------------------
 void recompute_saved();   // saved-tensor hooks, below
 
@@ -550,6 +578,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   bool top = top_level(fn);
   if (top && r.want_inputs) gather_values(fn.inputs(), seen);
   std::unique_lock<std::recursive_mutex> g(r.mu);
+  if (top && r.want_inputs) note_foreign_inputs(r, fn.inputs());
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
@@ -1667,29 +1696,32 @@ py::list wrap_live(std::vector<WeakImpl>& refs, bool keep) {
 }
 
 // what Python takes over at a backward call and at the capture's end: the live tensors it
-// should hook (non-leaf outputs with a fact) and those it should record facts for itself
+// should hook (non-leaf outputs with a fact), those it should record facts for itself, and
+// the inputs on storages from before the capture it should track
 py::tuple flush() {
   TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
-  std::vector<WeakImpl> outs, foreign;
+  std::vector<WeakImpl> outs, foreign, inputs;
   size_t copied;
   {
     std::lock_guard<std::recursive_mutex> g(g_rec->mu);
     outs = g_rec->outputs;
     copied = outs.size();
     foreign.swap(g_rec->foreign_new);
+    inputs.swap(g_rec->foreign_inputs_new);
     for (auto it = g_rec->foreign.begin(); it != g_rec->foreign.end();)
       it = it->second.expired() ? g_rec->foreign.erase(it) : std::next(it);
   }
   // wrapped without the lock: making or dropping a Python object may free a tensor
   py::list live = wrap_live(outs, true);
   py::list theirs = wrap_live(foreign, false);
+  py::list before = wrap_live(inputs, false);
   {
     std::lock_guard<std::recursive_mutex> g(g_rec->mu);   // the dead ones go; any appended meanwhile stay
     auto& now = g_rec->outputs;
     outs.insert(outs.end(), now.begin() + (long)std::min(copied, now.size()), now.end());
     now.swap(outs);
   }
-  return py::make_tuple(live, theirs);
+  return py::make_tuple(live, theirs, before);
 }
 
 // the storage id of a claimed allocation at this address; 0 when none is live there, -1

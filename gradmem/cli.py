@@ -116,7 +116,7 @@ def profile(scenario, out_dir, params, device, retain_grad, force, formats, quie
     try:
         if nproc is not None:
             done = pipeline.profile_ranks(scenario, nproc, params, device, retain_grad, out_dir, force,
-                                          _formats(formats), verify, fake)
+                                          _formats(formats), verify, fake, engine)
         else:
             done = pipeline.profile(scenario, params, device, retain_grad, out_dir, force, _formats(formats),
                                     fake, verify, on_progress=Progress(), say=_say, engine=engine,

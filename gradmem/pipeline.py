@@ -83,13 +83,15 @@ def profile(scenario: Path, params=(), device: str | None = None, retain_grad: s
 
 def profile_ranks(scenario: Path, nproc: int, params=(), device: str | None = None, retain_grad: str = "as-written",
                   out_dir: Path | None = None, force: bool = False, formats: tuple | None = None,
-                  verify: bool = True, fake: bool = False) -> Profiled:
-    """``--nproc-per-node N``: N ranks through torch.distributed.run, then their merge."""
+                  verify: bool = True, fake: bool = False, engine: str | None = None) -> Profiled:
+    """``--nproc-per-node N``: N ranks through torch.distributed.run, then their merge
+    (each rank picks its engine as a single run would; the first to need the native
+    extension builds it while the others wait for that build)."""
     sc = load_scenario(scenario)
     parse_params(params, sc)
     writers_for(_formats(formats).get("formats", ()))
     out_dir = out_dir or Path("reports") / sc.name
-    forwarded = ranks.forwarded_options(params, device, retain_grad, force, ",".join(formats or ()), verify, fake)
+    forwarded = ranks.forwarded_options(params, device, retain_grad, force, ",".join(formats or ()), verify, fake, engine)
     merged, error = ranks.launch(sc.path, out_dir, nproc, forwarded, force, env=_env())
     return Profiled(None, merged[1], error, merged)
 

@@ -225,9 +225,10 @@ def launch(scenario: Path, out_dir: Path, nproc: int, forwarded: list[str], forc
     return (result, files), error
 
 
-def forwarded_options(params, device, retain_grad, force, formats, verify, fake=False) -> list[str]:
+def forwarded_options(params, device, retain_grad, force, formats, verify, fake=False, engine=None) -> list[str]:
     """The profile options every rank gets from the launcher."""
     out = [a for p in params for a in ("-p", p)]
+    out += ["--engine", engine] if engine else []
     out += ["--device", device] if device else []
     out += ["--retain-grad", retain_grad, "-q"]
     out += ["--force"] if force else []

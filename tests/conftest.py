@@ -121,6 +121,18 @@ def _as_a_fresh_process(argv: list[str], cwd: Path):
 
 
 @pytest.fixture(scope="session")
+def native():
+    """The native extension, built here if need be (about 30 s once per torch version)."""
+    from gradmem.capture.native import loader
+    ext = loader.load(loader.stderr_progress)
+    if ext is None and loader.compiler() is not None:   # a broken source must not pass as a skip
+        pytest.fail(f"a C++ compiler is on PATH, yet {loader.why_not()}")
+    if ext is None:
+        pytest.skip(f"native engine unavailable: {loader.why_not()}")
+    return ext
+
+
+@pytest.fixture(scope="session")
 def seed_reports(tmp_path_factory):
     """The three seed scenarios profiled through the CLI; {name: report folder}."""
     out = {}

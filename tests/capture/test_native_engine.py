@@ -32,16 +32,6 @@ SMALL_PARAMS = {
 }
 
 
-@pytest.fixture(scope="session")
-def native():
-    ext = loader.load(loader.stderr_progress)
-    if ext is None and loader.compiler() is not None:   # a broken source must not pass as a skip
-        pytest.fail(f"a C++ compiler is on PATH, yet {loader.why_not()}")
-    if ext is None:
-        pytest.skip(f"native engine unavailable: {loader.why_not()}")
-    return ext
-
-
 def facts(a) -> dict:
     """What both engines must agree on, without gradmem's ids (drawn in different orders).
     Zero-byte storages never reach an allocator, so only the Python engine lists them."""

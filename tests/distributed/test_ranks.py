@@ -132,13 +132,15 @@ def sharded_bytes(shape, world=2, itemsize=4):
     return math.ceil(shape[0] / world) * math.prod(shape[1:]) * itemsize
 
 
+FSDP2_SHAPES = [(256, 64), (256,), (64, 256), (64,), (1, 64), (1,)]      # fsdp2.py's MLP parameters, as built
+
+
 def test_fsdp2_sharded_and_unsharded_parameter_bytes(tmp_path):
     out = tmp_path / "job"
     code, stdout, stderr = launch("-m", "gradmem", "profile", "--nproc-per-node", "2", DISTRIBUTED / "fsdp2.py",
                                   "-o", out, "-p", "steps=1")
     assert code == 0, stderr[-3000:]
-    shapes = [(256, 64), (256,), (64, 256), (64,), (1, 64), (1,)]      # the MLP's parameters, as built
-    shards = sorted(sharded_bytes(s) for s in shapes)
+    shards = sorted(sharded_bytes(s) for s in FSDP2_SHAPES)
     ranks = ranks_csv(out)
     for r in (0, 1):
         t = tensors(out, r)
@@ -272,3 +274,17 @@ def test_ddp_merged_page_draws_every_rank_offline(ddp, browser):
     worst = browser.execute_script("return document.querySelector('#ranks-table tr.worst td').textContent")
     assert (lines, rows, worst) == (2, 2, "1")
     screenshot(browser, "ranks-ddp.png")
+
+
+def test_fsdp2_ranks_run_the_engine_asked_for(tmp_path, native):
+    """``--engine`` reaches every rank, and the native engine reads past the parameter
+    storages FSDP2 frees by resizing them to nothing."""
+    out = tmp_path / "job"
+    code, stdout, stderr = launch("-m", "gradmem", "profile", "--nproc-per-node", "2", DISTRIBUTED / "fsdp2.py",
+                                  "-o", out, "-p", "steps=1", "--engine", "native")
+    assert code == 0, stderr[-3000:]
+    for r in (0, 1):
+        m = meta(out, r)
+        assert (m["capture_engine"], m["status"]) == ("native", "complete"), m["engine_reason"]
+        t = tensors(out, r)
+        assert sorted(t.loc[t["role"] == "sharded_param", "nbytes"]) == sorted(sharded_bytes(s) for s in FSDP2_SHAPES)

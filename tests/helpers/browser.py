@@ -45,10 +45,13 @@ def console_errors(driver) -> list:
 
 
 def requests(driver) -> list[str]:
+    """Every request the log saw, less those of the browser's own pages (its new-tab page
+    loads chrome:// resources at start-up, at times after a test's page began)."""
     urls = []
     for entry in driver.get_log("performance"):
         msg = json.loads(entry["message"])["message"]
-        if msg["method"] == "Network.requestWillBeSent":
+        if msg["method"] == "Network.requestWillBeSent" and \
+                not msg["params"].get("documentURL", "").startswith(("chrome://", "chrome-untrusted://")):
             urls.append(msg["params"]["request"]["url"])
     return urls
 

@@ -235,7 +235,10 @@ class NativeStorages(Storages):
         sid = self._ids.get(id(s))
         if sid is not None:
             return sid
-        ptr = s.data_ptr()
+        try:
+            ptr = s.data_ptr()
+        except RuntimeError:   # a storage FSDP2 freed (resized to nothing): no memory of its own
+            return None
         if ptr:
             sid = self.ext.known(ptr)   # one call, no facts built, for the usual claimed storage
             if sid > 0:

@@ -40,13 +40,15 @@ from torch._C._profiler import (
 from torch.autograd import _disable_profiler, _enable_profiler, _prepare_profiler
 
 from ..events import EventKind
+from .native import loader as native_loader
 
 MARKER_BYTES = 3079        # odd sizes, easy to pick out of a raw record
 MARKERS = 3                # per end; sizes MARKER_BYTES + i at the start, + 8 + i at the end
 
 
 def profiler_running() -> bool:
-    return bool(torch._C._autograd._profiler_enabled())
+    """torch.profiler, or a native gradmem capture (an outer one, say), is recording."""
+    return bool(torch._C._autograd._profiler_enabled()) or native_loader.recording()
 
 
 class CpuAllocatorRecord:

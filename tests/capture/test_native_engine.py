@@ -396,3 +396,18 @@ def test_inputs_from_before_the_capture_are_tracked_as_on_the_python_engine(nati
     assert found["native"] == found["python"]
     inputs = sorted((nbytes, value) for role, nbytes, *_, value, _u, _s in found["native"]["storages"] if role == "input")
     assert inputs == [(8, "[20, 25]"), (16, "[[10, 15], [30, 40]]")]
+
+
+@pytest.mark.parametrize("inner_engine", ["python", "native"])
+def test_a_capture_inside_a_native_capture_records_on_the_python_engine(native, inner_engine):
+    """The native recorder holds torch's one profiler state: an inner capture must not start
+    torch's profiler for its allocator record (it raised 'already enabled' into the
+    program) nor a second native recorder; it runs on the Python engine and says why."""
+    with Capture(engine="native") as outer:
+        with Capture(engine=inner_engine) as inner:
+            x = torch.randn(4, requires_grad=True)
+            x.exp().sum().backward()
+    assert (outer.trace.meta.capture_engine, inner.trace.meta.capture_engine) == ("native", "python")
+    for cap in (outer, inner):
+        assert "ExpBackward0.result" in set(analyze(cap.trace).tensors["saved_by"])
+    assert any("allocator's record was not taken" in n for n in inner.trace.meta.notes)

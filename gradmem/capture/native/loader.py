@@ -54,6 +54,12 @@ def built() -> bool:
     return built_file().is_file()
 
 
+def recording() -> bool:
+    """Is a native capture recording now? (It holds torch's one profiler state, which
+    torch's own check does not count: another profiler must not start meanwhile.)"""
+    return _module is not None and bool(_module.running())
+
+
 def load(progress=None):
     """The extension module, building it first if needed; None when it cannot be built
     (then ``why_not()`` says why). ``progress`` is called with one line before a build."""

@@ -2,6 +2,7 @@
 whatever was recorded before a failure is still written."""
 import json
 
+import pytest
 import torch
 
 from conftest import SCENARIOS, run_cli, run_cli_process
@@ -120,8 +121,11 @@ def test_rerun_replaces_the_report_folder_as_a_whole(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging folders left behind"
 
 
-def test_progress_lines_on_stderr(tmp_path):
-    proc = run_cli("profile", SCENARIOS / "seed_two_rows.py", "-o", tmp_path / "out", "-q",
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_progress_lines_on_stderr(tmp_path, request, engine):
+    if engine == "native":
+        request.getfixturevalue("native")   # built, or the test skips (no compiler)
+    proc = run_cli("profile", SCENARIOS / "seed_two_rows.py", "-o", tmp_path / "out", "-q", "--engine", engine,
                    env={"GRADMEM_PROGRESS_EVERY": "0"})
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("gradmem: ") and " step " in line]

@@ -33,6 +33,7 @@ from ..backward import BackwardCalls
 from ..calls import CallWatcher
 from ..facts import TensorFacts
 from ..grads import GradWatcher
+from ...roles import Phase
 
 
 def function_watcher(settings, rec, cursor, storages, graph, namer):
@@ -157,8 +158,8 @@ class NativeCalls:
             call = "backward" if kwargs.get("accumulate_grad", True) else "grad"
             retain = args[1] if len(args) > 1 else kwargs.get("retain_graph")
             create = args[2] if len(args) > 2 else kwargs.get("create_graph")
-            return backward.run(call, run, (t_outputs, *args), kwargs, sys._getframe(1),
-                                retain_graph=retain, create_graph=create)
+            return self._run(call, run, (t_outputs, *args), kwargs, sys._getframe(1),
+                             retain_graph=retain, create_graph=create)
         return engine_run_backward
 
     def _user_call(self, call: str, func):
@@ -167,10 +168,20 @@ class NativeCalls:
         def user_call(*args, **kwargs):
             if backward.cursor.in_backward or self.guard.broken:
                 return func(*args, **kwargs)
-            return backward.run(call, func, args, kwargs, sys._getframe(1))
+            return self._run(call, func, args, kwargs, sys._getframe(1))
         user_call.__wrapped__ = func
         user_call.__doc__ = func.__doc__
         return user_call
+
+    def _run(self, call: str, func, args, kwargs, frame, **options):
+        """One backward call, with a progress report before and after it: no step begins in
+        Python on this engine, so these are the moments Python can say how far the run is."""
+        rec, guard = self.facts.rec, self.guard
+        guard.call(rec.progress, Phase.FORWARD, True)
+        try:
+            return self.backward.run(call, func, args, kwargs, frame, **options)
+        finally:
+            guard.call(rec.progress, Phase.BACKWARD, True)
 
     def _retain_call(self, original):
         grads, guard = self.grads, self.guard

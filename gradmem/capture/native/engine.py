@@ -15,12 +15,14 @@ with ids from the same counter.
 from __future__ import annotations
 
 import bisect
+import time
 from functools import partial
 
 import torch
 
 from ...events import EventKind as KIND
 from ...gc_pause import paused
+from ...roles import Phase
 from ..cursor import Cursor
 from ..graph import ACCUMULATE, Graph, short_name
 from ..names import SKIP_DIRS
@@ -46,7 +48,7 @@ class NativeSession:
         self.rec = NativeRecorder(self.cursor)
         self.storages = NativeStorages(self.rec, ext, self)
         see = self.storages.see_guarded
-        self.rec.spans = (ext.module_enter, partial(ext.module_exit, see))   # modules.py: (path), (path, output)
+        self.rec.module_spans = (ext.module_enter, partial(ext.module_exit, see))   # modules.py: (path), (path, output)
         self.leaf_names: dict = {}   # (leaf event, 0 arriving | 1 landed) -> storage id, named in Python
         # the recorder samples resident memory itself where /proc can be read, on a thread
         # that never takes the GIL: the Python sampler's thread then stays off
@@ -123,10 +125,42 @@ class NativeCursor(Cursor):
 
 class NativeRecorder(Recorder):
     """Steps Python begins (``(after backward)``) are begun in the native recorder, which
-    exports them with the others; an event's step is the extension's (``NativeCursor``)."""
+    exports them with the others; an event's step is the extension's (``NativeCursor``).
+
+    No step begins in Python, so progress (``on_progress``) is told from the seams Python
+    keeps: each backward call's start and end, and module calls, at most every 0.2 s."""
+
+    module_spans = None
+    TICK_S = 0.2
 
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
+
+    @property
+    def spans(self):
+        """The module spans the watcher calls (read once, when it is built)."""
+        if self.on_progress is None:
+            return self.module_spans
+        enter, exit_ = self.module_spans
+        tick = self.progress
+
+        def enter_and_tick(path):
+            enter(path)
+            tick()
+        return enter_and_tick, exit_
+
+    _tick_at = 0.0
+
+    def progress(self, phase=None, now: bool = False) -> None:
+        """Tell ``on_progress`` how far the run is, if ``TICK_S`` passed since (or ``now``)."""
+        t = time.monotonic()
+        if self.on_progress is None or (t < self._tick_at and not now):
+            return
+        self._tick_at = t + self.TICK_S
+        steps, events = self.cursor.ext.progress()
+        if phase is None:
+            phase = Phase.BACKWARD if self.cursor.in_backward else Phase.FORWARD
+        self.on_progress(steps, phase, events + len(self.events))
 
 
 class NativeGraph(Graph):

@@ -333,8 +333,13 @@ struct Recorder {
     return last_serial;
   }
 
+  int64_t referenced = 0;   // steps that will be exported (what the trace will number)
+
   void ref(int64_t serial) {
-    if (serial >= 0) steps[serial].referenced = true;
+    if (serial >= 0 && !steps[serial].referenced) {
+      steps[serial].referenced = true;
+      ++referenced;
+    }
   }
 };
 
@@ -1661,6 +1666,16 @@ int64_t current_step() {
   return current_serial_locked(*g_rec);
 }
 
+// (steps so far, events so far) for a progress line: what the trace will hold, roughly
+py::tuple progress() {
+  if (g_rec == nullptr) return py::make_tuple(0, 0);
+  Recorder& r = *g_rec;
+  std::lock_guard<std::recursive_mutex> g(r.mu);
+  size_t events = (size_t)r.referenced + 2 * r.allocs.size() + r.allocator.size() + r.node_ends.size() +
+                  r.facts.size() + r.packs.size() + r.unpacks.size() + r.releases.size() + r.modules.size();
+  return py::make_tuple(r.referenced, events);
+}
+
 int64_t begin_step(const std::string& label, int32_t backward) {
   TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
   std::lock_guard<std::recursive_mutex> g(g_rec->mu);
@@ -1777,6 +1792,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("stop", &stop);
   m.def("current_step", &current_step);
   m.def("begin_step", &begin_step);
+  m.def("progress", &progress);
   m.def("set_backward", &set_backward);
   m.def("claim", &claim);
   m.def("new_id", &new_id);

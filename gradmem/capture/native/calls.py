@@ -70,9 +70,7 @@ class NativeFacts(TensorFacts):
     def flush(self) -> list:
         """The live tensors whose graph to discover now; sets the forward outputs whose
         gradients are hooked."""
-        live, foreign, before = self.ext.flush()
-        for t in before:   # an op's input from before the capture: tracked, as the Python engine's op does
-            self.storages.see(t)
+        live, foreign = self.ext.flush()
         outputs = [weakref.ref(t) for t in live]
         self.grads._outputs = []
         for t in foreign:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from . import loader
+from ...gc_pause import Frozen
 
 ENGINES = ("auto", "python", "native")
 DEFAULT = "python"
@@ -50,8 +51,9 @@ class Choice(NamedTuple):
         return []
 
     def contexts(self) -> list:
-        """Entered around the watchers: the native recorder, when it runs."""
-        return [self.native] if self.native is not None else []
+        """Entered around the watchers: the collector's frozen view of the heap as it was,
+        and the native recorder, when it runs."""
+        return [Frozen()] + ([self.native] if self.native is not None else [])
 
 
 

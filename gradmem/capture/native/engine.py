@@ -66,7 +66,7 @@ class NativeSession:
     def __enter__(self) -> "NativeSession":
         # tensor facts of each top-level op's inputs too (want_inputs); RSS as resident.py samples it
         self.ext.start(1, True, round(EVERY_S * 1000) if self.samples_rss else 0,
-                       list(SKIP_DIRS) if self.sources else [])
+                       list(SKIP_DIRS) if self.sources else [], self.storages.see_guarded)
         return self
 
     def __exit__(self, *exc) -> bool:

@@ -251,9 +251,10 @@ struct Recorder {
   std::unordered_map<std::pair<int64_t, int64_t>, WeakImpl, PairHash> foreign;
   std::vector<WeakImpl> foreign_new;
   // inputs of top-level ops that need no grad, on storages the allocator never showed (made
-  // before the capture): Python tracks each once, as the Python engine does at the op
+  // before the capture): handed to Python's `see` at the op, once each, as the Python engine
+  // tracks every input it meets
   std::unordered_map<const c10::StorageImpl*, c10::weak_intrusive_ptr<c10::StorageImpl>> foreign_inputs;
-  std::vector<WeakImpl> foreign_inputs_new;
+  py::object see;
   bool want_inputs = true;
   std::unordered_map<const torch::autograd::Node*, LeafWatch> leaves;   // AccumulateGrad -> leaf
   std::unordered_set<int64_t> leaf_sids_given;   // leaves whose facts Python recorded
@@ -553,24 +554,41 @@ Alloc* live_at(Recorder& r, void* ptr);
 
 // The lock held: a top-level op's input that needs no grad (those that do have facts) on a
 // storage the allocator never showed during the capture, met for the first time
-void note_foreign_input(Recorder& r, const at::Tensor& t) {
+void note_foreign_input(Recorder& r, const at::Tensor& t, std::vector<at::Tensor>& out) {
   if (!t.defined() || t.requires_grad() || !t.has_storage()) return;
   const c10::StorageImpl* impl = t.storage().unsafeGetStorageImpl();
   auto it = r.foreign_inputs.find(impl);
   if (it != r.foreign_inputs.end() && !it->second.expired()) return;
   if (impl->data() == nullptr || live_at(r, const_cast<void*>(impl->data())) != nullptr) return;
   r.foreign_inputs.insert_or_assign(impl, c10::weak_intrusive_ptr<c10::StorageImpl>(t.storage().getWeakStorageImpl()));
-  r.foreign_inputs_new.emplace_back(t.getIntrusivePtr());
+  out.push_back(t);
 }
 
-void note_foreign_inputs(Recorder& r, c10::ArrayRef<c10::IValue> values) {
+void note_foreign_inputs(Recorder& r, c10::ArrayRef<c10::IValue> values, std::vector<at::Tensor>& out) {
   for (const auto& v : values) {
     if (v.isTensor()) {
-      note_foreign_input(r, v.toTensor());
+      note_foreign_input(r, v.toTensor(), out);
     } else if (v.isTensorList()) {
-      for (const at::Tensor& t : v.toTensorList()) note_foreign_input(r, t);
+      for (const at::Tensor& t : v.toTensorList()) note_foreign_input(r, t, out);
     }
   }
+}
+
+// Outside the lock: Python's `see` tracks each (its storage id, its value, a weak reference
+// that sees it freed), as the Python engine's op does with its inputs. gradmem's own work:
+// what `see` runs (a small tensor's value) is not recorded.
+void hand_over_inputs(Recorder& r, std::vector<at::Tensor>& inputs) {
+  if (!Py_IsInitialized() || PyGILState_GetThisThreadState() == nullptr || !r.see) return;
+  Busy busy;
+  py::gil_scoped_acquire gil;
+  for (const auto& t : inputs) {
+    try {
+      r.see(py::reinterpret_steal<py::object>(THPVariable_Wrap(t)));
+    } catch (py::error_already_set& e) {   // `see` is guarded in Python: this is a bug of ours
+      e.discard_as_unraisable("gradmem's native recorder, handing an input over");
+    }
+  }
+  inputs.clear();
 }
 
 // -- op frames ---------------------------------------------------------------------------------
@@ -582,8 +600,9 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   std::vector<Seen> seen;
   bool top = top_level(fn);
   if (top && r.want_inputs) gather_values(fn.inputs(), seen);
+  std::vector<at::Tensor> foreign;   // inputs from before the capture, met here first
   std::unique_lock<std::recursive_mutex> g(r.mu);
-  if (top && r.want_inputs) note_foreign_inputs(r, fn.inputs());
+  if (top && r.want_inputs) note_foreign_inputs(r, fn.inputs(), foreign);
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
@@ -628,7 +647,8 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   bool recompute = f.recompute;
   int64_t serial = f.serial;
   t_frames.push_back(f);
-  if (recompute || source) g.unlock();   // outside the lock: these take the GIL
+  if (recompute || source || !foreign.empty()) g.unlock();   // outside the lock: these take the GIL
+  if (!foreign.empty()) hand_over_inputs(r, foreign);
   if (source) note_source(r, serial);
   if (recompute) recompute_saved();
   return std::make_unique<Ctx>();
@@ -1517,7 +1537,8 @@ struct Session {
 
 Session* g_session = nullptr;
 
-void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms, std::vector<std::string> source_skip) {
+void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms, std::vector<std::string> source_skip,
+           py::object see) {
   TORCH_CHECK(g_session == nullptr, "gradmem's native recorder is already running");
   TORCH_CHECK(c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == nullptr,
               "another profiler is running");
@@ -1525,6 +1546,7 @@ void start(int64_t first_sid, bool want_inputs, int64_t rss_every_ms, std::vecto
   g_rec = &g_session->rec;
   g_rec->want_inputs = want_inputs;
   g_rec->src.skip = std::move(source_skip);   // empty: no source lines (attribution off)
+  if (!see.is_none()) g_rec->see = std::move(see);
   g_session->state = std::make_shared<State>();
   g_graph = new GraphState();
   g_state = g_session->state.get();
@@ -1711,32 +1733,29 @@ py::list wrap_live(std::vector<WeakImpl>& refs, bool keep) {
 }
 
 // what Python takes over at a backward call and at the capture's end: the live tensors it
-// should hook (non-leaf outputs with a fact), those it should record facts for itself, and
-// the inputs on storages from before the capture it should track
+// should hook (non-leaf outputs with a fact) and those it should record facts for itself
 py::tuple flush() {
   TORCH_CHECK(g_rec != nullptr, "gradmem's native recorder is not running");
-  std::vector<WeakImpl> outs, foreign, inputs;
+  std::vector<WeakImpl> outs, foreign;
   size_t copied;
   {
     std::lock_guard<std::recursive_mutex> g(g_rec->mu);
     outs = g_rec->outputs;
     copied = outs.size();
     foreign.swap(g_rec->foreign_new);
-    inputs.swap(g_rec->foreign_inputs_new);
     for (auto it = g_rec->foreign.begin(); it != g_rec->foreign.end();)
       it = it->second.expired() ? g_rec->foreign.erase(it) : std::next(it);
   }
   // wrapped without the lock: making or dropping a Python object may free a tensor
   py::list live = wrap_live(outs, true);
   py::list theirs = wrap_live(foreign, false);
-  py::list before = wrap_live(inputs, false);
   {
     std::lock_guard<std::recursive_mutex> g(g_rec->mu);   // the dead ones go; any appended meanwhile stay
     auto& now = g_rec->outputs;
     outs.insert(outs.end(), now.begin() + (long)std::min(copied, now.size()), now.end());
     now.swap(outs);
   }
-  return py::make_tuple(live, theirs, before);
+  return py::make_tuple(live, theirs);
 }
 
 // the storage id of a claimed allocation at this address; 0 when none is live there, -1
@@ -1786,7 +1805,7 @@ bool running() { return g_session != nullptr; }
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
   m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true, py::arg("rss_every_ms") = 0,
-        py::arg("source_skip") = std::vector<std::string>());
+        py::arg("source_skip") = std::vector<std::string>(), py::arg("see") = py::none());
   m.def("resident_bytes", &resident_bytes);
   py::class_<Record>(m, "Record").def("take", &Record::take);
   m.def("stop", &stop);

@@ -187,8 +187,8 @@ def gradient(target: str, key, expr: Expr, env: Env, names, torch_value) -> Grad
     vals = _Values(env)
     named = _leaf_namer(names)
     try:
-        g.steps = [(text(s, named), show(evaluate(s, vals))) for s in steps(e)]
-        value = _fit(evaluate(e, vals), torch_value)
+        g.steps = [(text(s, named), show(_small(evaluate(s, vals)))) for s in steps(e)]
+        value = _small(_fit(evaluate(e, vals), torch_value))
         g.numbers = text(_with_values(e, vals), named)
     except Exception:   # noqa: BLE001 - Missing (a value not recorded), or values the rule cannot take
         # the numbers only illustrate the rule: without them its text still stands and the
@@ -199,6 +199,22 @@ def gradient(target: str, key, expr: Expr, env: Env, names, torch_value) -> Grad
     if torch_value is not None:
         g.torch, g.match = show(torch_value), close(value, torch_value, _largest(env.grads))
     return g
+
+
+SHOWN = 16   # elements: as the capture's value previews (capture/values.py MAX_PREVIEW)
+
+
+class _TooBig(ValueError):
+    """A value the page would not print: the numbers of a rule are for small tensors."""
+
+
+def _small(v):
+    """``v``, if it is small enough to print. A rule evaluated on one small value (the
+    loss's gradient, 1) and a large saved size gives a large array: printing a million
+    numbers took seconds and said nothing."""
+    if np.size(v) > SHOWN:
+        raise _TooBig(np.shape(v))
+    return v
 
 
 def _with_values(e: Expr, vals) -> Expr:

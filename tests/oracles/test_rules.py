@@ -294,3 +294,16 @@ def test_a_rule_the_values_do_not_fit_gives_no_numbers():
     g = gradient("grad(x)", ("test-bad-dim",), rule.grads[0], env, lambda kind, key: "grad(y)", np.ones((3, 2)))
     assert g.formula == f"transpose(grad(y), 0, {2 ** 70})"
     assert (g.value, g.numbers, g.steps, g.match) == ("", "", [], None)
+
+
+def test_rules_on_large_tensors_keep_their_text_and_print_no_numbers():
+    """The loss's gradient (1) is a small value, so a rule over a large tensor can be
+    evaluated: the page would get a million numbers (seconds to print, nothing to read).
+    Numbers are shown only where every value is small; the rule's text always is."""
+    w = torch.randn(256, requires_grad=True)
+    with Capture() as cap:
+        x = torch.randn(4000, 256)
+        ((x @ w - 1) ** 2).mean().backward()
+    nodes = analyze(cap.trace).nodes.set_index("name")
+    assert nodes.loc["MeanBackward0", "rule"] != "no rule on file"
+    assert nodes["rule_values"].str.len().max() < 400, nodes["rule_values"].str.len().max()

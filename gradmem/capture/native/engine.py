@@ -132,6 +132,7 @@ class NativeRecorder(Recorder):
 
     module_spans = None
     TICK_S = 0.2
+    _tick_at = 0.0   # monotonic time of the next progress report a module call may give
 
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
@@ -148,8 +149,6 @@ class NativeRecorder(Recorder):
             enter(path)
             tick()
         return enter_and_tick, exit_
-
-    _tick_at = 0.0
 
     def progress(self, phase=None, now: bool = False) -> None:
         """Tell ``on_progress`` how far the run is, if ``TICK_S`` passed since (or ``now``)."""

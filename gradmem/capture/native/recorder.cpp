@@ -532,11 +532,17 @@ int32_t user_place(Sources& s) {
   return place;
 }
 
+// Can this thread take the GIL? Not before Python starts, nor on a thread Python never ran
+// on (a C++ thread of torch's: it has no Python frames and no program of ours to call)
+bool python_thread() {
+  return Py_IsInitialized() && PyGILState_GetThisThreadState() != nullptr;
+}
+
 // A top-level op began step `serial` (or an op of a forward run again inside a node): record
 // the user's line behind it when it changed. Called outside the recorder's lock, as it takes
 // the GIL (the op's Python binding released it); a thread Python never ran on has no line.
 void note_source(Recorder& r, int64_t serial) {
-  if (!Py_IsInitialized() || PyGILState_GetThisThreadState() == nullptr) return;
+  if (!python_thread()) return;
   int64_t t = now_ns();
   int32_t place;
   {
@@ -578,7 +584,7 @@ void note_foreign_inputs(Recorder& r, c10::ArrayRef<c10::IValue> values, std::ve
 // that sees it freed), as the Python engine's op does with its inputs. gradmem's own work:
 // what `see` runs (a small tensor's value) is not recorded.
 void hand_over_inputs(Recorder& r, std::vector<at::Tensor>& inputs) {
-  if (!Py_IsInitialized() || PyGILState_GetThisThreadState() == nullptr || !r.see) return;
+  if (!python_thread() || !r.see) return;
   Busy busy;
   py::gil_scoped_acquire gil;
   for (const auto& t : inputs) {

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, gc_pause
 from .errors import GradmemError
 
 ENGINES = ("auto", "python", "native")   # as gradmem/capture/native/choose.py (kept torch-free here)
@@ -76,6 +76,7 @@ def entry() -> None:
     tables made (half a second on a 30-step MLP); the OS takes the memory back at once.
     Objects still reachable are torn down at exit as in any process; only cyclic garbage
     left at the very end is not collected, which Python itself does not promise to do."""
+    gc_pause.ending_process()
     try:
         main(prog_name="gradmem")
     finally:
@@ -109,7 +110,8 @@ def main() -> None:
               "falls back to python when it cannot run) or auto. See `gradmem doctor`.")
 def profile(scenario, out_dir, params, device, retain_grad, force, formats, quiet, fake, verify, nproc, engine):
     """Run SCENARIO (a Python script) under gradmem and write its reports."""
-    from . import pipeline
+    with gc_pause.paused():   # torch's and pandas' modules: nothing for a collection to find
+        from . import pipeline
     from .render.ranks import summary_text as ranks_summary
     from .render.terminal import summary_text
 

@@ -62,10 +62,21 @@ def shapes(events) -> dict:
     return {shape: list(zip(*rows)) for shape, rows in groups.items()}
 
 
+def events(shapes: dict, make) -> tuple:
+    """The events back from their columns (``shapes``), in trace order, each a ``make``
+    (trace.Event: a NamedTuple, filled without its Python ``__new__``)."""
+    new = tuple.__new__
+    out: list = [None] * sum(len(columns[0]) for columns in shapes.values())
+    for (kind, names), (indexes, seq, t_ns, step, *values) in shapes.items():
+        for i, s, t, st, *vals in zip(indexes, seq, t_ns, step, *values):
+            out[i] = new(make, (s, t, kind, st, dict(zip(names, vals))))
+    return tuple(out)
+
+
 def lines_by_shape(trace, make) -> list[str]:
     """One line per event of ``trace``, in its order: ``make(kind, names, indexes, columns)``
     returns the lines of each of its shapes (``Trace.shapes``) at once."""
-    lines: list = [None] * len(trace.events)
+    lines: list = [None] * len(trace)
     for (kind, names), (indexes, *columns) in trace.shapes.items():
         for i, line in zip(indexes, make(kind, names, indexes, columns)):
             lines[i] = line

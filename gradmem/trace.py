@@ -55,14 +55,42 @@ class Meta:
     distributed: dict | None = None    # under torchrun: rank, local_rank, world_size, host, run_id, backend, device, capacity_bytes
 
 
-@dataclass(frozen=True)
 class Trace:
-    meta: Meta
-    events: tuple[Event, ...]
+    """The meta and the events. Made with its events (``Trace(meta, events)``), or by the
+    capture with only their columns (``Trace.of``): then the ``Event`` objects are built
+    the first time something reads ``events`` (analysis, the trace file and events.csv
+    read the columns), which a profile of 200,000 events never needs."""
+
+    def __init__(self, meta: Meta, events: tuple[Event, ...] | None = None, shapes: dict | None = None):
+        self.meta = meta
+        if events is not None:
+            self.__dict__["events"] = events
+        if shapes is not None:
+            self.__dict__["shapes"] = shapes
+        if events is None and shapes is None:
+            self.__dict__["events"] = ()
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Trace) and (self.meta, self.events) == (other.meta, other.events)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Trace({self.meta!r}, <{len(self)} events>)"
+
+    def __len__(self) -> int:
+        """The number of events, from whichever form the trace holds."""
+        if "events" in self.__dict__:
+            return len(self.events)
+        return sum(len(columns[0]) for columns in self.shapes.values())
 
     @property
     def partial(self) -> bool:
         return self.meta.status != "complete"
+
+    @cached_property
+    def events(self) -> tuple[Event, ...]:
+        return rows.events(self.shapes, Event)
 
     @cached_property
     def shapes(self) -> dict:
@@ -71,16 +99,13 @@ class Trace:
         return rows.shapes(self.events)
 
     @classmethod
-    def of(cls, meta: Meta, events: tuple, shapes: dict | None = None) -> "Trace":
-        """A trace whose maker has its ``shapes`` already (the recorder builds them with
-        the events, from the tuples it kept)."""
-        trace = cls(meta, events)
-        if shapes is not None:
-            trace.__dict__["shapes"] = shapes   # the cached_property's own slot
-        return trace
+    def of(cls, meta: Meta, events: tuple | None, shapes: dict | None = None) -> "Trace":
+        """A trace whose maker has its ``shapes`` already (the recorder builds them from
+        the tuples it kept), with or without its events."""
+        return cls(meta, events, shapes)
 
     def with_meta(self, **changes: Any) -> "Trace":
-        return Trace.of(replace(self.meta, **changes), self.events, self.__dict__.get("shapes"))
+        return Trace.of(replace(self.meta, **changes), self.__dict__.get("events"), self.__dict__.get("shapes"))
 
 
 def _meta_line(meta: Meta) -> dict:
@@ -95,7 +120,7 @@ def write_trace(trace: Trace, path: str | os.PathLike) -> Path:
     with atomic_open(path) as out:
         out.write(json.dumps(_meta_line(trace.meta)) + "\n")
         out.writelines(_event_lines(trace))
-        out.write(json.dumps({"kind": "end", "events": len(trace.events)}) + "\n")
+        out.write(json.dumps({"kind": "end", "events": len(trace)}) + "\n")
     return path
 
 

@@ -79,22 +79,22 @@ class Recorder:
         if self.on_progress is not None:
             self.on_progress(step, phase, len(self.events))
 
-    def events_and_shapes(self) -> tuple[tuple[Event, ...], dict | None]:
-        """Every event as an ``Event``, in sequence order, and the same events grouped by
-        kind and field names as columns (``Trace.shapes``), taken from the keys and values
-        each event already has rather than read back from 200,000 dicts (None if an event
-        named a field twice). Builds a dict per event, so the collector is paused
-        meanwhile: only gradmem's own objects are made here."""
-        with paused():   # tuple.__new__ straight: the NamedTuple's own __new__ is a Python call per event
-            new = tuple.__new__
-            events, groups = [], {}
-            add, group = events.append, groups.setdefault
-            for i, (seq, t, kind, step, keys, values) in enumerate(sorted(self.events)):
-                add(new(Event, (seq, t, kind, step, dict(zip(keys, values)))))
+    def events_and_shapes(self) -> tuple[tuple[Event, ...] | None, dict | None]:
+        """The events grouped by kind and field names as columns (``Trace.shapes``), taken
+        from the keys and values each event already has, in sequence order; the ``Event``
+        objects themselves only where an event named a field twice (then no shapes: its
+        dict keeps one of the two). A trace made from the columns builds its events when
+        they are first read. The collector is paused meanwhile: only gradmem's own tuples
+        are made here."""
+        with paused():
+            ordered = sorted(self.events)
+            if any(len(set(keys)) < len(keys) for keys in {e[4] for e in ordered}):
+                return tuple(map(_event, ordered)), None
+            groups: dict = {}
+            group = groups.setdefault
+            for i, (seq, t, kind, step, keys, values) in enumerate(ordered):
                 group((kind, keys), []).append((i, seq, t, step, *values))
-            if any(len(set(keys)) < len(keys) for _kind, keys in groups):   # its dict kept one of the two
-                return tuple(events), None
-            return tuple(events), {shape: list(zip(*rows)) for shape, rows in groups.items()}
+            return None, {shape: list(zip(*rows)) for shape, rows in groups.items()}
 
 
 def _event(r: tuple) -> Event:

@@ -72,5 +72,9 @@ def _line(ev, lab: _Labels) -> str | None:
 
 
 def story(trace: Trace, tensors: pd.DataFrame, steps: pd.DataFrame, slots: Slots, node_name: dict) -> list[str]:
+    """One line per event, each step's under its STEP line: a saved input's pack hook runs
+    before the Python engine's dispatch mode meets the op (the event already carries the
+    op's step), and after the native engine's op frame begins."""
     lab = _Labels(tensors, steps, node_name, slots.owner, slots.storage_of)
-    return [line for line in (_line(ev, lab) for ev in trace.events) if line]
+    ordered = sorted(trace.events, key=lambda ev: (ev.step, ev.kind != "step", ev.seq))
+    return [line for line in (_line(ev, lab) for ev in ordered) if line]

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from .native.loader import own_ops
+
 MAX_PREVIEW = 16
 NO_DATA = "(fake: no data)"   # the value of a small fake tensor: it has a shape but no values
 # ops whose output is uninitialized memory until the kernel that called them fills it in
@@ -54,7 +56,7 @@ def preview_now(t: torch.Tensor, digits: str = SHORT) -> str | None:
     """``preview`` from a hook, where the program's ops are watched: reading is not an op."""
     if t is None or t.numel() > MAX_PREVIEW:
         return None
-    with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch():
+    with torch._C.DisableTorchFunction(), torch._C._DisableTorchDispatch(), own_ops():
         return preview(t, digits)
 
 

@@ -21,13 +21,13 @@ STEP 2 setup lift_fresh
 ALLOC S2 y (2,) float32 8 B [input] = [20, 25]
 STEP 3 setup lift_fresh
 ALLOC S3 w (2,) float32 8 B [parameter] = [5, 6]
-SAVED S1 x by MvBackward0.self
 STEP 4 forward mv
+SAVED S1 x by MvBackward0.self
 ALLOC S4 output (2,) float32 8 B [intermediate] = [140, 390]
 STEP 5 forward sub
 ALLOC S5 error (2,) float32 8 B [activation] = [-120, -365]
-SAVED S5 error by PowBackward0.self
 STEP 6 forward pow
+SAVED S5 error by PowBackward0.self
 ALLOC S6 error_squared (2,) float32 8 B [intermediate] = [14400, 133225]
 STEP 7 forward mean
 ALLOC S7 loss () float32 4 B [intermediate] = 73812.5
@@ -74,9 +74,12 @@ STEP 14 after_backward (after backward)
 """
 
 
-@pytest.fixture(scope="module")
-def two_rows():
-    cap, failure = run_scenario(load_scenario(ROOT / "scenarios" / "seed_two_rows.py"), {})
+@pytest.fixture(scope="module", params=["python", "native"])
+def two_rows(request):
+    """The story on each engine: the same text, event for event."""
+    if request.param == "native":
+        request.getfixturevalue("native")
+    cap, failure = run_scenario(load_scenario(ROOT / "scenarios" / "seed_two_rows.py"), {}, engine=request.param)
     assert failure is None
     return analyze(cap.trace)
 

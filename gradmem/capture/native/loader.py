@@ -10,6 +10,8 @@ need ``--no-build-isolation``, and the Python engine works without it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 import re
@@ -58,6 +60,20 @@ def recording() -> bool:
     """Is a native capture recording now? (It holds torch's one profiler state, which
     torch's own check does not count: another profiler must not start meanwhile.)"""
     return _module is not None and bool(_module.running())
+
+
+@contextlib.contextmanager
+def own_ops():
+    """Ops run in here on this thread are gradmem's (a value read in a hook), not the
+    program's: a native capture does not record them."""
+    if _module is None or not _module.running():
+        yield
+        return
+    was = _module.set_busy(True)
+    try:
+        yield
+    finally:
+        _module.set_busy(was)
 
 
 def load(progress=None):

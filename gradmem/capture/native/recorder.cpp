@@ -346,6 +346,10 @@ struct Recorder {
 
 thread_local std::vector<Frame> t_frames;
 thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
+// torch.tensor(data) runs empty, to, lift_fresh and detach_ as top-level ops; the Python
+// engine's dispatch mode meets only lift_fresh: one step, named lift_fresh.
+// The step of the last top-level op while it is such a sequence, else -1
+thread_local int64_t t_tensor_call = -1;
 
 // gradmem's own ops and allocations while it lives, on this thread: not recorded. Cheaper
 // than at::RecordFunctionGuard, whose every use rebuilds torch's callback lists twice
@@ -421,6 +425,8 @@ struct EndHook : public torch::autograd::FunctionPostHook {
     Recorder& r = *g_rec;
     std::lock_guard<std::recursive_mutex> g(r.mu);
     r.ref(serial);   // every node that ran is a step, as on the Python engine
+    // a leaf's gradient hooks fire inside AccumulateGrad, before its post-hook: first, as there
+    if (!r.leaves.empty()) leaf_event(r, node, serial, inputs);
     NodeEnd e{now_ns(), serial, {}, {}, {}, {}};
     for (const auto& t : inputs) {   // what a backward rule is checked on (graph.py: exact_now)
       e.grads_in.push_back(t.defined() ? claim_locked(r, t, -1, false) : 0);
@@ -431,7 +437,6 @@ struct EndHook : public torch::autograd::FunctionPostHook {
       e.values_out.push_back(t.defined() ? preview(t, true) : std::string());
     }
     r.node_ends.push_back(std::move(e));
-    if (!r.leaves.empty()) leaf_event(r, node, serial, inputs);
     return outputs;
   }
 };
@@ -614,6 +619,8 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
   Frame f{{}, 0, -1, -1, false, false};
   bool source = false;   // read the user's line (outside the lock)
+  bool tensor_call = top && t_tensor_call >= 0 &&
+                     (info.shortn == "to" || info.shortn == "lift_fresh" || info.shortn == "detach_");
   if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
     f.boundary = true;
     if (parent != nullptr && parent->boundary && parent->serial >= 0 && r.steps[parent->serial].seq_nr == -2) {
@@ -636,6 +643,7 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     f.op = op;                       // the outermost non-composite op below any node boundary
     f.attributed = true;
     f.serial = parent != nullptr ? parent->serial : -1;   // inside a node: the node's step
+    if (tensor_call) f.serial = t_tensor_call;
     if (f.serial < 0) {
       f.serial = r.new_step(op, 0, -1);
       source = !r.src.skip.empty();
@@ -645,10 +653,14 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     f.recompute = parent != nullptr && at::GradMode::is_enabled() && !r.create_graph && node_serial_locked() >= 0;
     source = source || (f.recompute && !r.src.skip.empty());
   } else {
-    f.serial = parent != nullptr ? parent->serial : -1;
+    f.serial = tensor_call ? t_tensor_call : parent != nullptr ? parent->serial : -1;
   }
+  if (tensor_call && info.shortn == "lift_fresh") r.steps[t_tensor_call].op = op;
   if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
-  if (top) f.seq_lo = (int64_t)at::sequence_number::peek();
+  if (top) {
+    f.seq_lo = (int64_t)at::sequence_number::peek();
+    t_tensor_call = info.uninitialized && info.factory && f.serial >= 0 ? f.serial : tensor_call ? t_tensor_call : -1;
+  }
   f.own = op;
   bool recompute = f.recompute;
   int64_t serial = f.serial;
@@ -799,6 +811,8 @@ int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value) {
              r.ops[a.claim_op].uninitialized) {
     a.claim_op = op;   // torch.tensor(data): made by `empty`, named by lift_fresh
     a.factory = true;
+    Step& made = r.steps[a.serial];   // and its step too, as the Python engine sees only lift_fresh
+    if (made.kind == 0 && made.op >= 0 && r.ops[made.op].uninitialized) made.op = op;
     if (value) a.value = preview(t);
   }
   return a.sid;
@@ -1806,6 +1820,14 @@ int64_t new_id() {
 
 bool running() { return g_session != nullptr; }
 
+// Python's own work on this thread (a value read in a hook) is not the program's: its ops
+// are left out of the record, as the Python engine's dispatch mode leaves them out
+bool set_busy(bool on) {
+  bool was = t_busy;
+  t_busy = on;
+  return was;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -1825,6 +1847,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("known", &known);
   m.def("unnamed_leaf_grads", &unnamed_leaf_grads);
   m.def("running", &running);
+  m.def("set_busy", &set_busy);
   py::class_<Packed>(m, "Packed", "a saved slot's content under gradmem's native saved-tensor hooks")
       .def_readonly("pid", &Packed::pid);
   m.def("pack_saved", &pack_saved);

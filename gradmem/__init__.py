@@ -18,12 +18,13 @@ class _CallableModule(types.ModuleType):
     call returns a ``Session`` (gradmem/session.py): the capture with its results."""
 
     def __call__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True):
+                 fake: bool = False, verify: bool = True, engine: str = "python"):
         """Record what a block of PyTorch code allocates, saves and frees.
         ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated.
-        ``verify=False`` skips the allocator's own record (see capture/truth.py)."""
+        ``verify=False`` skips the allocator's own record (see capture/truth.py).
+        ``engine``: python, native or auto, as ``gradmem profile --engine``."""
         from .session import Session
-        return Session(scenario, params, retain_grad, fake, verify)
+        return Session(scenario, params, retain_grad, fake, verify, engine=engine)
 
 
 def callable_module(module: types.ModuleType) -> None:

@@ -44,7 +44,7 @@ class Capture:
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
                  fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None,
                  attribution: bool = True):
-        choice = choose_engine(engine, fake, build_progress)   # python, or native and its parts (native/)
+        choice = choose_engine(engine, fake, build_progress, rank_env() is not None, verify)   # python, or native
         self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, attribution,
                                  ranks=rank_env(), engine=choice)
         self.rec, self.storages = choice.recorder_and_storages(Cursor, Recorder, Storages)   # rec.cursor

@@ -42,12 +42,16 @@ def _read_locals(frame) -> list[tuple[str, object]]:
     return items
 
 
-COMPILED_NOTE = (
-    "`{name}` is made by torch.compile. Under gradmem it runs eagerly (a compiled graph "
-    "does not run while gradmem's dispatch mode is active), so these figures are those of "
-    "eager mode: the compiled graph collapses into one backward node and may save less. "
-    "Compare with the allocator's peak measured without gradmem."
-)
+COMPILED_NOTE = {   # by capture engine
+    "python": "`{name}` is made by torch.compile. Under gradmem it runs eagerly (a compiled graph "
+              "does not run while gradmem's dispatch mode is active), so these figures are those of "
+              "eager mode: the compiled graph collapses into one backward node and may save less. "
+              "Compare with the allocator's peak measured without gradmem.",
+    "native": "`{name}` is made by torch.compile and runs compiled under the native engine: its "
+              "backward is one node (CompiledFunctionBackward) holding what the compiled graph saves, "
+              "and a first call's compilation (tracing the graph on real tensors) is recorded with the "
+              "program's own ops. The figures are the compiled program's, as the allocator counts them.",
+}
 
 
 def _compiled(value) -> bool:
@@ -123,7 +127,7 @@ class Namer:
             elif isinstance(value, torch.optim.Optimizer):
                 self._optimizer(name, value)
             if _compiled(value):
-                self.rec.emit(EventKind.NOTE, text=COMPILED_NOTE.format(name=name))
+                self.rec.emit(EventKind.NOTE, text=COMPILED_NOTE[self.rec.engine].format(name=name))
 
     def _tensor(self, name: str, t: torch.Tensor, kind: str = "variable") -> None:
         if self.on_leaf is not None and t.requires_grad and t.is_leaf:

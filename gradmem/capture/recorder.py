@@ -35,6 +35,7 @@ class Recorder:
     # (enter(path), exit(path, what forward returned)) of a recorder that keeps module spans
     # itself (the native one), else None: modules.py then emits them as events
     spans = None
+    engine = "python"   # the capture engine it records for (notes that differ by engine read it)
 
     def __init__(self, cursor: Cursor | None = None, clock: Callable[[], int] = time.perf_counter_ns):
         self.cursor = cursor if cursor is not None else Cursor()

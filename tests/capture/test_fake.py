@@ -45,9 +45,12 @@ def comparable(trace, scratch=None) -> list[tuple]:
     return out
 
 
-def profile(name: str, fake: bool, **extra):
+def profile(name: str, fake: bool, engine: str = "python", **extra):
+    """A fake run always records on the Python engine (fake tensors reach no allocator), so
+    the real run it is held to event by event records there too; the engines' agreement
+    with each other is tests/capture/test_native_engine.py's."""
     sc = load_scenario(SCENARIOS / f"{name}.py")
-    cap, failure = run_scenario(sc, {**SMALL[name], **extra}, fake=fake)
+    cap, failure = run_scenario(sc, {**SMALL[name], **extra}, fake=fake, engine=engine)
     assert failure is None, failure
     return cap.trace
 

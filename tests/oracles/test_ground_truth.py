@@ -26,8 +26,8 @@ MODELS = [linear_mse, mlp_step, conv_bn_step]
 IDS = ["linear_mse", "mlp", "conv_bn"]
 
 
-def captured(fn):
-    with Capture() as cap:
+def captured(fn, engine: str = "python"):
+    with Capture(engine=engine) as cap:
         fn()
     return cap.trace, analyze(cap.trace)
 
@@ -88,6 +88,14 @@ def test_clock_alignment_is_recorded_and_tight():
     assert len(clock) == 1 and clock[0].get("method") == "markers"
     assert clock[0].get("markers") == 6
     assert 0 <= clock[0].get("error_ns") < 1_000_000   # well under a millisecond
+
+
+def test_the_native_record_needs_no_alignment(native):
+    """The extension stamps allocations with the clock the hooks read: said so, error 0."""
+    trace, a = captured(linear_mse, engine="native")
+    clock = [e for e in trace.events if e.kind == EventKind.CLOCK]
+    assert len(clock) == 1 and clock[0].get("method") == "same clock" and clock[0].get("error_ns") == 0
+    assert a.summary["allocator"]["agrees"] is True
 
 
 def test_rss_is_sampled_by_time_not_per_op():
@@ -167,3 +175,13 @@ def test_under_fake_tensors_the_allocator_record_is_left_out_and_said_so():
     assert a.summary["allocator"] == {"source": None}
     assert any("could not be aligned" in n for n in a.summary["notes"])
     assert not [w for w in caught if "data pointer of FakeTensor" in str(w.message)]
+
+
+def test_a_native_capture_inside_the_program_s_fake_mode_records_on_the_python_engine(native):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    with FakeTensorMode():
+        with Capture(engine="native") as cap:
+            w = torch.randn(1000, 100, requires_grad=True)
+            (w * 2).sum().backward()
+    assert cap.trace.meta.capture_engine == "python" and "fake tensors" in cap.trace.meta.engine_reason
+    assert analyze(cap.trace).tensors["nbytes"].max() == 1000 * 100 * 4

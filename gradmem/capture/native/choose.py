@@ -57,21 +57,35 @@ class Choice(NamedTuple):
 
 
 
+def fake_mode_active() -> bool:
+    """Is the program's own FakeTensorMode on (a capture started inside it)?"""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
+    return any(isinstance(m, FakeTensorMode) for m in _get_current_dispatch_mode_stack())
+
+
 def profiler_running() -> bool:
     import torch
     return bool(torch._C._autograd._profiler_enabled())
 
 
-def choose(requested: str = DEFAULT, fake: bool = False, progress=None) -> Choice:
+def choose(requested: str = DEFAULT, fake: bool = False, progress=None, rank: bool = False,
+           verify: bool = True) -> Choice:
     """The engine for one run. ``requested="native"`` that cannot be had falls back to the
-    Python engine with the reason (gradmem never fails a run for its own engine)."""
+    Python engine with the reason (gradmem never fails a run for its own engine). ``auto``
+    picks the Python engine for a rank of a torchrun job (``rank``): only it records the
+    collectives' buffers (DDP's buckets, FSDP2's all-gathers). ``verify=False``: the trace
+    leaves out the allocator's own record (the extension sees it anyway)."""
     if requested not in ENGINES:
         raise ValueError(f"unknown capture engine {requested!r}: choose one of {', '.join(ENGINES)}")
     if requested == "python":
         return Choice("python", None, "the Python engine was asked for", requested)
-    if fake:
+    if fake or fake_mode_active():
         return Choice("python", None, "fake tensors never reach an allocator: the Python dispatch engine records them",
                       requested)
+    if rank and requested == "auto":
+        return Choice("python", None, "a rank of a distributed job: only the Python engine records the collectives' "
+                      "buffers (DDP buckets, FSDP2 all-gathers)", requested)
     if profiler_running():
         return Choice("python", None, "another torch profiler is running, and torch allows one at a time", requested)
     ext = loader.load(progress)
@@ -81,4 +95,4 @@ def choose(requested: str = DEFAULT, fake: bool = False, progress=None) -> Choic
         return Choice("python", None, "another gradmem capture is using the native engine", requested)
     from .engine import NativeSession
     reason = "the native extension is built" + (" (asked for)" if requested == "native" else "")
-    return Choice("native", NativeSession(ext), reason, requested)
+    return Choice("native", NativeSession(ext, verify), reason, requested)

@@ -41,8 +41,9 @@ class NativeSession:
     """The native engine's parts for one capture: cursor, recorder and storages that ask
     the extension, its start and stop, and the merge of its record into the events."""
 
-    def __init__(self, ext):
+    def __init__(self, ext, allocator_record: bool = True):
         self.ext = ext
+        self.allocator_record = allocator_record   # the allocator's own record in the trace (--no-verify: not)
         self.graph: Graph | None = None
         self.cursor = NativeCursor(ext)
         self.rec = NativeRecorder(self.cursor)
@@ -84,7 +85,7 @@ class NativeSession:
         self.stop()
         if self._raw is not None:
             with paused():   # only gradmem's own tuples are made here: no cycles to collect
-                merge(self.rec, self._raw.take(), self.leaf_names)
+                merge(self.rec, self._raw.take(), self.leaf_names, self.allocator_record)
             self._raw = None
 
 
@@ -131,6 +132,7 @@ class NativeRecorder(Recorder):
     keeps: each backward call's start and end, and module calls, at most every 0.2 s."""
 
     module_spans = None
+    engine = "native"
     TICK_S = 0.2
     _tick_at = 0.0   # monotonic time of the next progress report a module call may give
 
@@ -294,7 +296,7 @@ class _Counter:
         return self.draw()
 
 
-def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
+def merge(rec: NativeRecorder, raw: dict, leaf_names: dict, allocator_record: bool = True) -> None:
     """Put the native record into ``rec.events``: its steps, allocations, frees, node ends,
     saved slots, graph and the allocator's record, merged with Python's events by time (one
     clock), with native step serials turned into step numbers."""
@@ -352,7 +354,7 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict) -> None:
             continue      # the Python engine hooks only the nodes it walked
         add((t, len(out), NODE_END, number.get(serial, 0), end_keys,
              (nid, _or_none(grads_in), _or_none(grads_out), _or_none(values_in), _or_none(values_out))))
-    cpu = [e for e in raw["allocator"] if e[5] == _CPU]
+    cpu = [e for e in raw["allocator"] if e[5] == _CPU] if allocator_record else []
     if cpu:
         event(cpu[0][0], KIND.CLOCK.value, cpu[0][1], **CLOCK)
     allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))

@@ -1452,7 +1452,9 @@ py::list discover(py::list roots, py::object see, py::object describe) {
 // gradmem's id of the node with this key, if the walk met it (None: not yet)
 py::object node_id(const std::string& name, py::object part) {
   if (g_graph == nullptr) return py::none();
-  int64_t n = part.is_none() ? kNoStorage : part.cast<int64_t>();
+  // a sequence number is unsigned: a custom Function's (torch.compile's) may pass INT64_MAX;
+  // the walk keeps it as the same 64 bits, signed
+  int64_t n = part.is_none() ? kNoStorage : static_cast<int64_t>(PyLong_AsUnsignedLongLongMask(part.ptr()));
   auto it = g_graph->ids.find({name, n});
   return it == g_graph->ids.end() ? py::object(py::none()) : py::object(py::int_(it->second));
 }

@@ -185,7 +185,7 @@ def tensors_table(tables: dict, step_phase: pd.Series, step_op: dict, node_name:
     t = set_roles(t, tables)
     t = set_rank_roles(t, tables)
     t["name"] = t["id"].map(names)
-    t["made_at"] = made_at(t, tables)
     for column in ("module", "source", "op_name"):
         t[column] = text(t["id"].map((origins or {}).get(column, {})))   # all missing: float NaNs
+    t["made_at"] = made_at(t, tables)
     return t[TENSOR_COLUMNS].reset_index(drop=True)

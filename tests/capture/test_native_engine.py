@@ -37,7 +37,8 @@ def facts(a) -> dict:
     Zero-byte storages never reach an allocator, so only the Python engine lists them."""
     t = a.tensors[a.tensors["nbytes"] > 0]
     rows = sorted(zip(t["role"], t["nbytes"], t["created_by"], t["saved_by"], t["free_step"].isna(),
-                      t["dtype"], t["shape"], t["value"].astype(str), t["unpacked_by"], t["source"].astype(str)))
+                      t["dtype"], t["shape"], t["value"].astype(str), t["unpacked_by"], t["source"].astype(str),
+                      t["made_at"]))
     s, n = a.summary, a.nodes   # each node's rule on the recorded numbers, checked against torch's gradient
     rules = sorted(zip(n["name"], n["rule"], n["rule_values"], n["rule_check"], n["saved_for"]))
     return {"storages": rows, "peak_bytes": s["peak_bytes"], "peak_by_role": s["peak_by_role"],
@@ -394,7 +395,7 @@ def test_inputs_from_before_the_capture_are_tracked_as_on_the_python_engine(nati
             loss.backward()
         found[engine] = facts(analyze(cap.trace))
     assert found["native"] == found["python"]
-    inputs = sorted((nbytes, value) for role, nbytes, *_, value, _u, _s in found["native"]["storages"] if role == "input")
+    inputs = sorted((nbytes, value) for role, nbytes, *_, value, _u, _s, _m in found["native"]["storages"] if role == "input")
     assert inputs == [(8, "[20, 25]"), (16, "[[10, 15], [30, 40]]")]
 
 

@@ -18,7 +18,7 @@ class _CallableModule(types.ModuleType):
     call returns a ``Session`` (gradmem/session.py): the capture with its results."""
 
     def __call__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True, engine: str = "python"):
+                 fake: bool = False, verify: bool = True, engine: str = "auto"):
         """Record what a block of PyTorch code allocates, saves and frees.
         ``fake=True`` runs the block on fake tensors: an estimate, with no data allocated.
         ``verify=False`` skips the allocator's own record (see capture/truth.py).

@@ -13,7 +13,7 @@ from . import __version__, gc_pause
 from .errors import GradmemError
 
 ENGINES = ("auto", "python", "native")   # as gradmem/capture/native/choose.py (kept torch-free here)
-DEFAULT_ENGINE = "python"
+DEFAULT_ENGINE = "auto"
 
 EXAMPLES = """
 \b

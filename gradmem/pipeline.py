@@ -47,7 +47,7 @@ class Profiled:
 
 def profile(scenario: Path, params=(), device: str | None = None, retain_grad: str = "as-written",
             out_dir: Path | None = None, force: bool = False, formats: tuple | None = None,
-            fake: bool = False, verify: bool = True, on_progress=None, say=None, engine: str = "python",
+            fake: bool = False, verify: bool = True, on_progress=None, say=None, engine: str = "auto",
             build_progress=None) -> Profiled:
     """Run a scenario script under a capture and write its reports. Every option is
     checked before the scenario runs; a failing scenario still gets its reports. As one

@@ -128,7 +128,7 @@ def default_device(device: str | None, fake: bool = False):
 
 
 def run_scenario(scenario: Scenario, params: dict, device: str | None = None, retain_grad: str = "as-written",
-                 on_progress=None, fake: bool = False, verify: bool = True, engine: str = "python",
+                 on_progress=None, fake: bool = False, verify: bool = True, engine: str = "auto",
                  build_progress=None):
     """Run the scenario under a capture. Returns the session (``gradmem.session``), also
     when the scenario raised (then ``session.trace.meta.status == 'partial'``) together with

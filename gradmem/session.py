@@ -28,7 +28,7 @@ class Session:
     """Records a block (``with``), then answers questions about it."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True, on_progress=None, engine: str = "python",
+                 fake: bool = False, verify: bool = True, on_progress=None, engine: str = "auto",
                  build_progress=None):
         from .capture import Capture   # torch is imported on first use, not with gradmem
         self._capture = Capture(scenario, params, retain_grad, fake, verify, on_progress, engine, build_progress)

@@ -42,7 +42,7 @@ class Capture:
     or reading ``trace`` builds the ``Trace`` once, so the program never waits for that."""
 
     def __init__(self, scenario: str = "", params: dict | None = None, retain_grad: str = "as-written",
-                 fake: bool = False, verify: bool = True, on_progress=None, engine="python", build_progress=None,
+                 fake: bool = False, verify: bool = True, on_progress=None, engine="auto", build_progress=None,
                  attribution: bool = True):
         choice = choose_engine(engine, fake, build_progress, rank_env() is not None, verify)   # python, or native
         self.settings = Settings(scenario, dict(params or {}), retain_grad, fake, verify, attribution,

@@ -8,6 +8,7 @@ engine and says so.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -363,7 +364,26 @@ def test_cli_profile_on_the_native_engine(native, tmp_path):
 def test_doctor_says_which_engine(native):
     out = CliRunner().invoke(main, ["doctor", "--no-build"])
     assert out.exit_code == 0, out.output
-    assert "--engine auto uses: native" in out.output
+    assert "--engine auto uses: native" in out.output and "the default is --engine auto" in out.output
+
+
+def test_the_default_run_takes_the_native_engine_and_says_why(native, tmp_path):
+    out = CliRunner().invoke(main, ["profile", str(ROOT / "scenarios" / "seed_two_rows.py"), "-o", str(tmp_path / "r"),
+                                    "-q", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["capture_engine"] == "native" and s["engine_reason"] == "the native extension is built"
+
+
+def test_auto_takes_the_python_engine_on_a_torchrun_rank(native, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with Capture() as cap:
+        (torch.ones(3, requires_grad=True) * 2).sum().backward()
+    assert cap.trace.meta.capture_engine == "python" and "collectives" in cap.trace.meta.engine_reason
+    with Capture(engine="native") as cap:   # asked for by name: taken
+        (torch.ones(3, requires_grad=True) * 2).sum().backward()
+    assert cap.trace.meta.capture_engine == "native"
 
 
 def test_a_model_from_before_the_capture_that_it_never_uses_stays_out(native):

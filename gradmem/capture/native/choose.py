@@ -13,7 +13,7 @@ from . import loader
 from ...gc_pause import Frozen
 
 ENGINES = ("auto", "python", "native")
-DEFAULT = "python"
+DEFAULT = "auto"
 
 
 class Choice(NamedTuple):

@@ -78,7 +78,8 @@ def own_ops():
 
 def load(progress=None):
     """The extension module, building it first if needed; None when it cannot be built
-    (then ``why_not()`` says why). ``progress`` is called with one line before a build."""
+    (then ``why_not()`` says why). ``progress`` is called with one line before a build
+    (stderr when not given: a first build takes half a minute, in a notebook too)."""
     global _module, _error
     if _module is not None or _error is not None:
         return _module
@@ -86,7 +87,7 @@ def load(progress=None):
         _error = "no C++ compiler on PATH (set CXX or install g++): the native engine cannot be built"
         return None
     try:
-        _module = _build(progress)
+        _module = _build(progress or stderr_progress)
     except Exception as exc:   # any build or load failure: the Python engine still works
         _error = f"the native engine failed to build: {type(exc).__name__}: {_last_line(exc)}"
     return _module
@@ -117,8 +118,7 @@ def _build(progress):
     from torch.utils import cpp_extension
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
-    if progress is not None:
-        progress(f"gradmem: building the native capture engine once (about 30 s), into {d}")
+    progress(f"gradmem: building the native capture engine once (about 30 s), into {d}")
     return cpp_extension.load(name=module_name(), sources=[str(SOURCE)], build_directory=str(d),
                               extra_cflags=CFLAGS, verbose=False)
 

@@ -42,11 +42,13 @@ def trace_built(make):
     cap.trace
 
 
+# "gradmem" is the Python engine (named: the default, auto, takes the native one)
 VARIANTS = {
     "bare": contextlib.nullcontext,
-    "gradmem": Capture,
-    "gradmem --no-verify": lambda: Capture(verify=False),
-    "gradmem --no-verify, no module/source attribution": lambda: Capture(verify=False, attribution=False),
+    "gradmem": lambda: Capture(engine="python"),
+    "gradmem --no-verify": lambda: Capture(verify=False, engine="python"),
+    "gradmem --no-verify, no module/source attribution": lambda: Capture(verify=False, attribution=False,
+                                                                          engine="python"),
     "gradmem --engine native": lambda: Capture(engine="native"),
     "gradmem --engine native, trace built": lambda: trace_built(lambda: Capture(engine="native")),
     "torch.profiler(profile_memory)": lambda: torch.profiler.profile(
@@ -174,7 +176,7 @@ def whole_process(kind: str, steps: int, reps: int) -> dict:
         gm = [sys.executable, "-m", "gradmem", "profile", str(script), "-q", "--force", "-o", str(Path(tmp) / "r")]
         cmds = {"plain": [sys.executable, str(script)],
                 "torch.profiler + chrome": [sys.executable, str(script), str(Path(tmp) / "t.json")],
-                "gradmem": gm, "gradmem --engine native": gm + ["--engine", "native"]}
+                "gradmem": gm + ["--engine", "python"], "gradmem --engine native": gm + ["--engine", "native"]}
         runs = {k: [] for k in cmds}
         for _ in range(reps):
             for k, cmd in cmds.items():

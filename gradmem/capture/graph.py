@@ -22,6 +22,7 @@ from .cursor import Cursor
 from .recorder import Recorder
 from .saved import Packed
 from .storages import Storages
+from .native.loader import own_ops
 from .values import _is_fake, exact_now, small_attr
 
 ACCUMULATE = "torch::autograd::AccumulateGrad"
@@ -187,7 +188,7 @@ class Graph:
         sid = self.storages.see(data)
         value = ""
         if not _is_fake(data):
-            with torch._C._DisableTorchDispatch():   # through python dispatch it arrives as a float
+            with torch._C._DisableTorchDispatch(), own_ops():   # through python dispatch it arrives as a float
                 value = f" {data.item():g}"
         self.rec.emit(EventKind.NAME, storage=sid, name=f"python scalar{value}", source="wrapped_scalar",
                       shape=())

@@ -62,6 +62,10 @@ def test_scenario_same_on_both_engines(native, name):
     if name.startswith("seed_"):   # the learner's hand derivations, worked on the recorded numbers
         checks = [c for *_, c, _s in facts(analyze(nat.trace))["rules"] if c]
         assert checks and set(checks) == {"matches torch"}
+        # and the same steps: none for gradmem's own reads (a retained grad's values, a
+        # wrapped scalar's), torch.tensor(...) as the one lift_fresh step the Python engine sees
+        ops = {e: analyze(c.trace).steps[["phase", "op"]].values.tolist() for e, c in (("python", py), ("native", nat))}
+        assert ops["native"] == ops["python"]
 
 
 @pytest.mark.parametrize("name", ["mlp", "conv_bn"])

@@ -15,6 +15,7 @@
 #include <ATen/core/grad_mode.h>
 #include <ATen/record_function.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/ThreadLocalDebugInfo.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/functions/accumulate_grad.h>
@@ -346,9 +347,10 @@ struct Recorder {
 
 thread_local std::vector<Frame> t_frames;
 thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
-// torch.tensor(data) runs empty, to, lift_fresh and detach_ as top-level ops; the Python
-// engine's dispatch mode meets only lift_fresh: one step, named lift_fresh.
-// The step of the last top-level op while it is such a sequence, else -1
+// torch.tensor(data) runs empty and to with the Python dispatch key excluded (so the Python
+// engine's dispatch mode never meets them), then lift_fresh and detach_, all top-level ops:
+// one step, named lift_fresh, as on the Python engine. The step of such a sequence while it
+// runs, else -1
 thread_local int64_t t_tensor_call = -1;
 
 // gradmem's own ops and allocations while it lives, on this thread: not recorded. Cheaper
@@ -619,8 +621,9 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
   Frame f{{}, 0, -1, -1, false, false};
   bool source = false;   // read the user's line (outside the lock)
+  bool modes_off = top && c10::impl::tls_is_dispatch_key_excluded(c10::DispatchKey::Python);
   bool tensor_call = top && t_tensor_call >= 0 &&
-                     (info.shortn == "to" || info.shortn == "lift_fresh" || info.shortn == "detach_");
+                     ((info.shortn == "to" && modes_off) || info.shortn == "lift_fresh" || info.shortn == "detach_");
   if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
     f.boundary = true;
     if (parent != nullptr && parent->boundary && parent->serial >= 0 && r.steps[parent->serial].seq_nr == -2) {
@@ -659,7 +662,8 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (!seen.empty()) record_facts(r, seen, f.serial >= 0 ? f.serial : r.last_serial);
   if (top) {
     f.seq_lo = (int64_t)at::sequence_number::peek();
-    t_tensor_call = info.uninitialized && info.factory && f.serial >= 0 ? f.serial : tensor_call ? t_tensor_call : -1;
+    bool begins = modes_off && info.uninitialized && info.factory && f.serial >= 0;
+    t_tensor_call = begins ? f.serial : tensor_call && info.shortn != "detach_" ? t_tensor_call : -1;
   }
   f.own = op;
   bool recompute = f.recompute;

@@ -34,6 +34,11 @@ def ending_process() -> None:
     _ENDING = True
 
 
+def process_ends() -> bool:
+    """Was ``ending_process`` said (the CLI)? Then a child may also write files (render/early.py)."""
+    return _ENDING
+
+
 @contextlib.contextmanager
 def paused():
     enabled = gc.isenabled()

@@ -25,6 +25,8 @@ from . import ranks
 from .errors import GradmemError, InternalError, Interrupted, ScenarioError, TraceFileError, UsageError
 from .render import DEFAULT_FORMATS, MARKER, check_target, dropped_files, write_files, write_reports, writers_for
 from .render.comparison import claim_folder, write_comparison
+from .render.early import TABLE_JOBS, TRACE_JOBS, start as early_files
+from .gc_pause import process_ends
 from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
 from .trace import find_trace, partial_line, read_trace
 from .files import TRACE
@@ -66,10 +68,18 @@ def profile(scenario: Path, params=(), device: str | None = None, retain_grad: s
                                         on_progress=None if job and job.quiet else on_progress,
                                         engine=engine, build_progress=build_progress)
         scenario_done()
-        analysis = analyze(session.trace)
-        if job is not None:
-            out_dir = job.folder
-        files = _write(analysis, out_dir, force, chosen, say)
+        early = [_early(session.trace, out_dir, chosen, TRACE_JOBS)] if job is None else []
+        try:
+            analysis = analyze(session.trace)
+            if job is not None:
+                out_dir = job.folder
+            else:
+                early.append(_early(analysis, out_dir, chosen, TABLE_JOBS))
+            files = _write(analysis, out_dir, force, chosen, say, early=[e for e in early if e is not None])
+        finally:
+            for e in early:
+                if e is not None:
+                    e.discard()
         if job is not None:
             merged = job.finish()
     error = None
@@ -136,11 +146,22 @@ def read_for_user(path: Path, say=None):
     return found, trace
 
 
-def _write(analysis, out_dir: Path, force: bool, chosen: dict, say=None, unmarked_ok=()) -> list[Path]:
+def _early(source, out_dir: Path, chosen: dict, jobs: dict):
+    """Files of the report written by a child meanwhile (from the trace: during the
+    analysis; from the analysis: during the page), in a process that ends after its
+    command (the CLI: render/early.py); else None."""
+    if not process_ends():
+        return None
+    formats = chosen.get("formats", DEFAULT_FORMATS)
+    names = [TRACE] * ("trace" in formats) + [w.filename for w in writers_for(formats)]
+    return early_files(source, Path(out_dir), names, jobs)
+
+
+def _write(analysis, out_dir: Path, force: bool, chosen: dict, say=None, unmarked_ok=(), early=()) -> list[Path]:
     """Write the report folder; say which files of the earlier report are gone with it."""
     out_dir = Path(out_dir)
     dropped = dropped_files(out_dir, chosen.get("formats", DEFAULT_FORMATS)) if out_dir.is_dir() else []
-    files = write_reports(analysis, out_dir, force=force, unmarked_ok=unmarked_ok, **chosen)
+    files = write_reports(analysis, out_dir, force=force, unmarked_ok=unmarked_ok, early=early, **chosen)
     if dropped and say:
         say(f"gradmem: replaced {out_dir}/ as a whole, so {', '.join(dropped)} from the earlier report "
             "(gradmem export or another --format wrote it for the old run) is gone: run "

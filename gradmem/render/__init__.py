@@ -104,7 +104,10 @@ def write_marker(folder: Path, names, exports=()) -> None:
 DEFAULT_FORMATS = ("csv", "json", "html", "trace")
 
 
-def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False, unmarked_ok=()) -> list[Path]:
+def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False, unmarked_ok=(),
+                  early=()) -> list[Path]:
+    """``early``: render.early.EarlyFiles writing some of these files already; what they
+    wrote is moved in, the rest (all of a child's, if it failed) is written here."""
     out_dir = Path(out_dir)
     writers = writers_for(formats)
     check_target(out_dir, force, unmarked_ok=unmarked_ok)
@@ -112,13 +115,19 @@ def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = Fals
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         with paused():   # the trace's objects, walked by every full collection (gradmem.gc_pause)
-            names = []
-            for writer in writers:
+            names = [writer.filename for writer in writers] + ([TRACE] if "trace" in formats else [])
+            given = {n for e in early for n in e.names}
+            late = [w for w in writers if w.filename not in given]
+            for writer in late:
                 _write(staging / writer.filename, writer.render(analysis))
-                names.append(writer.filename)
-            if "trace" in formats:
+            ready = {n: path for e in early for n, path in e.take().items()}
+            for name, path in ready.items():
+                os.replace(path, staging / name)
+            for writer in writers:
+                if writer not in late and writer.filename not in ready:   # the child failed: written here
+                    _write(staging / writer.filename, writer.render(analysis))
+            if "trace" in formats and TRACE not in ready:
                 write_trace(analysis.trace, staging / TRACE)
-                names.append(TRACE)
         write_marker(staging, names)
         _swap(staging, out_dir)
     except BaseException:

@@ -35,9 +35,13 @@ class EventsCsvWriter:
     KEYS = ("storage", "node", "pack")
 
     def render(self, analysis) -> str:
+        return self.render_trace(analysis.trace)
+
+    def render_trace(self, trace) -> str:
+        """The file from the trace alone (render/early.py writes it before the analysis)."""
         out = io.StringIO()
         csv.writer(out, lineterminator="\n").writerow(["seq", "t_ns", "kind", "step", *self.KEYS, "detail"])
-        out.writelines(_event_rows(analysis.trace, self.KEYS))
+        out.writelines(_event_rows(trace, self.KEYS))
         return out.getvalue()
 
 

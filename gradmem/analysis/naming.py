@@ -82,7 +82,7 @@ def op_names(tables: dict[str, pd.DataFrame]) -> dict[int, str]:
     """{storage: op name and count} (``relu#3``): kept beside the friendlier names."""
     counters: dict[str, int] = {}
     result: dict[int, str] = {}
-    for sid, op in zip(tables["alloc"]["storage"].astype(int), tables["alloc"]["op"]):
+    for sid, op in zip(tables["alloc"]["storage"].astype(int).tolist(), tables["alloc"]["op"].tolist()):
         counters[op or "tensor"] = counters.get(op or "tensor", 0) + 1
         result[sid] = f"{op or 'tensor'}#{counters[op or 'tensor']}"
     return result
@@ -102,7 +102,8 @@ def module_labels(tables: dict, modules: dict[int, str], outputs: set[tuple[int,
     labels: dict[int, str] = {}
     alloc = tables["alloc"].drop_duplicates("storage")
     types = dict(zip(tables["module"]["module"], tables["module"]["type"]))
-    for sid, op, dtype, pre in zip(alloc["storage"].astype(int), alloc["op"], alloc["dtype"], alloc["preexisting"]):
+    for sid, op, dtype, pre in zip(alloc["storage"].astype(int).tolist(),
+                                   *(alloc[c].tolist() for c in ("op", "dtype", "preexisting"))):
         module = modules.get(sid, "")
         if not module or pre:
             continue

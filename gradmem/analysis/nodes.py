@@ -73,7 +73,7 @@ def nodes_table(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots:
     out = []
     # the columns read, each iterated as itertuples would (a row tuple of all 33 costs more)
     for (step, node, op, backward, allocated, freed, released, live_before, live_bytes, peak_bytes,
-         duration_ns) in zip(*(rows[c] for c in _ROW_COLUMNS)):
+         duration_ns) in zip(*(rows[c].tolist() for c in _ROW_COLUMNS)):   # plain lists: a string column iterates slowly
         nid = int(node)
         storages = used.get(nid, [])
         grads_in, grads_out = grads.get(nid, ([], []))

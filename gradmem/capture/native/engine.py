@@ -32,8 +32,7 @@ from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
 from ..values import exact_now
 from ..storages import Storages
 
-STEP, NODE_END, SOURCE, NOTE = (KIND.STEP.value, KIND.NODE_END.value, KIND.SOURCE.value,
-                                KIND.NOTE.value)   # plain strs: events keep their kind as a str
+STEP, NODE_END, SOURCE = KIND.STEP.value, KIND.NODE_END.value, KIND.SOURCE.value   # plain strs: events keep their kind as a str
 CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
 _CPU = 0   # c10::DeviceType::CPU
 
@@ -137,22 +136,21 @@ class NativeRecorder(Recorder):
     TICK_S = 0.2
     _tick_at = 0.0   # monotonic time of the next progress report a module call may give
 
-    merged = None   # the merged record (merge): (t, tie, kind, step, keys, values) in time order
+    merged = -1   # how many events the merge left, in sequence order (seq = place)
 
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
 
     def events_and_shapes(self):
-        """From the merged record, already in order: grouped once, no second sort and no
-        tuple per event renumbered (the Python events' keys are distinct, the extension's fixed)."""
-        if self.merged is None:
+        """From the merged record, already in order: grouped once, with no second sort (the
+        Python events' keys are distinct, the extension's fixed)."""
+        if self.merged != len(self.events):   # not merged, or an event came after the merge
             return super().events_and_shapes()
         with paused():
             groups: dict = {}
             group = groups.setdefault
-            for i, (t, _tie, kind, step, keys, values) in enumerate(self.merged):
-                group((kind, keys), []).append((i, i, t, step, *values))
-            self.merged = None
+            for seq, t, kind, step, keys, values in self.events:
+                group((kind, keys), []).append((seq, seq, t, step, *values))
             return None, {shape: list(zip(*rows)) for shape, rows in groups.items()}
 
     @property
@@ -390,8 +388,8 @@ def merge(rec: NativeRecorder, raw: dict, leaf_names: dict, allocator_record: bo
     for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
         add((t, len(out), kind, number.get(serial, 0), k, values))
     out.sort()
-    rec.merged = out   # in time order: an event's place in it is its sequence number (events_and_shapes)
-    rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out) if kind == NOTE]  # of_kind's
+    rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
+    rec.merged = len(rec.events)   # already in sequence order (events_and_shapes)
 
 
 SAVED_KEYS = ("pack", "storage", "shape", "stride", "dtype", "numel", "element_size", "value")

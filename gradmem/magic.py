@@ -50,13 +50,13 @@ def cell_key(shell, source: str) -> str:
     return f"gradmem-{cell_id or hashlib.sha1(source.strip().encode()).hexdigest()[:16]}"
 
 
-def run_cell(shell, source: str, retain_grad: str, device: str | None):
+def run_cell(shell, source: str, retain_grad: str, device: str | None, engine: str = "auto"):
     """Run the cell under a capture in the user's namespace: (capture, value, error)."""
     from .scenario import default_device
     from .session import Session
 
     body, last = split_last_expression(shell.transform_cell(source), "<gradmem cell>")
-    cap = Session("cell", {"device": device} if device else {}, retain_grad)
+    cap = Session("cell", {"device": device} if device else {}, retain_grad, engine=engine)
     value = error = None
     with default_device(device):
         try:
@@ -81,12 +81,14 @@ class GradmemMagics(Magics):
     @argument("--device", choices=["cpu", "cuda"], default=None, help="Default device for the cell.")
     @argument("-o", "--out", default=None, help="Also save the reports to this folder.")
     @argument("--name", default="_gradmem", help="Variable that receives the capture [default: _gradmem].")
+    @argument("--engine", choices=["auto", "python", "native"], default="auto",
+              help="Capture engine, as `gradmem profile --engine` [default: auto].")
     @cell_magic
     def gradmem(self, line: str, cell: str):
         """Profile this cell with gradmem and show its report below it."""
         args = parse_argstring(self.gradmem, line)
         try:
-            cap, value, error = run_cell(self.shell, cell, args.retain_grad, args.device)
+            cap, value, error = run_cell(self.shell, cell, args.retain_grad, args.device, args.engine)
         except SyntaxError as exc:   # the cell's own mistake: its line, not gradmem's traceback
             print(f"gradmem: error: line {exc.lineno} of the cell: syntax error: {exc.msg}. Nothing ran; "
                   "fix the cell and run it again.")

@@ -135,3 +135,14 @@ def test_a_syntax_error_names_the_cells_line_not_gradmem(shell, capsys):
     assert value is None
     assert "gradmem: error: line 2 of the cell: syntax error" in out.stdout, out.stdout
     assert "magic.py" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("engine", ["python", "native"])
+def test_the_magic_takes_an_engine_and_both_give_the_seed_s_numbers(shell, request, engine):
+    if engine == "native":
+        request.getfixturevalue("native")
+    value, _ = run(shell, TWO_ROWS, f"--engine {engine} --name _cap_{engine}")
+    cap = shell.user_ns[f"_cap_{engine}"]
+    assert cap.capture.trace.meta.capture_engine == engine
+    assert value_of(cap, "w.grad") == [12150, 16400] == value.tolist()
+    assert value_of(cap, "error.grad") == [-120, -365]

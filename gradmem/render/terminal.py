@@ -133,6 +133,8 @@ def summary_text(analysis, files: list[Path] | None = None) -> str:
         f"  alive at the end: {_roles(s.bytes_by_role_at_end)}",
     ]
     lines += _allocator_lines(s.get("cuda_allocator"))
+    if s.get("capture_engine") == "native":   # the Python engine, when auto fell back to it, is a note below
+        lines.append(f"  captured by the native engine ({s['engine_reason']})")
     lines += [f"  note: {n}" for n in s["notes"]]
     if s.get("error"):
         e = s["error"]

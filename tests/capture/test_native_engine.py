@@ -373,10 +373,11 @@ def test_doctor_says_which_engine(native):
 
 def test_the_default_run_takes_the_native_engine_and_says_why(native, tmp_path):
     out = CliRunner().invoke(main, ["profile", str(ROOT / "scenarios" / "seed_two_rows.py"), "-o", str(tmp_path / "r"),
-                                    "-q", "--format", "json"])
+                                    "--format", "json"])
     assert out.exit_code == 0, out.output
     s = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert s["capture_engine"] == "native" and s["engine_reason"] == "the native extension is built"
+    assert "  captured by the native engine (the native extension is built)" in out.output.splitlines()
 
 
 def test_auto_takes_the_python_engine_on_a_torchrun_rank(native, monkeypatch):

@@ -23,7 +23,8 @@ from .analysis import Analysis, analyze
 from .analysis.compare import Comparison, compare as compare_runs
 from . import ranks
 from .errors import GradmemError, InternalError, Interrupted, ScenarioError, TraceFileError, UsageError
-from .render import DEFAULT_FORMATS, MARKER, check_target, dropped_files, write_files, write_reports, writers_for
+from .render import (DEFAULT_FORMATS, MARKER, check_target, dropped_files, report_files, write_files, write_reports,
+                     writers_for)
 from .render.comparison import claim_folder, write_comparison
 from .render.early import TABLE_JOBS, TRACE_JOBS, start as early_files
 from .gc_pause import process_ends
@@ -152,9 +153,7 @@ def _early(source, out_dir: Path, chosen: dict, jobs: dict):
     command (the CLI: render/early.py); else None."""
     if not process_ends():
         return None
-    formats = chosen.get("formats", DEFAULT_FORMATS)
-    names = [TRACE] * ("trace" in formats) + [w.filename for w in writers_for(formats)]
-    return early_files(source, Path(out_dir), names, jobs)
+    return early_files(source, Path(out_dir), report_files(chosen.get("formats", DEFAULT_FORMATS)), jobs)
 
 
 def _write(analysis, out_dir: Path, force: bool, chosen: dict, say=None, unmarked_ok=(), early=()) -> list[Path]:

@@ -57,9 +57,9 @@ class Meta:
 
 class Trace:
     """The meta and the events. Made with its events (``Trace(meta, events)``), or by the
-    capture with only their columns (``Trace.of``): then the ``Event`` objects are built
-    the first time something reads ``events`` (analysis, the trace file and events.csv
-    read the columns), which a profile of 200,000 events never needs."""
+    capture with only their columns (``Trace(meta, None, shapes)``): then the ``Event``
+    objects are built the first time something reads ``events`` (analysis, the trace file
+    and events.csv read the columns), which a profile of 200,000 events never needs."""
 
     def __init__(self, meta: Meta, events: tuple[Event, ...] | None = None, shapes: dict | None = None):
         self.meta = meta
@@ -98,14 +98,8 @@ class Trace:
         worked out once for the trace file, events.csv and the analysis tables."""
         return rows.shapes(self.events)
 
-    @classmethod
-    def of(cls, meta: Meta, events: tuple | None, shapes: dict | None = None) -> "Trace":
-        """A trace whose maker has its ``shapes`` already (the recorder builds them from
-        the tuples it kept), with or without its events."""
-        return cls(meta, events, shapes)
-
     def with_meta(self, **changes: Any) -> "Trace":
-        return Trace.of(replace(self.meta, **changes), self.__dict__.get("events"), self.__dict__.get("shapes"))
+        return Trace(replace(self.meta, **changes), self.__dict__.get("events"), self.__dict__.get("shapes"))
 
 
 def _meta_line(meta: Meta) -> dict:

@@ -138,7 +138,7 @@ class Capture:
             self.storages.settle()
             meta = build_meta(self.settings, self._started, self._error or self.fault, self.rec, self.ground.notes,
                               distributed=rank_meta(self.settings.ranks, self.settings.device))
-            self._trace = Trace.of(meta, *self.rec.events_and_shapes())
+            self._trace = Trace(meta, *self.rec.events_and_shapes())
             self.rec.events = []   # the trace has them: the recorder sits in reference cycles
         return self._trace
 

@@ -104,6 +104,11 @@ def write_marker(folder: Path, names, exports=()) -> None:
 DEFAULT_FORMATS = ("csv", "json", "html", "trace")
 
 
+def report_files(formats=DEFAULT_FORMATS) -> list[str]:
+    """The names of the files a report of these formats holds, in the order written."""
+    return [w.filename for w in writers_for(formats)] + ([TRACE] if "trace" in formats else [])
+
+
 def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = False, unmarked_ok=(),
                   early=()) -> list[Path]:
     """``early``: render.early.EarlyFiles writing some of these files already; what they
@@ -115,16 +120,16 @@ def write_reports(analysis, out_dir, formats=DEFAULT_FORMATS, force: bool = Fals
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         with paused():   # the trace's objects, walked by every full collection (gradmem.gc_pause)
-            names = [writer.filename for writer in writers] + ([TRACE] if "trace" in formats else [])
-            given = {n for e in early for n in e.names}
-            late = [w for w in writers if w.filename not in given]
-            for writer in late:
-                _write(staging / writer.filename, writer.render(analysis))
+            names = report_files(formats)
+            given = {n for e in early for n in e.names}   # files a child writes
+            for writer in writers:
+                if writer.filename not in given:
+                    _write(staging / writer.filename, writer.render(analysis))
             ready = {n: path for e in early for n, path in e.take().items()}
             for name, path in ready.items():
                 os.replace(path, staging / name)
             for writer in writers:
-                if writer not in late and writer.filename not in ready:   # the child failed: written here
+                if writer.filename in given and writer.filename not in ready:   # its child failed: written here
                     _write(staging / writer.filename, writer.render(analysis))
             if "trace" in formats and TRACE not in ready:
                 write_trace(analysis.trace, staging / TRACE)

@@ -141,17 +141,10 @@ class NativeRecorder(Recorder):
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
 
-    def events_and_shapes(self):
-        """From the merged record, already in order: grouped once, with no second sort (the
-        Python events' keys are distinct, the extension's fixed)."""
-        if self.merged != len(self.events):   # not merged, or an event came after the merge
-            return super().events_and_shapes()
-        with paused():
-            groups: dict = {}
-            group = groups.setdefault
-            for seq, t, kind, step, keys, values in self.events:
-                group((kind, keys), []).append((seq, seq, t, step, *values))
-            return None, {shape: list(zip(*rows)) for shape, rows in groups.items()}
+    def _in_order(self) -> list:
+        """The merged record is in sequence order already: no second sort, unless an event
+        came after the merge."""
+        return self.events if self.merged == len(self.events) else sorted(self.events)
 
     @property
     def spans(self):

@@ -11,7 +11,6 @@ need ``--no-build-isolation``, and the Python engine works without it.
 from __future__ import annotations
 
 import contextlib
-
 import hashlib
 import os
 import re

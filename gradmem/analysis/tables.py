@@ -3,15 +3,21 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
+from dataclasses import fields
 
+import numpy as np
 import pandas as pd
 
-from ..events import FIELDS
+from ..events import FIELDS, SCHEMA
 from ..trace import Trace
 
 # the columns each kind's frame always has, so passes never test for missing columns;
 # declared once, as the event schema (gradmem/events.py)
 KIND_COLUMNS = {kind: list(names) for kind, names in FIELDS.items()}
+# the columns declared as integers: built straight as int64 where every value is one, as
+# pandas would infer them, without its inference pass (9x slower on 200,000 events)
+INT_COLUMNS = {str(kind): {"seq", "t_ns", "step"} | {f.name for f in fields(cls) if str(f.type).startswith("int")}
+               for kind, cls in SCHEMA.items()}
 
 
 def by_kind(trace: Trace) -> dict[str, pd.DataFrame]:
@@ -20,7 +26,20 @@ def by_kind(trace: Trace) -> dict[str, pd.DataFrame]:
     parts: dict[str, list] = defaultdict(list)
     for (kind, names), columns in trace.shapes.items():
         parts[str(kind)].append((names, columns))
-    return {kind: pd.DataFrame(_kind_data(parts.get(kind, []), columns)) for kind, columns in KIND_COLUMNS.items()}
+    return {kind: pd.DataFrame({name: _column(values, name in INT_COLUMNS[kind])
+                                for name, values in _kind_data(parts.get(kind, []), columns).items()})
+            for kind, columns in KIND_COLUMNS.items()}
+
+
+def _column(values: list, integers: bool):
+    """``values`` as an int64 array when declared and all integers, else as they are (for
+    pandas to infer: a None among integers, a number past int64, an empty column)."""
+    if integers and values:
+        try:
+            return np.array(values, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return values
 
 
 def _kind_data(parts: list, columns: list) -> dict[str, list]:

@@ -103,3 +103,24 @@ def test_buffer_and_optimizer_state_by_name_source():
     ev.step(2, "zeros_like").alloc(2, 2, 8, "zeros_like")
     ev.add("name", 2, storage=2, name="opt.state[w].exp_avg", source="optimizer_state")
     assert roles(ev) == {"bn.running_mean": "buffer", "opt.state[w].exp_avg": "optimizer_state"}
+
+
+def test_event_frames_are_what_pandas_infers_from_the_events():
+    """by_kind builds integer columns straight as int64; each frame must equal the one
+    pandas infers from the same values, here with a None among integers, a number past
+    int64 and a kind with no events."""
+    import pandas as pd
+    from pandas.testing import assert_frame_equal
+
+    from gradmem.analysis.tables import KIND_COLUMNS, by_kind
+
+    ev = forward_with_weight()
+    ev.add("node", 3, node=2**70, name="AddBackward0", next=[], leaf=None)   # past int64
+    ev.add("tensor", 3, storage=3, requires_grad=True, leaf=False, node=None, output_nr=0)   # a None
+    trace = ev.trace()
+    frames = by_kind(trace)
+    assert frames["alloc"]["storage"].dtype == "int64" and len(frames["error"]) == 0
+    for kind, columns in KIND_COLUMNS.items():
+        rows = [{"seq": e.seq, "t_ns": e.t_ns, "step": e.step, **e.data} for e in trace.events if str(e.kind) == kind]
+        inferred = pd.DataFrame({c: [r.get(c) for r in rows] for c in ["seq", "t_ns", "step", *columns]})
+        assert_frame_equal(frames[kind], inferred, check_dtype=True)

@@ -26,7 +26,7 @@ from .errors import GradmemError, InternalError, Interrupted, ScenarioError, Tra
 from .render import (DEFAULT_FORMATS, MARKER, check_target, dropped_files, report_files, write_files, write_reports,
                      writers_for)
 from .render.comparison import claim_folder, write_comparison
-from .render.early import TABLE_JOBS, TRACE_JOBS, start as early_files
+from .render.early import NODE_JOBS, TABLE_JOBS, TRACE_JOBS, start as early_files
 from .gc_pause import process_ends
 from .scenario import GradmemFault, describe_failure, load_scenario, parse_params, run_scenario
 from .trace import find_trace, partial_line, read_trace
@@ -75,7 +75,7 @@ def profile(scenario: Path, params=(), device: str | None = None, retain_grad: s
             if job is not None:
                 out_dir = job.folder
             else:
-                early.append(_early(analysis, out_dir, chosen, TABLE_JOBS))
+                early += [_early(analysis, out_dir, chosen, jobs) for jobs in (TABLE_JOBS, NODE_JOBS)]
             files = _write(analysis, out_dir, force, chosen, say, early=[e for e in early if e is not None])
         finally:
             for e in early:

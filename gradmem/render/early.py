@@ -4,7 +4,7 @@
 analysis: on a 30-step run of a 100-layer MLP (200,000 events) they take about 1.5 s to
 write, as long as the analysis itself; the CSV tables need the analysis but not the page.
 A process that ends after its command (the CLI, ``gc_pause.ending_process``) forks once
-the trace is built (``TRACE_JOBS``) and once the analysis is (``TABLE_JOBS``); each child
+the trace is built (``TRACE_JOBS``) and twice once the analysis is (``TABLE_JOBS``, ``NODE_JOBS``); each child
 writes its files into a folder of its own beside the report and exits, and the parent,
 after its own files, moves them into the report (``write_reports(early=...)``). A child
 touches no torch and leaves through ``os._exit`` (no atexit handler of the program runs
@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..files import EVENTS_CSV, STEPS_CSV, TENSORS_CSV, TRACE
+from ..files import EVENTS_CSV, NODES_CSV, STEPS_CSV, TENSORS_CSV, TRACE
 from ..trace import write_trace
 from .tables import CSV_WRITERS, EventsCsvWriter
 
@@ -35,9 +35,10 @@ def _table(writer):
 
 
 TRACE_JOBS = {TRACE: write_trace, EVENTS_CSV: _events_csv}   # from the trace
-# from the analysis: the two longest tables; the parent writes nodes.csv and the page
-# meanwhile, about as long (a 30-step MLP: 0.3-0.4 s each side)
+# from the analysis, in two children: the tensors and steps tables, and the nodes table;
+# the parent writes the page meanwhile, about as long (a 30-step MLP: 0.3-0.4 s each)
 TABLE_JOBS = {w.filename: _table(w) for w in CSV_WRITERS if w.filename in (TENSORS_CSV, STEPS_CSV)}
+NODE_JOBS = {w.filename: _table(w) for w in CSV_WRITERS if w.filename == NODES_CSV}
 
 
 class EarlyFiles:

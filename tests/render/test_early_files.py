@@ -13,7 +13,7 @@ from conftest import ROOT
 from gradmem.analysis import analyze
 from gradmem.capture import Capture
 from gradmem.render import write_reports
-from gradmem.render.early import TABLE_JOBS, TRACE_JOBS, EarlyFiles, start
+from gradmem.render.early import NODE_JOBS, TABLE_JOBS, TRACE_JOBS, EarlyFiles, start
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the children are forked (Linux)")
 
@@ -36,13 +36,14 @@ def test_the_children_write_the_same_report_as_the_parent_alone(analysis, tmp_pa
     write_reports(analysis, alone)
     names = [p.name for p in alone.iterdir()]
     early = [start(analysis.trace, tmp_path / "forked", names, TRACE_JOBS),
-             start(analysis, tmp_path / "forked", names, TABLE_JOBS)]
+             start(analysis, tmp_path / "forked", names, TABLE_JOBS), start(analysis, tmp_path / "forked", names, NODE_JOBS)]
     assert all(e is not None for e in early)
     write_reports(analysis, tmp_path / "forked", early=early)
     for e in early:
         e.discard()
     assert files(tmp_path / "forked") == files(alone)
     assert set(early[0].names) == {"trace.jsonl", "events.csv"} and "tensors.csv" in early[1].names
+    assert early[2].names == ["nodes.csv"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".gradmem-early.")]   # nothing left behind
 
 

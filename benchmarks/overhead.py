@@ -203,7 +203,7 @@ print(t1 - t0, t2 - t1, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 102
 
 def big_trace(path: Path, events: int) -> int:
     step = deep_mlp(100, 64, 32)
-    with Capture(verify=False) as cap:     # hook events only, so the count is what it says
+    with Capture(verify=False, engine="python") as cap:     # hook events only, so the count is what it says
         while len(cap.rec.events) < events:
             step()
     write_trace(cap.trace, path)

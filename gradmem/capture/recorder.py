@@ -88,7 +88,7 @@ class Recorder:
         they are first read. The collector is paused meanwhile: only gradmem's own tuples
         are made here."""
         with paused():
-            ordered = self._in_order()
+            ordered = sorted(self.events)
             if any(len(set(keys)) < len(keys) for keys in {e[4] for e in ordered}):
                 return tuple(map(_event, ordered)), None
             groups: dict = {}
@@ -96,10 +96,6 @@ class Recorder:
             for i, (seq, t, kind, step, keys, values) in enumerate(ordered):
                 group((kind, keys), []).append((i, seq, t, step, *values))
             return None, {shape: list(zip(*rows)) for shape, rows in groups.items()}
-
-    def _in_order(self) -> list:
-        """The events in sequence order."""
-        return sorted(self.events)
 
 
 def _event(r: tuple) -> Event:

@@ -14,27 +14,25 @@ with ids from the same counter.
 """
 from __future__ import annotations
 
-import bisect
 import time
 from functools import partial
 
 import torch
 
-from ...events import EventKind as KIND
+from ...event_rows import events as events_of
 from ...gc_pause import paused
 from ...roles import Phase
+from ...trace import Event
 from ..cursor import Cursor
-from ..graph import ACCUMULATE, Graph, short_name
+from ..graph import Graph
 from ..names import SKIP_DIRS
 from ..recorder import Recorder
 from ..resident import EVERY_S
 from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
 from ..values import exact_now
 from ..storages import Storages
+from .merge import merge
 
-STEP, NODE_END, SOURCE = KIND.STEP.value, KIND.NODE_END.value, KIND.SOURCE.value   # plain strs: events keep their kind as a str
-CLOCK = {"method": "same clock", "offset_ns": 0, "error_ns": 0, "markers": 0}
-_CPU = 0   # c10::DeviceType::CPU
 
 
 class NativeSession:
@@ -85,7 +83,7 @@ class NativeSession:
         self.stop()
         if self._raw is not None:
             with paused():   # only gradmem's own tuples are made here: no cycles to collect
-                merge(self.rec, self._raw.take(), self.leaf_names, self.allocator_record)
+                self.rec.shapes = merge(self.rec, self._raw.take(), self.leaf_names, self.allocator_record)
             self._raw = None
 
 
@@ -136,15 +134,19 @@ class NativeRecorder(Recorder):
     TICK_S = 0.2
     _tick_at = 0.0   # monotonic time of the next progress report a module call may give
 
-    merged = -1   # how many events the merge left, in sequence order (seq = place)
+    shapes = None   # the trace's columns, once the merge made them (merge.py)
 
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
 
-    def _in_order(self) -> list:
-        """The merged record is in sequence order already: no second sort, unless an event
-        came after the merge."""
-        return self.events if self.merged == len(self.events) else sorted(self.events)
+    def events_and_shapes(self):
+        """The merge's columns (``events`` keeps Python's own, which they include); before a
+        merge, Python's events alone."""
+        if self.shapes is None:
+            return super().events_and_shapes()
+        if any(len(set(keys)) < len(keys) for _kind, keys in self.shapes):   # a field named twice
+            return events_of(self.shapes, Event), None
+        return None, self.shapes
 
     @property
     def spans(self):
@@ -301,188 +303,3 @@ class _Counter:
 
     def __next__(self) -> int:
         return self.draw()
-
-
-def merge(rec: NativeRecorder, raw: dict, leaf_names: dict, allocator_record: bool = True) -> None:
-    """Put the native record into ``rec.events``: its steps, allocations, frees, node ends,
-    saved slots, graph and the allocator's record, merged with Python's events by time (one
-    clock), with native step serials turned into step numbers."""
-    node_ids = {(name, part): nid for name, part, nid in raw.get("node_ids", ())}
-    ops = raw["ops"]
-    steps = {s[0]: s for s in raw["steps"]}
-    number = {serial: i + 1 for i, serial in enumerate(sorted(steps))}
-    node_of = _node_of_step(raw, ops, node_ids, rec, number)
-    out = []
-    add = out.append
-    keys = rec._keys.setdefault
-
-    def event(t, kind, serial, **data):
-        k = tuple(data)
-        add((t, len(out), kind, number.get(serial, 0), keys(k, k), tuple(data.values())))
-
-    source_keys = keys(*(("file", "line", "function"),) * 2)
-    for t, serial, place in raw.get("sources", ()):   # first: before the step it begins, as modules.py emits it
-        add((t, len(out), SOURCE, number.get(serial, 0), source_keys, place))
-    step_keys = keys(*(("phase", "op", "node", "backward"),) * 2)
-    for serial, t, op, kind, _seq, backward, label in raw["steps"]:   # Phase values, as begin_step emits
-        add((t, len(out), STEP, number.get(serial, 0), step_keys, ("backward" if backward else "forward",
-             label if kind == 2 else ops[op][0], node_of.get(serial), backward if backward else None)))
-    alloc_keys = keys(*(("storage", "nbytes", "device", "dtype", "shape", "op", "preexisting", "factory", "value",
-                         "ptr"),) * 2)
-    flagged = {(recompute, grad_args): keys(*(alloc_keys[:-1] + ("recompute",) * recompute + ("grad_args",) * grad_args
-                                              + ("ptr",),) * 2)
-               for recompute in (False, True) for grad_args in (False, True)}   # storages.py's order of the flags
-    free_keys = keys(("storage",), ("storage",))
-    step_of = number.get
-    for (sid, t, serial, nbytes, ptr, dev, dev_index, dtype, shape, op, factory, grad_args, value,
-         t_free, serial_free, recompute) in raw["allocs"]:
-        common = (sid, nbytes, _device(dev, dev_index), dtype, tuple(shape), ops[op][0] if op >= 0 else "", False,
-                  factory, value or None) + (True,) * recompute + (True,) * grad_args
-        add((t, len(out), KIND.ALLOC.value, step_of(serial, 0), flagged[recompute, grad_args], common + (ptr,)))
-        if t_free >= 0:
-            add((t_free, len(out), KIND.FREE.value, step_of(serial_free, 0), free_keys, (sid,)))
-    for t, serial, sid, seq, output_nr, node in raw["facts"]:   # what the Python engine's TensorFacts records
-        if seq < 0:
-            event(t, KIND.TENSOR.value, serial, storage=sid, requires_grad=True, leaf=True)
-        else:
-            event(t, KIND.TENSOR.value, serial, storage=sid, requires_grad=True, leaf=False, node=node_ids.get((node, seq)),
-                  output_nr=output_nr)
-    for i, (t, serial, target, has_in, grad_in, shape_in, has_grad, grad, shape, value) in enumerate(raw["leaf_events"]):
-        if has_in:    # as the Python engine's leaf hooks record them (grads.py)
-            event(t, KIND.GRAD.value, serial, target=target, grad=grad_in or leaf_names.get((i, 0)), shape=tuple(shape_in))
-        if has_grad:
-            event(t, KIND.LEAF_GRAD.value, serial, target=target, grad=grad or leaf_names.get((i, 1)), value=value or None,
-                  shape=tuple(shape))
-    _saved_events(raw, add, out, keys, step_of, node_of)
-    end_keys = keys(*(("node", "grads_in", "grads_out", "values_in", "values_out"),) * 2)
-    for t, serial, grads_in, grads_out, values_in, values_out in raw["node_ends"]:
-        nid = node_of.get(serial)
-        if nid is None:   # a node no walk met (a nested backward's, as a reentrant checkpoint runs):
-            continue      # the Python engine hooks only the nodes it walked
-        add((t, len(out), NODE_END, number.get(serial, 0), end_keys,
-             (nid, _or_none(grads_in), _or_none(grads_out), _or_none(values_in), _or_none(values_out))))
-    cpu = [e for e in raw["allocator"] if e[5] == _CPU] if allocator_record else []
-    if cpu:
-        event(cpu[0][0], KIND.CLOCK.value, cpu[0][1], **CLOCK)
-    allocator_keys = keys(("ptr", "nbytes", "total"), ("ptr", "nbytes", "total"))
-    for t, serial, ptr, nbytes, total, _dev in cpu:
-        add((t, len(out), KIND.ALLOCATOR.value, step_of(serial, 0), allocator_keys, (ptr, nbytes, total)))
-    _graph_events(raw, add, out, keys, step_of, _node_births(raw))
-    enter, exit_ = keys(("module",), ("module",)), keys(("module", "outputs"), ("module", "outputs"))
-    for t, serial, is_exit, path, outputs in raw.get("modules", ()):   # as modules.py emits them
-        add((t, len(out), KIND.MODULE_EXIT.value if is_exit else KIND.MODULE_ENTER.value, step_of(serial, 0),
-             exit_ if is_exit else enter, (path, outputs) if is_exit else (path,)))
-    rss_keys = keys(("rss",), ("rss",))
-    for t, serial, rss in raw.get("rss", ()):   # as resident.py samples it
-        add((t, len(out), KIND.RSS.value, step_of(serial, 0), rss_keys, (rss,)))
-    name_keys = keys(*(("storage", "name", "source", "shape"),) * 2)
-    for t, serial, sid, name, shape in raw.get("grad_names", ()):   # as names.py names a .grad
-        add((t, len(out), KIND.NAME.value, step_of(serial, 0), name_keys, (sid, f"{name}.grad", "grad", shape)))
-    for seq, t, kind, serial, k, values in rec.events:   # Python's own, stamped with serials
-        add((t, len(out), kind, number.get(serial, 0), k, values))
-    out.sort()
-    rec.events = [(i, t, kind, step, k, v) for i, (t, _, kind, step, k, v) in enumerate(out)]
-    rec.merged = len(rec.events)   # already in sequence order (events_and_shapes)
-
-
-SAVED_KEYS = ("pack", "storage", "shape", "stride", "dtype", "numel", "element_size", "value")
-
-
-def _saved_events(raw: dict, add, out: list, keys, step_of, node_of: dict) -> None:
-    """The C++ saved-tensor hooks' record as the Python pair emits it (saved.py)."""
-    plain, kept = keys(SAVED_KEYS, SAVED_KEYS), keys(SAVED_KEYS + ("kept_for",), SAVED_KEYS + ("kept_for",))
-    for t, serial, pid, sid, shape, stride, dtype, numel, size, value, checkpoint in raw["packs"]:
-        values = (pid, sid or None, shape, stride, dtype, numel, size, value or None)
-        add((t, len(out), KIND.SAVED.value, step_of(serial, 0), kept if checkpoint else plain,
-             values + ("checkpoint",) if checkpoint else values))
-    unpacked, released = keys(("pack", "node"), ("pack", "node")), keys(("pack",), ("pack",))
-    for t, serial, pid, node_serial in raw["unpacks"]:
-        add((t, len(out), KIND.UNPACKED.value, step_of(serial, 0), unpacked, (pid, node_of.get(node_serial))))
-    for t, serial, pid in raw["releases"]:
-        add((t, len(out), KIND.RELEASED.value, step_of(serial, 0), released, (pid,)))
-
-
-def _graph_events(raw: dict, add, out: list, keys, step_of, born: dict) -> None:
-    """The walk's record as graph.py emits it: a NODE event per node, placed where its op
-    made it (``born``), and a SLOT event per slot holding our pack."""
-    node_keys = {(leaf, attrs): keys(*(("node", "name", "next") + ("leaf",) * leaf + ("attrs",) * attrs,) * 2)
-                 for leaf in (False, True) for attrs in (False, True)}
-    short: dict[str, str] = {}
-    for t, serial, nid, name, part, next_, attrs in raw.get("nodes", ()):
-        t, serial = born.get(nid, (t, serial))
-        leaf = name == ACCUMULATE
-        brief = short.get(name) or short.setdefault(name, short_name(name))
-        values = (nid, brief, next_) + (part,) * leaf
-        if attrs:   # a dict with lists, as values.small_attr makes them (tuples until now)
-            values += ({field: list(v) if type(v) is tuple else v for field, v in attrs},)
-        add((t, len(out), KIND.NODE.value, step_of(serial, 0), node_keys[leaf, bool(attrs)], values))
-    slot_keys = keys(("pack", "node", "field"), ("pack", "node", "field"))
-    for t, serial, pack, nid, field in raw.get("slots", ()):
-        add((t, len(out), KIND.SLOT.value, step_of(serial, 0), slot_keys, (pack, nid, field)))
-
-
-def _node_births(raw: dict) -> dict:
-    """{node id: (time, step serial)} of the top-level op that made each node, so a node
-    discovered at a backward call sits where the Python engine records it: when its op
-    returned, inside its module's span (module attribution of backward storages reads it).
-    An op made the nodes whose sequence numbers it spanned; a node without one
-    (AccumulateGrad) was made with the first node that consumes it."""
-    ranges = sorted(raw["op_nodes"], key=lambda o: o[2])   # (t, serial, lo, hi)
-    starts = [o[2] for o in ranges]
-    born, consumers = {}, {}
-    for _t, _serial, nid, name, number, next_, _attrs in raw.get("nodes", ()):   # number: its sequence number
-        for child, _nr in next_:
-            if child is not None:
-                consumers.setdefault(child, []).append(nid)
-        if name != ACCUMULATE and isinstance(number, int):
-            i = bisect.bisect_right(starts, number) - 1
-            if i >= 0 and number < ranges[i][3]:
-                born[nid] = (ranges[i][0], ranges[i][1])
-    pending = [n for n in consumers if n not in born]
-    while pending:
-        still = []
-        for nid in pending:
-            times = [born[c] for c in consumers[nid] if c in born]
-            if times:
-                born[nid] = min(times)
-            else:
-                still.append(nid)
-        if len(still) == len(pending):
-            break
-        pending = still
-    return born
-
-
-def _node_of_step(raw: dict, ops: list, node_ids: dict, rec, number: dict) -> dict:
-    """gradmem's node id for each backward-node step: by (name, sequence number), or for
-    AccumulateGrad by the leaf whose .grad landed in that step."""
-    out = {}
-    for serial, _t, op, kind, seq, _b, _label in raw["steps"]:
-        if kind == 1:
-            nid = node_ids.get((ops[op][1], seq))
-            if nid is not None:
-                out[serial] = nid
-    leaf_of = {}
-    for _t, serial, target, *_ in raw["leaf_events"]:
-        leaf_of.setdefault(serial, target)
-    for _seq, _t, kind, serial, k, values in rec.events:
-        if kind in (KIND.LEAF_GRAD, KIND.GRAD):
-            leaf_of.setdefault(serial, dict(zip(k, values))["target"])
-    for serial, _t, op, kind, _seq, _b, _label in raw["steps"]:
-        if kind == 1 and ops[op][1] == ACCUMULATE and serial in leaf_of:
-            nid = node_ids.get((ACCUMULATE, leaf_of[serial]))
-            if nid is not None:
-                out[serial] = nid
-    return out
-
-
-def _or_none(values) -> tuple:
-    """The extension's 0 (no storage) and "" (no value) as None, as the Python engine records them."""
-    return tuple([v or None for v in values])
-
-
-def _device(dev: int, index: int) -> str:
-    if dev == _CPU:
-        return "cpu"
-    name = {1: "cuda"}.get(dev, f"device{dev}")
-    return f"{name}:{index}" if index >= 0 else name

@@ -18,7 +18,10 @@ def _label(names: dict[int, str], sid) -> str:
 
 
 def _names_by_step(frame: pd.DataFrame, names: dict[int, str], key: str = "storage") -> dict:
-    return joined(frame["step"], [_label(names, s) for s in frame[key].tolist()])
+    ids = frame[key]
+    if ids.dtype.kind == "i":   # no storage missing: no test per value
+        return joined(frame["step"], [names[s] if s in names else f"S{s}" for s in ids.tolist()])
+    return joined(frame["step"], [_label(names, s) for s in ids.tolist()])
 
 
 def annotate_steps(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots: Slots) -> pd.DataFrame:

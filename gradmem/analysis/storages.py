@@ -3,6 +3,8 @@ and its role. Roles are set by named passes, in order, like torch's memory profi
 """
 from __future__ import annotations
 
+import bisect
+
 import pandas as pd
 
 from ..roles import Role
@@ -76,13 +78,16 @@ def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     last node ran. Saying "after AccumulateGrad" there would name the wrong cause."""
     steps, ends, begins = tables["step"], tables["backward_end"], tables["backward_begin"]
     engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
-    last_node = tables["node_end"]["seq"]
+    node_ends = sorted(tables["node_end"]["seq"].tolist())
     calls = dict(zip(begins["index"], begins["call"]))
+    made = t["alloc_step"].isin(engine) & t["free_seq"].notna()   # the few the engine made, freed
+    if not made.any():
+        return t
+    free_seq = t.loc[made, "free_seq"].astype("int64")
     for index, end in zip(ends["index"], ends["seq"]):
-        before = last_node[last_node < end]
-        after = before.max() if len(before) else -1
-        hit = (t["alloc_step"].isin(engine) & t["free_seq"].notna()
-               & (t["free_seq"] > after) & (t["free_seq"] < end)).fillna(False).astype(bool)
+        before = bisect.bisect_left(node_ends, end)
+        after = node_ends[before - 1] if before else -1
+        hit = free_seq.index[(free_seq > after) & (free_seq < end)]
         t.loc[hit, "freed_after"] = call_returned(calls.get(index) or "backward")
     return t
 

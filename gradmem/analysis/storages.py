@@ -85,8 +85,8 @@ def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
         return t
     free_seq = t.loc[made, "free_seq"].astype("int64")
     for index, end in zip(ends["index"], ends["seq"]):
-        before = bisect.bisect_left(node_ends, end)
-        after = node_ends[before - 1] if before else -1
+        ended = bisect.bisect_left(node_ends, end)   # node ends before this call's end
+        after = node_ends[ended - 1] if ended else -1
         hit = free_seq.index[(free_seq > after) & (free_seq < end)]
         t.loc[hit, "freed_after"] = call_returned(calls.get(index) or "backward")
     return t

@@ -19,6 +19,7 @@ import itertools
 import time
 from typing import Callable
 
+from .. import event_rows
 from ..events import EventKind
 from ..gc_pause import paused
 from ..roles import Phase
@@ -88,14 +89,18 @@ class Recorder:
         they are first read. The collector is paused meanwhile: only gradmem's own tuples
         are made here."""
         with paused():
-            ordered = sorted(self.events)
-            if any(len(set(keys)) < len(keys) for keys in {e[4] for e in ordered}):
-                return tuple(map(_event, ordered)), None
-            groups: dict = {}
-            group = groups.setdefault
-            for i, (seq, t, kind, step, keys, values) in enumerate(ordered):
-                group((kind, keys), []).append((i, seq, t, step, *values))
-            return None, {shape: list(zip(*rows)) for shape, rows in groups.items()}
+            shapes = self._shapes()
+            if any(len(set(keys)) < len(keys) for _kind, keys in shapes):
+                return event_rows.events(shapes, Event), None
+            return None, shapes
+
+    def _shapes(self) -> dict:
+        """{(kind, keys): columns (indexes, seq, t_ns, step, *values)} of the events in sequence order."""
+        groups: dict = {}
+        group = groups.setdefault
+        for i, (seq, t, kind, step, keys, values) in enumerate(sorted(self.events)):
+            group((kind, keys), []).append((i, seq, t, step, *values))
+        return {shape: list(zip(*rows)) for shape, rows in groups.items()}
 
 
 def _event(r: tuple) -> Event:

@@ -37,8 +37,11 @@ def _table(writer):
 TRACE_JOBS = {TRACE: write_trace, EVENTS_CSV: _events_csv}   # from the trace
 # from the analysis, in two children: the tensors and steps tables, and the nodes table;
 # the parent writes the page meanwhile, about as long (a 30-step MLP: 0.3-0.4 s each)
-TABLE_JOBS = {w.filename: _table(w) for w in CSV_WRITERS if w.filename in (TENSORS_CSV, STEPS_CSV)}
-NODE_JOBS = {w.filename: _table(w) for w in CSV_WRITERS if w.filename == NODES_CSV}
+def _tables(*names: str) -> dict:
+    return {w.filename: _table(w) for w in CSV_WRITERS if w.filename in names}
+
+
+TABLE_JOBS, NODE_JOBS = _tables(TENSORS_CSV, STEPS_CSV), _tables(NODES_CSV)
 
 
 class EarlyFiles:

@@ -19,10 +19,8 @@ from functools import partial
 
 import torch
 
-from ...event_rows import events as events_of
 from ...gc_pause import paused
 from ...roles import Phase
-from ...trace import Event
 from ..cursor import Cursor
 from ..graph import Graph
 from ..names import SKIP_DIRS
@@ -32,7 +30,6 @@ from ..saved import CHECKPOINT_FILE, Packed, SavedTensorWatcher
 from ..values import exact_now
 from ..storages import Storages
 from .merge import merge
-
 
 
 class NativeSession:
@@ -139,14 +136,10 @@ class NativeRecorder(Recorder):
     def begin_step(self, phase, op: str, node: int | None = None) -> None:
         self.cursor.ext.begin_step(op, self.cursor.backward_index if phase == "backward" else 0)
 
-    def events_and_shapes(self):
+    def _shapes(self) -> dict:
         """The merge's columns (``events`` keeps Python's own, which they include); before a
         merge, Python's events alone."""
-        if self.shapes is None:
-            return super().events_and_shapes()
-        if any(len(set(keys)) < len(keys) for _kind, keys in self.shapes):   # a field named twice
-            return events_of(self.shapes, Event), None
-        return None, self.shapes
+        return super()._shapes() if self.shapes is None else self.shapes
 
     @property
     def spans(self):

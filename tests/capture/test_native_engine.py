@@ -9,6 +9,7 @@ engine and says so.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -437,3 +438,40 @@ def test_a_capture_inside_a_native_capture_records_on_the_python_engine(native, 
     for cap in (outer, inner):
         assert "ExpBackward0.result" in set(analyze(cap.trace).tensors["saved_by"])
     assert any("allocator's record was not taken" in n for n in inner.trace.meta.notes)
+
+
+def test_a_build_killed_midway_does_not_block_the_next(tmp_path):
+    """torch's build lock is a plain file a killed build leaves behind (seen here: the next
+    run waited for ever). Holding gradmem's own lock, the leftover is removed."""
+    (tmp_path / "lock").write_text("")
+    with loader.build_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()
+
+
+def test_a_build_in_progress_keeps_its_lock(tmp_path):
+    """A live build elsewhere holds gradmem's lock: the next waits for it, and never removes
+    the lock of a build that is running."""
+    import subprocess
+    import threading
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, sys, pathlib; d = pathlib.Path(sys.argv[1]); f = open(d / 'gradmem-build.lock', 'w');"
+         "fcntl.flock(f, fcntl.LOCK_EX); (d / 'lock').write_text(''); print('ready', flush=True); sys.stdin.read();"
+         "(d / 'lock').unlink()", str(tmp_path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        entered = threading.Event()
+
+        def build():
+            with loader.build_lock(tmp_path):
+                entered.set()
+        waiter = threading.Thread(target=build, daemon=True)
+        waiter.start()
+        assert not entered.wait(1.0)           # the live build holds it
+        assert (tmp_path / "lock").exists()    # and its lock file is left alone
+        child.stdin.close()                     # the build finishes
+        assert entered.wait(30)
+    finally:
+        child.kill()
+        child.wait(10)

@@ -117,9 +117,33 @@ def _build(progress):
     from torch.utils import cpp_extension
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
-    progress(f"gradmem: building the native capture engine once (about 30 s), into {d}")
-    return cpp_extension.load(name=module_name(), sources=[str(SOURCE)], build_directory=str(d),
-                              extra_cflags=CFLAGS, verbose=False)
+    with build_lock(d):
+        if built():   # another process built it while this one waited
+            return _load_built()
+        progress(f"gradmem: building the native capture engine once (about 30 s), into {d}")
+        return cpp_extension.load(name=module_name(), sources=[str(SOURCE)], build_directory=str(d),
+                                  extra_cflags=CFLAGS, verbose=False)
+
+
+@contextlib.contextmanager
+def build_lock(d: Path):
+    """Held while this process builds into ``d``. torch's own build lock is a plain file
+    (``lock``) that a build killed midway (Ctrl-C) leaves behind, and every later build
+    would wait on it for ever. This lock is an flock, released when its holder dies, and
+    every gradmem build holds it first: so a ``lock`` file found while holding it is such
+    a leftover, and is removed."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: torch's lock alone
+        yield
+        return
+    with open(d / "gradmem-build.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            (d / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _last_line(exc: Exception) -> str:

@@ -164,6 +164,7 @@ struct Frame {
   int64_t seq_lo = -1;   // a top-level op: the autograd sequence number when it began
   bool recompute = false;   // a forward op run again inside a backward node (checkpoint)
   int32_t own = -1;         // this frame's own op (RecordFunction's name), interned at its start
+  const at::RecordFunction* fn = nullptr;   // the frame's RecordFunction: its end is told by its address
 };
 
 // the backward nodes a top-level op made: those numbered [lo, hi) on this thread (autograd
@@ -345,7 +346,15 @@ struct Recorder {
   }
 };
 
-thread_local std::vector<Frame> t_frames;
+// A pointer, so that the thread-local needs no initialisation wrapper at each access (a
+// thread_local vector calls one every time); the vector of a thread that ends is not freed.
+thread_local std::vector<Frame>* t_frames_ptr = nullptr;
+
+std::vector<Frame>& frames() {
+  std::vector<Frame>*& p = t_frames_ptr;
+  if (p == nullptr) p = new std::vector<Frame>();
+  return *p;
+}
 thread_local bool t_busy = false;   // gradmem's own work (a value preview): not recorded
 // torch.tensor(data) runs empty and to with the Python dispatch key excluded (so the Python
 // engine's dispatch mode never meets them), then lift_fresh and detach_, all top-level ops:
@@ -362,14 +371,16 @@ struct Busy {
 };
 
 int64_t current_serial_locked(Recorder& r) {
-  const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
+  const std::vector<Frame>& fr = frames();
+  const Frame* f = fr.empty() ? nullptr : &fr.back();
   int64_t serial = (f != nullptr && f->serial >= 0) ? f->serial : r.last_serial;
   r.ref(serial);
   return serial;
 }
 
 int64_t node_serial_locked() {   // the backward node running on this thread, -1 none
-  for (auto it = t_frames.rbegin(); it != t_frames.rend(); ++it)
+  const std::vector<Frame>& fr = frames();
+  for (auto it = fr.rbegin(); it != fr.rend(); ++it)
     if (it->boundary) return it->serial;
   return -1;
 }
@@ -382,7 +393,6 @@ bool ours() {
   return g_rec != nullptr && c10::ThreadLocalDebugInfo::get(c10::DebugInfoKind::PROFILER_STATE) == g_state;
 }
 
-struct Ctx : public at::ObserverContext {};
 
 int64_t claim_locked(Recorder& r, const at::Tensor& t, int32_t op, bool value);
 
@@ -475,7 +485,7 @@ bool is_evaluate(const at::RecordFunction& fn) {
 
 // a top-level op of the program: outside every op and backward node on this thread
 bool top_level(const at::RecordFunction& fn) {
-  return t_frames.empty() && fn.scope() == at::RecordScope::FUNCTION && !is_evaluate(fn);
+  return frames().empty() && fn.scope() == at::RecordScope::FUNCTION && !is_evaluate(fn);
 }
 
 void record_facts(Recorder& r, std::vector<Seen>& seen, int64_t serial) {
@@ -618,7 +628,8 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (top && r.want_inputs) note_foreign_inputs(r, fn.inputs(), foreign);
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
-  const Frame* parent = t_frames.empty() ? nullptr : &t_frames.back();
+  std::vector<Frame>& fr = frames();
+  const Frame* parent = fr.empty() ? nullptr : &fr.back();
   Frame f{{}, 0, -1, -1, false, false};
   bool source = false;   // read the user's line (outside the lock)
   bool modes_off = top && c10::impl::tls_is_dispatch_key_excluded(c10::DispatchKey::Python);
@@ -668,18 +679,20 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   f.own = op;
   bool recompute = f.recompute;
   int64_t serial = f.serial;
-  t_frames.push_back(f);
+  f.fn = &fn;
+  fr.push_back(f);
   if (recompute || source || !foreign.empty()) g.unlock();   // outside the lock: these take the GIL
   if (!foreign.empty()) hand_over_inputs(r, foreign);
   if (source) note_source(r, serial);
   if (recompute) recompute_saved();
-  return std::make_unique<Ctx>();
+  return nullptr;   // no context to allocate: on_exit knows its frame by the RecordFunction's address
 }
 
 void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
-  if (ctx == nullptr || t_frames.empty() || g_rec == nullptr) return;
-  Frame f = std::move(t_frames.back());   // destroyed after the lock is released: dropping
-  t_frames.pop_back();                    // a node may free memory, which reports here
+  std::vector<Frame>& fr = frames();
+  if (fr.empty() || fr.back().fn != &fn || g_rec == nullptr) return;   // on_enter left this op alone
+  Frame f = std::move(fr.back());   // destroyed after the lock is released: dropping
+  fr.pop_back();                    // a node may free memory, which reports here
   Recorder& r = *g_rec;
   std::vector<Seen> seen;
   if (top_level(fn)) gather_values(fn.outputs(), seen);
@@ -833,7 +846,8 @@ struct State : public ProfilerStateBase {
     Recorder& r = *g_rec;
     int64_t t = now_ns();
     std::lock_guard<std::recursive_mutex> g(r.mu);
-    const Frame* f = t_frames.empty() ? nullptr : &t_frames.back();
+    const std::vector<Frame>& fr = frames();
+    const Frame* f = fr.empty() ? nullptr : &fr.back();
     int64_t serial = current_serial_locked(r);
     r.allocator.push_back({t, size, (int64_t)total, serial, ptr, (int8_t)device.type()});
     if (size > 0) {
@@ -936,19 +950,44 @@ struct SavedHooks {
 SavedHooks* g_saved = nullptr;
 int64_t g_generation = 0;
 
-// what a saved slot holds: a detached alias (never the tensor itself: a saved output would
-// hold its own grad_fn, a cycle gc cannot break) and the version it was saved at
-struct Packed {
+// what a saved slot holds: an alias (never the tensor itself: a saved output would hold its
+// own grad_fn, a cycle gc cannot break) and the version it was saved at. A plain CPython
+// type, not a pybind class: pybind registers every instance in a global map, a cost per
+// saved tensor; this one is made with PyObject_New and records its release when freed.
+struct PackedObject {
+  PyObject_HEAD
   int64_t pid, version, generation;
-  at::Tensor alias;
-  ~Packed();
+  at::Tensor alias;   // constructed in place (pack_saved), destroyed in packed_dealloc
 };
 
-Packed::~Packed() {
-  if (g_rec == nullptr || g_saved == nullptr || generation != g_saved->generation) return;
-  Recorder& r = *g_rec;
-  std::lock_guard<std::recursive_mutex> g(r.mu);
-  r.releases.push_back({now_ns(), current_serial_locked(r), pid, -1});
+void packed_dealloc(PyObject* self) {
+  auto* p = reinterpret_cast<PackedObject*>(self);
+  if (g_rec != nullptr && g_saved != nullptr && p->generation == g_saved->generation) {
+    Recorder& r = *g_rec;
+    std::lock_guard<std::recursive_mutex> g(r.mu);
+    r.releases.push_back({now_ns(), current_serial_locked(r), p->pid, -1});
+  }
+  p->alias.~Tensor();
+  PyObject_Free(self);
+}
+
+PyObject* packed_pid(PyObject* self, void*) { return PyLong_FromLongLong(reinterpret_cast<PackedObject*>(self)->pid); }
+
+PyGetSetDef packed_getset[] = {{"pid", packed_pid, nullptr, "the pack's id", nullptr}, {}};
+
+PyTypeObject PackedType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+bool is_packed(PyObject* obj) { return Py_TYPE(obj) == &PackedType; }
+
+void add_packed_type(py::module_& m) {
+  PackedType.tp_name = "gradmem_native.Packed";
+  PackedType.tp_basicsize = sizeof(PackedObject);
+  PackedType.tp_dealloc = packed_dealloc;
+  PackedType.tp_flags = Py_TPFLAGS_DEFAULT;
+  PackedType.tp_doc = "a saved slot's content under gradmem's native saved-tensor hooks";
+  PackedType.tp_getset = packed_getset;
+  if (PyType_Ready(&PackedType) < 0) throw py::error_already_set();
+  m.add_object("Packed", py::reinterpret_borrow<py::object>(reinterpret_cast<PyObject*>(&PackedType)));
 }
 
 // non-reentrant checkpoint keeps its block's inputs by packing them itself: the Python
@@ -970,11 +1009,32 @@ bool packed_by_checkpoint(PyObject* file) {
   return hit;
 }
 
-at::Tensor tensor_of(py::handle obj) {
+// torch's Python tensor object as torch 2.13's python_variable.h lays it out (THPVariable:
+// the tensor right after the object's header). Older torch holds a MaybeOwned there, so the
+// layout is checked once against `_cdata` (check_tensor_layout) before it is relied on.
+struct TensorObject {
+  PyObject_HEAD
+  at::Tensor cdata;
+};
+bool g_tensor_layout = false;
+
+at::Tensor tensor_via_cdata(py::handle obj) {
   py::object cdata = obj.attr("_cdata");
   auto impl = c10::intrusive_ptr<c10::TensorImpl, c10::UndefinedTensorImpl>::unsafe_reclaim_from_nonowning(
       reinterpret_cast<c10::TensorImpl*>(cdata.cast<intptr_t>()));
   return at::Tensor(std::move(impl));
+}
+
+void check_tensor_layout() {
+  py::object probe = py::reinterpret_steal<py::object>(THPVariable_Wrap(at::empty({1})));
+  void* first = *reinterpret_cast<void* const*>(reinterpret_cast<const char*>(probe.ptr()) + sizeof(PyObject));
+  g_tensor_layout = reinterpret_cast<intptr_t>(first) == probe.attr("_cdata").cast<intptr_t>();
+}
+
+at::Tensor tensor_of(py::handle obj) {
+  if (g_tensor_layout && PyObject_TypeCheck(obj.ptr(), reinterpret_cast<PyTypeObject*>(THPVariableClass)))
+    return reinterpret_cast<TensorObject*>(obj.ptr())->cdata;
+  return tensor_via_cdata(obj);
 }
 
 py::object pack_saved(py::handle obj) {
@@ -998,10 +1058,7 @@ py::object pack_saved(py::handle obj) {
       if (!v.is_none()) p.value = v.cast<std::string>();
     }
     version = (int64_t)t._version();
-    {
-      Busy busy;   // nor is the alias (a view: nothing allocated)
-      alias = t.detach();
-    }
+    alias = t.tensor_data();   // same storage and version counter, no history; no op runs
     Recorder& r = *g_rec;
     {
       std::lock_guard<std::recursive_mutex> g(r.mu);
@@ -1016,8 +1073,12 @@ py::object pack_saved(py::handle obj) {
   } catch (const std::exception&) {
     return h->pack(obj);   // a tensor this cannot describe: the Python watcher records it
   }
+  PackedObject* packed = PyObject_New(PackedObject, &PackedType);
+  if (packed == nullptr) throw py::error_already_set();
+  new (&packed->alias) at::Tensor(std::move(alias));
+  packed->version = version;
+  packed->generation = h->generation;
   Recorder& r = *g_rec;
-  auto packed = std::make_unique<Packed>();
   {
     std::lock_guard<std::recursive_mutex> g(r.mu);
     p.pid = r.next_pid++;
@@ -1026,10 +1087,7 @@ py::object pack_saved(py::handle obj) {
     packed->pid = p.pid;
     r.packs.push_back(std::move(p));
   }
-  packed->version = version;
-  packed->generation = h->generation;
-  packed->alias = std::move(alias);
-  return py::cast(std::move(packed));
+  return py::reinterpret_steal<py::object>(reinterpret_cast<PyObject*>(packed));
 }
 
 std::string modified_message(const at::Tensor& t, int64_t saved_version) {
@@ -1043,11 +1101,11 @@ std::string modified_message(const at::Tensor& t, int64_t saved_version) {
 }
 
 py::object unpack_saved(py::handle obj) {
-  if (!py::isinstance<Packed>(obj)) {
+  if (!is_packed(obj.ptr())) {
     if (g_saved == nullptr) throw std::runtime_error("gradmem's saved-tensor hooks outlived their capture");
     return g_saved->unpack(obj);   // the Python watcher packed it
   }
-  Packed& p = obj.cast<Packed&>();
+  PackedObject& p = *reinterpret_cast<PackedObject*>(obj.ptr());
   if (g_rec != nullptr && g_saved != nullptr && p.generation == g_saved->generation) {
     Recorder& r = *g_rec;
     std::lock_guard<std::recursive_mutex> g(r.mu);
@@ -1129,7 +1187,8 @@ struct StrPairHash {
 };
 
 struct NodeFields {   // per node type: its saved tensor slots and saved values, as attribute names
-  std::vector<std::pair<py::object, std::string>> slots, attrs;   // (attribute, field name)
+  std::vector<std::pair<py::object, std::string>> slots;   // (attribute, field name)
+  std::vector<std::pair<py::object, py::object>> attrs;    // (attribute, field name as a str)
 };
 
 // a node the walk met first: what graph.py's NODE event holds (attrs: (field, value) pairs)
@@ -1286,9 +1345,11 @@ struct Walk {
   const std::pair<std::string, int64_t>& key(const NodePtr& node) {
     auto it = keys.find(node.get());
     if (it != keys.end()) return it->second;
-    std::string name = node->name();
+    // AccumulateGrad's name() demangles its type name at every call: told by its type here
+    bool accumulate = typeid(*node) == typeid(torch::autograd::AccumulateGrad);
+    std::string name = accumulate ? std::string(kAccumulate) : node->name();
     int64_t part;
-    if (name == kAccumulate) {
+    if (accumulate) {
       part = storage_id(static_cast<torch::autograd::AccumulateGrad*>(node.get())->variable, see);
     } else {
       part = (int64_t)node->sequence_nr();
@@ -1317,6 +1378,16 @@ bool plain_number(PyObject* v) { return PyBool_Check(v) || PyLong_Check(v) || Py
 py::object small_attr(py::handle v) {
   PyObject* o = v.ptr();
   if (o == Py_None || plain_number(o) || PyUnicode_Check(o)) return signed_int(v);
+  if (PyTuple_CheckExact(o) && PyTuple_GET_SIZE(o) <= kMaxPreview) {   // sizes, strides: kept as they are
+    bool plain = true;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(o) && plain; ++i) {
+      PyObject* x = PyTuple_GET_ITEM(o, i);
+      int overflow = 0;
+      plain = PyFloat_Check(x) || PyBool_Check(x) || (PyLong_Check(x) && (PyLong_AsLongLongAndOverflow(x, &overflow), overflow == 0));
+    }
+    if (PyErr_Occurred()) PyErr_Clear();
+    if (plain) return py::reinterpret_borrow<py::object>(v);
+  }
   if (PyTuple_Check(o) || PyList_Check(o)) {
     py::sequence seq = py::reinterpret_borrow<py::sequence>(v);
     size_t n = py::len(seq);
@@ -1343,7 +1414,7 @@ const NodeFields& fields_of(py::handle pynode, py::handle describe) {
   }
   for (auto name : py::tuple(both[1])) {
     std::string n = name.cast<std::string>();
-    f.attrs.emplace_back(py::str("_saved_" + n), n);
+    f.attrs.emplace_back(py::str("_saved_" + n), py::str(n));
   }
   return g_graph->fields.emplace(Py_TYPE(pynode.ptr()), std::move(f)).first->second;
 }
@@ -1377,8 +1448,8 @@ void slots_of(py::handle pynode, const NodeFields& f, int64_t nid, int64_t t, in
       std::string label = (!many && py::len(items) == 1) ? field : field + "[" + std::to_string(i) + "]";
       py::object data = get_attr_or_null(saved, data_name);
       if (!data) continue;
-      if (py::isinstance<Packed>(data)) {
-        g_graph->slots.push_back({t, serial, data.cast<Packed&>().pid, nid, std::move(label)});
+      if (is_packed(data.ptr())) {
+        g_graph->slots.push_back({t, serial, reinterpret_cast<PackedObject*>(data.ptr())->pid, nid, std::move(label)});
       } else {
         theirs.append(py::make_tuple(nid, label, saved));
       }
@@ -1391,7 +1462,11 @@ py::tuple attrs_of(py::handle pynode, const NodeFields& f) {
   py::list out;
   for (const auto& [attr, field] : f.attrs) {
     py::object v = get_attr_or_null(pynode, attr);
-    if (v) out.append(py::make_tuple(py::str(field), small_attr(v)));
+    if (!v) continue;
+    py::object value = small_attr(v);
+    PyObject* pair = PyTuple_Pack(2, field.ptr(), value.ptr());
+    if (pair == nullptr) throw py::error_already_set();
+    out.append(py::reinterpret_steal<py::object>(pair));
   }
   return py::tuple(out);
 }
@@ -1603,7 +1678,7 @@ Record stop() {
     g_rec = nullptr;
     g_state = nullptr;
   }
-  t_frames.clear();
+  frames().clear();
   SavedHooks* hooks = g_saved;
   g_saved = nullptr;   // a Packed released from now on records nothing
   delete hooks;
@@ -1836,6 +1911,49 @@ bool set_busy(bool on) {
 
 }  // namespace
 
+namespace {
+
+// -- entry points called per saved tensor and per module call --------------------------------
+// Plain CPython functions, not pybind's m.def: pybind's dispatcher (overload resolution and
+// argument casters) cost more than the work itself at a few thousand calls per step.
+template <typename F>
+PyObject* guarded(F&& f) {
+  try {
+    return f().release().ptr();
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+PyObject* raw_pack_saved(PyObject*, PyObject* obj) { return guarded([&] { return pack_saved(obj); }); }
+
+PyObject* raw_unpack_saved(PyObject*, PyObject* obj) { return guarded([&] { return unpack_saved(obj); }); }
+
+PyObject* raw_module_enter(PyObject*, PyObject* path) {
+  return guarded([&] { module_enter(path); return py::none(); });
+}
+
+PyObject* raw_module_exit(PyObject*, PyObject* const* args, Py_ssize_t n) {
+  if (n != 3) {
+    PyErr_SetString(PyExc_TypeError, "module_exit(see, path, output)");
+    return nullptr;
+  }
+  return guarded([&] { module_exit(py::reinterpret_borrow<py::object>(args[0]), args[1], args[2]); return py::none(); });
+}
+
+PyMethodDef kRawMethods[] = {
+    {"pack_saved", raw_pack_saved, METH_O, "the pack hook: a tensor saved for backward"},
+    {"unpack_saved", raw_unpack_saved, METH_O, "the unpack hook"},
+    {"module_enter", raw_module_enter, METH_O, "a module call begins (its path)"},
+    {"module_exit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(raw_module_exit)), METH_FASTCALL,
+     "a module call ends (see, path, output)"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "gradmem's native capture: op frames and allocations recorded in C++";
   m.def("start", &start, py::arg("first_sid"), py::arg("want_inputs") = true, py::arg("rss_every_ms") = 0,
@@ -1854,10 +1972,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("unnamed_leaf_grads", &unnamed_leaf_grads);
   m.def("running", &running);
   m.def("set_busy", &set_busy);
-  py::class_<Packed>(m, "Packed", "a saved slot's content under gradmem's native saved-tensor hooks")
-      .def_readonly("pid", &Packed::pid);
-  m.def("pack_saved", &pack_saved);
-  m.def("unpack_saved", &unpack_saved);
+  add_packed_type(m);
+  check_tensor_layout();
   m.def("hook_saved", &hook_saved);
   m.def("pause_saved", &pause_saved);
   m.def("resume_saved", &resume_saved);
@@ -1865,8 +1981,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("discover", &discover);
   m.def("leaves", &leaves);
   m.def("node_id", &node_id);
-  m.def("module_enter", &module_enter);
-  m.def("module_exit", &module_exit);
   m.def("watch_params", &watch_params);
   m.def("name_grads", &name_grads);
+  if (PyModule_AddFunctions(m.ptr(), kRawMethods) < 0) throw py::error_already_set();
 }

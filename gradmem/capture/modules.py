@@ -53,7 +53,7 @@ class ModuleWatcher:
         """Entered and left with the capture's modes: the wrapper is in place only while it
         records."""
         self._original = _Module.__dict__["_call_impl"]
-        self._wrapper = _wrap_call(self._original, self._pre, self._post, self)
+        self._wrapper = self._make_wrapper()
         _Module._call_impl = self._wrapper
         self._on = True
         return self
@@ -62,6 +62,17 @@ class ModuleWatcher:
         self._on = False   # a wrapper someone else wrapped stays in their chain, passing through
         if _Module.__dict__.get("_call_impl") is self._wrapper:
             _Module._call_impl = self._original
+
+    def _make_wrapper(self):
+        """The native recorder's wrapper, in C, where it has one: a module named already
+        goes straight to its spans, with no Python frame per call (a new module, or a
+        failure, still goes through ``_pre`` and ``_post``)."""
+        in_c = getattr(self.rec, "module_call", None)
+        if in_c is None or self._spans is None:
+            return _wrap_call(self._original, self._pre, self._post, self)
+        enter, exit_ = self._spans
+        return in_c(self._original, self._pre, self._post, enter, exit_, self._paths._by_id, self._stack, self,
+                    self._fail)
 
     def _pre(self, module) -> None:
         try:

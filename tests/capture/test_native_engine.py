@@ -87,6 +87,38 @@ def test_module_attribution_same_on_both_engines(native, name):
     assert sum(s.startswith(f"{path}:") for *_, s in nat) > len(nat) // 2
 
 
+def test_the_module_wrapper_in_c_records_what_the_python_one_does(native, monkeypatch):
+    """The native engine wraps ``Module._call_impl`` in C (recorder.cpp, ModuleCall): the
+    same spans as modules.py's Python wrapper, also when a forward raises (its span closes,
+    the exception reaches the program unchanged) and for modules called after it."""
+    from gradmem.capture.native import engine as native_engine
+
+    class Fails(torch.nn.Module):
+        def forward(self, x):
+            raise ValueError("the program's own error")
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU())
+    fails, x = Fails(), torch.randn(2, 4)
+
+    def spans():
+        model.zero_grad(set_to_none=True)
+        with Capture(engine="native") as cap:
+            wrapper = type(torch.nn.Module.__dict__["_call_impl"]).__name__
+            with pytest.raises(ValueError, match="the program's own error"):
+                fails(model(x))
+            model(x).sum().backward()
+        a = analyze(cap.trace)
+        t = a.tensors[a.tensors["nbytes"] > 0]
+        return wrapper, a.modules.to_dict("records"), sorted(zip(t["role"], t["nbytes"], t["module"].astype(str)))
+    in_c, modules, tensors = spans()
+    monkeypatch.setattr(native_engine.NativeRecorder, "module_call", None)
+    in_python, *same = spans()
+    assert (in_c, in_python) == ("ModuleCall", "function")
+    assert same == [modules, tensors]
+    assert {m for *_, m in tensors} >= {"model.0", "model.1"}
+
+
 def _grads_program(engine: str):
     """A leaf whose .grad was made before the capture (accumulated into in place), one made
     inside it, ``autograd.grad`` (which accumulates nothing) and ``retain_grad``."""

@@ -142,6 +142,11 @@ class NativeRecorder(Recorder):
         return super()._shapes() if self.shapes is None else self.shapes
 
     @property
+    def module_call(self):
+        """modules.py's wrapper of ``Module._call_impl``, in C (recorder.cpp)."""
+        return self.cursor.ext.module_call
+
+    @property
     def spans(self):
         """The module spans the watcher calls (read once, when it is built)."""
         if self.on_progress is None:

@@ -1944,12 +1944,172 @@ PyObject* raw_module_exit(PyObject*, PyObject* const* args, Py_ssize_t n) {
   return guarded([&] { module_exit(py::reinterpret_borrow<py::object>(args[0]), args[1], args[2]); return py::none(); });
 }
 
+// -- nn.Module._call_impl, wrapped (modules.py's ModuleWatcher) ------------------------------
+// The wrapper modules.py's _wrap_call makes, in C: a module already named goes straight to
+// the recorder's enter and exit (no Python frame per module call); one seen for the first
+// time, or any failure, goes the Python way (the watcher's _pre and _post).
+struct ModuleCall {
+  PyObject_HEAD
+  vectorcallfunc vectorcall;
+  PyObject *original, *pre, *post, *enter, *exit, *by_id, *stack, *watcher, *fail;
+};
+
+PyObject* g_on_name = nullptr;   // "_on", interned
+
+// the path of a module the watcher named (borrowed), or nullptr: modules.py's _Paths.get
+PyObject* named_path(ModuleCall* mc, PyObject* module) {
+  PyObject* key = PyLong_FromVoidPtr(module);
+  if (key == nullptr) return nullptr;
+  PyObject* entry = PyDict_GetItemWithError(mc->by_id, key);   // borrowed
+  Py_DECREF(key);
+  if (entry == nullptr || !PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) return nullptr;
+  PyObject* ref = PyTuple_GET_ITEM(entry, 0);
+  if (!PyWeakref_Check(ref) || PyWeakref_GetObject(ref) != module) return nullptr;
+  return PyTuple_GET_ITEM(entry, 1);
+}
+
+// a failure of ours in a module hook: said once by the watcher (_fail), never raised
+void hook_failed(ModuleCall* mc) {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  PyObject* r = value != nullptr ? PyObject_CallOneArg(mc->fail, value) : nullptr;
+  Py_XDECREF(r);
+  PyErr_Clear();
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(tb);
+}
+
+// the span's end: the stack unwound to this module, then exit(path, output)
+void end_span(ModuleCall* mc, PyObject* path, PyObject* output) {
+  int in = PySequence_Contains(mc->stack, path);
+  if (in < 0) return hook_failed(mc);
+  while (in == 1 && PyList_GET_SIZE(mc->stack) > 0) {
+    Py_ssize_t last = PyList_GET_SIZE(mc->stack) - 1;
+    PyObject* top = PyList_GET_ITEM(mc->stack, last);
+    Py_INCREF(top);
+    if (PyList_SetSlice(mc->stack, last, last + 1, nullptr) < 0) { Py_DECREF(top); return hook_failed(mc); }
+    int same = PyObject_RichCompareBool(top, path, Py_EQ);
+    Py_DECREF(top);
+    if (same != 0) break;
+  }
+  PyObject* args[2] = {path, output};
+  PyObject* r = PyObject_Vectorcall(mc->exit, args, 2, nullptr);
+  if (r == nullptr) return hook_failed(mc);
+  Py_DECREF(r);
+}
+
+void call_ignoring(ModuleCall* mc, PyObject* fn, PyObject* a, PyObject* b) {   // the watcher's own
+  PyObject* args[2] = {a, b};
+  PyObject* r = PyObject_Vectorcall(fn, args, b == nullptr ? 1 : 2, nullptr);
+  if (r == nullptr) return hook_failed(mc);
+  Py_DECREF(r);
+}
+
+PyObject* module_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
+  auto* mc = reinterpret_cast<ModuleCall*>(self);
+  Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+  PyObject* on = n > 0 ? PyObject_GetAttr(mc->watcher, g_on_name) : nullptr;
+  int truth = on != nullptr ? PyObject_IsTrue(on) : 0;
+  Py_XDECREF(on);
+  if (truth <= 0) {   // not recording (or no module given): torch's own call
+    PyErr_Clear();
+    return PyObject_Vectorcall(mc->original, args, nargsf, kwnames);
+  }
+  PyObject* module = args[0];
+  PyObject* path = named_path(mc, module);
+  if (path == nullptr && PyErr_Occurred()) hook_failed(mc);
+  Py_XINCREF(path);
+  if (path != nullptr) {
+    if (PyList_Append(mc->stack, path) < 0) {
+      hook_failed(mc);
+    } else {
+      call_ignoring(mc, mc->enter, path, nullptr);
+    }
+  } else {
+    call_ignoring(mc, mc->pre, module, nullptr);
+  }
+  PyObject* result = PyObject_Vectorcall(mc->original, args, nargsf, kwnames);
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  if (result == nullptr) PyErr_Fetch(&type, &value, &tb);   // the forward raised: its span closes all the same
+  PyObject* output = result != nullptr ? result : Py_None;
+  if (path != nullptr) {
+    end_span(mc, path, output);
+  } else {
+    call_ignoring(mc, mc->post, module, output);
+  }
+  Py_XDECREF(path);
+  if (result == nullptr) PyErr_Restore(type, value, tb);
+  return result;
+}
+
+PyObject* module_call_get(PyObject* self, PyObject* obj, PyObject*) {   // a method: binds the module
+  if (obj == nullptr || obj == Py_None) {
+    Py_INCREF(self);
+    return self;
+  }
+  return PyMethod_New(self, obj);
+}
+
+void module_call_dealloc(PyObject* self) {
+  auto* mc = reinterpret_cast<ModuleCall*>(self);
+  PyObject_GC_UnTrack(self);
+  Py_CLEAR(mc->original); Py_CLEAR(mc->pre); Py_CLEAR(mc->post); Py_CLEAR(mc->enter); Py_CLEAR(mc->exit);
+  Py_CLEAR(mc->by_id); Py_CLEAR(mc->stack); Py_CLEAR(mc->watcher); Py_CLEAR(mc->fail);
+  PyObject_GC_Del(self);
+}
+
+int module_call_traverse(PyObject* self, visitproc visit, void* arg) {
+  auto* mc = reinterpret_cast<ModuleCall*>(self);
+  Py_VISIT(mc->original); Py_VISIT(mc->pre); Py_VISIT(mc->post); Py_VISIT(mc->enter); Py_VISIT(mc->exit);
+  Py_VISIT(mc->by_id); Py_VISIT(mc->stack); Py_VISIT(mc->watcher); Py_VISIT(mc->fail);
+  return 0;
+}
+
+PyTypeObject ModuleCallType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+// module_call(original, pre, post, enter, exit, by_id, stack, watcher, fail): the wrapper
+PyObject* raw_module_call(PyObject*, PyObject* const* args, Py_ssize_t n) {
+  if (n != 9 || !PyDict_Check(args[5]) || !PyList_Check(args[6])) {
+    PyErr_SetString(PyExc_TypeError, "module_call(original, pre, post, enter, exit, by_id: dict, stack: list, watcher, fail)");
+    return nullptr;
+  }
+  auto* mc = PyObject_GC_New(ModuleCall, &ModuleCallType);
+  if (mc == nullptr) return nullptr;
+  mc->vectorcall = module_call;
+  PyObject** fields[] = {&mc->original, &mc->pre, &mc->post, &mc->enter, &mc->exit, &mc->by_id, &mc->stack,
+                         &mc->watcher, &mc->fail};
+  for (int i = 0; i < 9; ++i) {
+    Py_INCREF(args[i]);
+    *fields[i] = args[i];
+  }
+  PyObject_GC_Track(mc);
+  return reinterpret_cast<PyObject*>(mc);
+}
+
+void add_module_call_type(py::module_& m) {
+  g_on_name = PyUnicode_InternFromString("_on");
+  ModuleCallType.tp_name = "gradmem_native.ModuleCall";
+  ModuleCallType.tp_basicsize = sizeof(ModuleCall);
+  ModuleCallType.tp_dealloc = module_call_dealloc;
+  ModuleCallType.tp_traverse = module_call_traverse;
+  ModuleCallType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+  ModuleCallType.tp_vectorcall_offset = offsetof(ModuleCall, vectorcall);
+  ModuleCallType.tp_call = PyVectorcall_Call;
+  ModuleCallType.tp_descr_get = module_call_get;
+  ModuleCallType.tp_doc = "nn.Module._call_impl with gradmem's module span around it";
+  if (PyType_Ready(&ModuleCallType) < 0) throw py::error_already_set();
+}
+
 PyMethodDef kRawMethods[] = {
     {"pack_saved", raw_pack_saved, METH_O, "the pack hook: a tensor saved for backward"},
     {"unpack_saved", raw_unpack_saved, METH_O, "the unpack hook"},
     {"module_enter", raw_module_enter, METH_O, "a module call begins (its path)"},
     {"module_exit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(raw_module_exit)), METH_FASTCALL,
      "a module call ends (see, path, output)"},
+    {"module_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(raw_module_call)), METH_FASTCALL,
+     "module_call(original, pre, post, enter, exit, by_id, stack, watcher, fail): Module._call_impl wrapped"},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace
@@ -1973,6 +2133,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("running", &running);
   m.def("set_busy", &set_busy);
   add_packed_type(m);
+  add_module_call_type(m);
   check_tensor_layout();
   m.def("hook_saved", &hook_saved);
   m.def("pause_saved", &pause_saved);

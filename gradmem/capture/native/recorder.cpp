@@ -32,9 +32,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <typeindex>
 #include <typeinfo>
@@ -238,8 +240,9 @@ Recorder* g_rec = nullptr;   // the running recorder (at most one)
 struct Recorder {
   std::recursive_mutex mu;   // recursive: a pack's release can run inside a locked section
   std::vector<OpInfo> ops;
-  std::unordered_map<std::string, int32_t> op_index;
-  std::unordered_map<const char*, int32_t> op_by_ptr;
+  std::deque<std::string> op_names;   // each op's name once: op_index's keys point into it (a deque never moves them)
+  std::unordered_map<std::string_view, int32_t> op_index;
+  std::unordered_map<const char*, int32_t> op_by_ptr;   // an op's name by its schema's pointer, which is stable
   std::vector<Step> steps;
   std::vector<Alloc> allocs;
   std::vector<AllocatorEvent> allocator;
@@ -286,15 +289,12 @@ struct Recorder {
   int32_t intern(const at::RecordFunction& fn) {
     const char* name = fn.name();
     auto it = op_by_ptr.find(name);
-    if (it != op_by_ptr.end() && ops[it->second].full == name) return it->second;
-    auto jt = op_index.find(name);
-    int32_t idx;
-    if (jt != op_index.end()) {
-      idx = jt->second;
-    } else {
-      idx = add_op(name, fn.operator_name());
-    }
-    op_by_ptr[name] = idx;
+    if (it != op_by_ptr.end() && std::strcmp(ops[it->second].full.c_str(), name) == 0) return it->second;
+    auto jt = op_index.find(std::string_view(name));
+    int32_t idx = jt != op_index.end() ? jt->second : add_op(name, fn.operator_name());
+    // a node's name (and the engine's evaluate_function frame's) is made for each call: its
+    // pointer says nothing, and keeping it would grow this map by every node run
+    if (fn.scope() == at::RecordScope::FUNCTION && !ops[idx].evaluate) op_by_ptr[name] = idx;
     return idx;
   }
 
@@ -324,7 +324,7 @@ struct Recorder {
       info.factory = true;
     int32_t idx = (int32_t)ops.size();
     ops.push_back(std::move(info));
-    op_index[full] = idx;
+    op_index.emplace(std::string_view(op_names.emplace_back(full)), idx);
     return idx;
   }
 
@@ -1459,16 +1459,19 @@ void slots_of(py::handle pynode, const NodeFields& f, int64_t nid, int64_t t, in
 
 // (field, value) pairs, a tuple for the reason small_attr gives
 py::tuple attrs_of(py::handle pynode, const NodeFields& f) {
-  py::list out;
+  auto out = py::reinterpret_steal<py::tuple>(PyTuple_New((Py_ssize_t)f.attrs.size()));
+  if (!out) throw py::error_already_set();
+  Py_ssize_t n = 0;
   for (const auto& [attr, field] : f.attrs) {
     py::object v = get_attr_or_null(pynode, attr);
     if (!v) continue;
     py::object value = small_attr(v);
     PyObject* pair = PyTuple_Pack(2, field.ptr(), value.ptr());
     if (pair == nullptr) throw py::error_already_set();
-    out.append(py::reinterpret_steal<py::object>(pair));
+    PyTuple_SET_ITEM(out.ptr(), n++, pair);
   }
-  return py::tuple(out);
+  if (n == (Py_ssize_t)f.attrs.size()) return out;
+  return py::reinterpret_steal<py::tuple>(PyTuple_GetSlice(out.ptr(), 0, n));   // some were not readable
 }
 
 void push_roots(py::list roots, std::vector<NodePtr>& stack) {

@@ -119,6 +119,42 @@ def test_the_module_wrapper_in_c_records_what_the_python_one_does(native, monkey
     assert {m for *_, m in tensors} >= {"model.0", "model.1"}
 
 
+@pytest.mark.parametrize("raised", [RuntimeError, KeyboardInterrupt])
+def test_the_c_module_wrapper_says_its_own_failure_and_lets_an_interrupt_through(native, monkeypatch, raised):
+    """A failure inside the C wrapper's own calls (here the progress tick at a module's
+    start) is gradmem's: noted once, and the program runs on. A KeyboardInterrupt there is
+    the program's, as in modules.py (which catches Exception only): it propagates, and the
+    module's forward does not run."""
+    from gradmem.capture.native import engine as native_engine
+    torch.manual_seed(0)
+    lin, x = torch.nn.Linear(3, 3), torch.randn(2, 3)
+    forwards = []
+    lin.register_forward_pre_hook(lambda *_: forwards.append(1))
+
+    armed = []
+
+    def tick(self, phase=None, now=False):
+        if armed:
+            raise raised("a failure of gradmem's")
+    monkeypatch.setattr(native_engine.NativeRecorder, "progress", tick)
+    with Capture(engine="native", on_progress=lambda *_: None) as cap:
+        lin(x)   # named here, through Python
+        armed.append(1)
+        forwards.clear()
+        if raised is KeyboardInterrupt:
+            with pytest.raises(KeyboardInterrupt):
+                lin(x)
+            assert forwards == []
+        else:
+            out = lin(x).sum()
+            assert forwards == [1] and torch.isfinite(out)
+        armed.clear()
+    notes = analyze(cap.trace).summary["notes"]
+    failed = [n for n in notes if "module hook failed" in n]
+    assert len(failed) == (raised is RuntimeError), notes
+    assert all("gradmem's fault" in n for n in failed)
+
+
 def _grads_program(engine: str):
     """A leaf whose .grad was made before the capture (accumulated into in place), one made
     inside it, ``autograd.grad`` (which accumulates nothing) and ``retain_grad``."""

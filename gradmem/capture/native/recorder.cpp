@@ -1971,8 +1971,11 @@ PyObject* named_path(ModuleCall* mc, PyObject* module) {
   return PyTuple_GET_ITEM(entry, 1);
 }
 
-// a failure of ours in a module hook: said once by the watcher (_fail), never raised
-void hook_failed(ModuleCall* mc) {
+// a failure of ours in a module hook: said once by the watcher (_fail), never raised. As in
+// modules.py, which catches Exception only, a KeyboardInterrupt or SystemExit is left set to
+// reach the program (false: the caller returns it)
+bool hook_failed(ModuleCall* mc) {
+  if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
   PyObject *type, *value, *tb;
   PyErr_Fetch(&type, &value, &tb);
   PyErr_NormalizeException(&type, &value, &tb);
@@ -1982,17 +1985,22 @@ void hook_failed(ModuleCall* mc) {
   Py_XDECREF(type);
   Py_XDECREF(value);
   Py_XDECREF(tb);
+  return true;
 }
 
-// the span's end: the stack unwound to this module, then exit(path, output)
-void end_span(ModuleCall* mc, PyObject* path, PyObject* output) {
+// the span's end: the stack unwound to this module, then exit(path, output); false: an
+// error to propagate (hook_failed)
+bool end_span(ModuleCall* mc, PyObject* path, PyObject* output) {
   int in = PySequence_Contains(mc->stack, path);
   if (in < 0) return hook_failed(mc);
   while (in == 1 && PyList_GET_SIZE(mc->stack) > 0) {
     Py_ssize_t last = PyList_GET_SIZE(mc->stack) - 1;
     PyObject* top = PyList_GET_ITEM(mc->stack, last);
     Py_INCREF(top);
-    if (PyList_SetSlice(mc->stack, last, last + 1, nullptr) < 0) { Py_DECREF(top); return hook_failed(mc); }
+    if (PyList_SetSlice(mc->stack, last, last + 1, nullptr) < 0) {
+      Py_DECREF(top);
+      return hook_failed(mc);
+    }
     int same = PyObject_RichCompareBool(top, path, Py_EQ);
     Py_DECREF(top);
     if (same != 0) break;
@@ -2001,13 +2009,16 @@ void end_span(ModuleCall* mc, PyObject* path, PyObject* output) {
   PyObject* r = PyObject_Vectorcall(mc->exit, args, 2, nullptr);
   if (r == nullptr) return hook_failed(mc);
   Py_DECREF(r);
+  return true;
 }
 
-void call_ignoring(ModuleCall* mc, PyObject* fn, PyObject* a, PyObject* b) {   // the watcher's own
+// a call of the watcher's own (its _pre, _post, the recorder's enter); false as end_span
+bool call_ignoring(ModuleCall* mc, PyObject* fn, PyObject* a, PyObject* b) {
   PyObject* args[2] = {a, b};
   PyObject* r = PyObject_Vectorcall(fn, args, b == nullptr ? 1 : 2, nullptr);
   if (r == nullptr) return hook_failed(mc);
   Py_DECREF(r);
+  return true;
 }
 
 PyObject* module_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
@@ -2022,27 +2033,30 @@ PyObject* module_call(PyObject* self, PyObject* const* args, size_t nargsf, PyOb
   }
   PyObject* module = args[0];
   PyObject* path = named_path(mc, module);
-  if (path == nullptr && PyErr_Occurred()) hook_failed(mc);
+  bool ok = path != nullptr || !PyErr_Occurred() || hook_failed(mc);
   Py_XINCREF(path);
-  if (path != nullptr) {
-    if (PyList_Append(mc->stack, path) < 0) {
-      hook_failed(mc);
-    } else {
-      call_ignoring(mc, mc->enter, path, nullptr);
-    }
-  } else {
-    call_ignoring(mc, mc->pre, module, nullptr);
+  if (ok && path != nullptr) {
+    ok = PyList_Append(mc->stack, path) == 0 ? call_ignoring(mc, mc->enter, path, nullptr) : hook_failed(mc);
+  } else if (ok) {
+    ok = call_ignoring(mc, mc->pre, module, nullptr);
+  }
+  if (!ok) {   // a KeyboardInterrupt in our hook: the program's, before its forward
+    Py_XDECREF(path);
+    return nullptr;
   }
   PyObject* result = PyObject_Vectorcall(mc->original, args, nargsf, kwnames);
   PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
   if (result == nullptr) PyErr_Fetch(&type, &value, &tb);   // the forward raised: its span closes all the same
   PyObject* output = result != nullptr ? result : Py_None;
-  if (path != nullptr) {
-    end_span(mc, path, output);
-  } else {
-    call_ignoring(mc, mc->post, module, output);
-  }
+  ok = path != nullptr ? end_span(mc, path, output) : call_ignoring(mc, mc->post, module, output);
   Py_XDECREF(path);
+  if (!ok) {   // as modules.py: an interrupt in the span's end replaces what the forward gave
+    Py_XDECREF(result);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return nullptr;
+  }
   if (result == nullptr) PyErr_Restore(type, value, tb);
   return result;
 }

@@ -484,8 +484,8 @@ bool is_evaluate(const at::RecordFunction& fn) {
 }
 
 // a top-level op of the program: outside every op and backward node on this thread
-bool top_level(const at::RecordFunction& fn) {
-  return frames().empty() && fn.scope() == at::RecordScope::FUNCTION && !is_evaluate(fn);
+bool top_level(const at::RecordFunction& fn, const std::vector<Frame>& fr) {
+  return fr.empty() && fn.scope() == at::RecordScope::FUNCTION && !is_evaluate(fn);
 }
 
 void record_facts(Recorder& r, std::vector<Seen>& seen, int64_t serial) {
@@ -621,14 +621,14 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
   if (t_busy || !ours()) return nullptr;
   Recorder& r = *g_rec;
   std::vector<Seen> seen;
-  bool top = top_level(fn);
+  std::vector<Frame>& fr = frames();
+  bool top = top_level(fn, fr);
   if (top && r.want_inputs) gather_values(fn.inputs(), seen);
   std::vector<at::Tensor> foreign;   // inputs from before the capture, met here first
   std::unique_lock<std::recursive_mutex> g(r.mu);
   if (top && r.want_inputs) note_foreign_inputs(r, fn.inputs(), foreign);
   int32_t op = r.intern(fn);
   const OpInfo& info = r.ops[op];
-  std::vector<Frame>& fr = frames();
   const Frame* parent = fr.empty() ? nullptr : &fr.back();
   Frame f{{}, 0, -1, -1, false, false};
   bool source = false;   // read the user's line (outside the lock)
@@ -695,7 +695,7 @@ void on_exit(const at::RecordFunction& fn, at::ObserverContext* ctx) {
   fr.pop_back();                    // a node may free memory, which reports here
   Recorder& r = *g_rec;
   std::vector<Seen> seen;
-  if (top_level(fn)) gather_values(fn.outputs(), seen);
+  if (top_level(fn, fr)) gather_values(fn.outputs(), seen);
   int64_t seq_hi = f.seq_lo >= 0 ? (int64_t)at::sequence_number::peek() : -1;
   std::lock_guard<std::recursive_mutex> g(r.mu);
   if (seq_hi > f.seq_lo) {

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .tables import known
+
 from .consumers import Consumer
 from .slots import Slots
 from .storages import CALL_RETURNED
@@ -46,11 +48,11 @@ class GradientAtPeak:
 
 def gradients_at(live: pd.DataFrame, consumers: dict, peak: Peak) -> dict[int, GradientAtPeak]:
     out = {}
-    for sid, fa, fs in zip(live["id"], live["freed_after"], live["free_step"]):
+    for sid, fa, fs in zip(live["id"].tolist(), live["freed_after"].tolist(), live["free_step"].tolist()):
         c = consumers.get(int(sid))
         if c is None:
             continue
-        free_step = int(fs) if pd.notna(fs) else None
+        free_step = int(fs) if known(fs) else None
         if c.end_seq > peak.seq:
             out[int(sid)] = GradientAtPeak("running" if c.step == peak.step else "waiting", c)
         elif str(fa).endswith(CALL_RETURNED):
@@ -86,16 +88,16 @@ class AnswerFacts:
 def holders(name_events: pd.DataFrame) -> dict[int, tuple[str, str]]:
     """{storage: (source, name)} for storages the program's own names pointed at."""
     names = name_events[name_events["source"].isin(list(HOLDER_SOURCES))].drop_duplicates("storage")
-    return {int(s): (src, n) for s, n, src in zip(names["storage"], names["name"], names["source"])}
+    return {int(s): (src, n) for s, n, src in zip(names["storage"].tolist(), names["name"].tolist(), names["source"].tolist())}
 
 
 def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slots, consumers: dict,
             peak: Peak) -> AtPeak:
     live = live_at(tensors, peak.seq)
     by_step = steps.set_index("step")["live_bytes"]
-    names = dict(zip(tensors["id"], tensors["name"]))
+    names = dict(zip(tensors["id"].tolist(), tensors["name"].tolist()))
     ordered = live.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
-    ordered = ordered.assign(grad_of_name=[names.get(int(g), "?") if pd.notna(g) else "?" for g in ordered["grad_of"]])
+    ordered = ordered.assign(grad_of_name=[names.get(int(g), "?") if known(g) else "?" for g in ordered["grad_of"].tolist()])
     return AtPeak(
         live=ordered,
         before_bytes=int(by_step.shift(1).fillna(0).get(peak.step, 0)),
@@ -109,8 +111,8 @@ def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slo
 
 def _freed_promptly(grads: pd.DataFrame, consumers: dict[int, Consumer]) -> list[bool]:
     """Freed in the very step of the node that consumed it."""
-    return [bool(pd.notna(f) and i in consumers and consumers[i].step == f)
-            for i, f in zip(grads["id"], grads["free_step"])]
+    return [bool(known(f) and i in consumers and consumers[i].step == f)
+            for i, f in zip(grads["id"].tolist(), grads["free_step"].tolist())]
 
 
 def _by_call(tensors: pd.DataFrame) -> pd.Series:

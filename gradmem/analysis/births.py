@@ -30,11 +30,11 @@ def late_births(tables: dict) -> dict:
     born = _blocks_before(pre, ev)
     if not len(born):
         return tables
-    op_of = dict(zip(tables["step"]["step"], tables["step"]["op"]))
+    op_of = dict(zip(tables["step"]["step"].tolist(), tables["step"]["op"].tolist()))
     seq_at = _seq_at(tables)
     alloc = alloc.copy()
     numbers = wrapped_scalars(tables)   # born between ops (the argument parser), inside none
-    for sid, step, t in zip(born["storage"], born["block_step"], born["block_t"]):
+    for sid, step, t in zip(born["storage"].tolist(), born["block_step"].tolist(), born["block_t"].tolist()):
         rows = alloc.index[alloc["storage"] == sid]
         op = PYTHON_NUMBER if int(sid) in numbers else f"(inside {op_of.get(int(step), '?')})"
         alloc.loc[rows, ["preexisting", "step", "seq", "op"]] = [

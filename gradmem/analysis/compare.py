@@ -89,7 +89,7 @@ def only_in(analysis, matched: set, label: str) -> pd.DataFrame:
     t = t[~t["id"].isin(matched)]
     last = int(analysis.steps["step"].max()) if len(analysis.steps) else 0
     end = int(end_of_backward(analysis.steps)["step"]) if len(analysis.steps) else 0
-    names = dict(zip(analysis.tensors["id"], analysis.tensors["name"]))
+    names = dict(zip(analysis.tensors["id"].tolist(), analysis.tensors["name"].tolist()))
     out = pd.DataFrame({
         "only_in": label, "id": t["id"].astype(int), "name": t["name"], "role": t["role"],
         "shape": t["shape"], "dtype": t["dtype"], "nbytes": t["nbytes"].astype("int64"),
@@ -144,7 +144,7 @@ def role_table(a, b) -> pd.DataFrame:
 
 # -- steps ----------------------------------------------------------------------------------
 def _labels(steps: pd.DataFrame) -> list[str]:
-    return [f"{p}:{o}" for p, o in zip(steps["phase"], steps["op"])]
+    return [f"{p}:{o}" for p, o in zip(steps["phase"].tolist(), steps["op"].tolist())]
 
 
 def step_pairs(la: list[str], lb: list[str]) -> list[tuple]:

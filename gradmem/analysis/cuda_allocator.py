@@ -113,9 +113,9 @@ def _merge_free(segment: list[Block]) -> None:
 def _cuda_events(tensors: pd.DataFrame) -> list[tuple[int, int, int]]:
     """(seq, storage id, nbytes; -1 for a free) for every CUDA storage, in event order."""
     cuda = tensors[tensors["device"].astype(str).str.startswith("cuda")]
-    events = [(int(s), int(i), int(n)) for s, i, n in zip(cuda["alloc_seq"], cuda["id"], cuda["nbytes"])]
+    events = [(int(s), int(i), int(n)) for s, i, n in zip(cuda["alloc_seq"].tolist(), cuda["id"].tolist(), cuda["nbytes"].tolist())]
     freed = cuda[cuda["free_seq"].notna()]
-    events += [(int(s), int(i), -1) for s, i in zip(freed["free_seq"], freed["id"])]
+    events += [(int(s), int(i), -1) for s, i in zip(freed["free_seq"].tolist(), freed["id"].tolist())]
     return sorted(events)
 
 

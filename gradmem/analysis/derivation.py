@@ -422,7 +422,7 @@ def with_rules(nodes: pd.DataFrame, rules: dict[int, NodeRule]) -> pd.DataFrame:
     """The per-node table with each node's rule, the rule on the recorded numbers, whether
     those numbers match the gradient torch produced, and what each saved field is for."""
     out = nodes.copy()
-    found = [rules.get(int(n)) for n in out["node"]]
+    found = [rules.get(int(n)) for n in out["node"].tolist()]
     out["rule"] = [(r.rule or NO_RULE) if r and r.on_file else NO_RULE for r in found]
     out["rule_values"] = [r.numbers if r else "" for r in found]
     out["rule_check"] = [r.check if r else "" for r in found]

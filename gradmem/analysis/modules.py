@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .tables import known
+
 from .timeline import live_at
 from .training_steps import Described, most_at_once
 
@@ -69,7 +71,7 @@ def running_module(tables: dict) -> Timeline:
 
 def running_source(tables: dict) -> Timeline:
     src = tables["source"]
-    values = [f"{f}:{int(ln)}" if isinstance(f, str) and pd.notna(ln) else "" for f, ln in zip(src["file"], src["line"])]
+    values = [f"{f}:{int(ln)}" if isinstance(f, str) and known(ln) else "" for f, ln in zip(src["file"].tolist(), src["line"].tolist())]
     return Timeline(src["seq"].tolist(), values)
 
 
@@ -111,7 +113,7 @@ def storage_origins(tables: dict) -> tuple[dict[int, str], dict[int, str]]:
     alloc = tables["alloc"].drop_duplicates("storage")
     steps = tables["step"]
     backward_node = {int(s): n for s, n, p in zip(*(steps[c].tolist() for c in ("step", "node", "phase")))
-                     if p == "backward" and pd.notna(n)}
+                     if p == "backward" and known(n)}
     node_module, node_source = node_origins(tables, modules, sources)
     held = held_by(tables)
     mod_at, src_at = modules.at_many(alloc["seq"]), sources.at_many(alloc["seq"])
@@ -134,13 +136,13 @@ def held_by(tables: dict) -> dict[int, str]:
     """{storage: owner module} for parameters and buffers named after their module."""
     names = tables["name"]
     names = names[names["source"].isin(list(HELD))].drop_duplicates("storage")
-    return {int(s): owner(n) for s, n in zip(names["storage"], names["name"])}
+    return {int(s): owner(n) for s, n in zip(names["storage"].tolist(), names["name"].tolist())}
 
 
 def module_outputs(tables: dict) -> set[tuple[int, str]]:
     """{(storage, module)}: storages a module's forward returned."""
     ex = tables["module_exit"]
-    return {(int(s), m) for m, outs in zip(ex["module"], ex["outputs"]) for s in (outs or ())}
+    return {(int(s), m) for m, outs in zip(ex["module"].tolist(), ex["outputs"].tolist()) for s in (outs or ())}
 
 
 # -- one row per module -----------------------------------------------------------------------
@@ -237,7 +239,7 @@ def activations_by_module(tensors: pd.DataFrame, table: pd.DataFrame, described:
 def _module_groups(act: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     """Each module's activations, biggest first: one sort of plain rows (a pandas sort per
     module cost a tenth of a second on a 100-layer MLP)."""
-    types = dict(zip(table["module"], table["type"]))
+    types = dict(zip(table["module"].tolist(), table["type"].tolist()))
     rows = sorted(zip(act["nbytes"].tolist(), act["alloc_seq"].tolist(), act["module"].tolist(),
                       act["name"].tolist(), act["source"].tolist()), key=lambda r: (-r[0], r[1]))
     by_module: dict = {}

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .tables import known
+
 
 def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None) -> dict[int, str]:
     """{node id: display name}; repeated names get '#k', AccumulateGrad names its leaf."""
     names: dict[int, str] = {}
     counts = nodes["name"].value_counts()
     seen: dict[str, int] = {}
-    for nid, name, leaf in zip(nodes["node"], nodes["name"], nodes["leaf"]):
-        if name == "AccumulateGrad" and storage_names is not None and pd.notna(leaf):
+    for nid, name, leaf in zip(nodes["node"].tolist(), nodes["name"].tolist(), nodes["leaf"].tolist()):
+        if name == "AccumulateGrad" and storage_names is not None and known(leaf):
             names[int(nid)] = f"AccumulateGrad({storage_names.get(int(leaf), f'S{int(leaf)}')})"
             continue
         seen[name] = seen.get(name, 0) + 1
@@ -27,13 +29,13 @@ def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None)
 def variable_names(name_events: pd.DataFrame) -> dict[int, str]:
     """The first name each storage was given by the program."""
     first = name_events.sort_values("seq").drop_duplicates("storage")
-    return dict(zip(first["storage"].astype(int), first["name"]))
+    return dict(zip(first["storage"].astype(int).tolist(), first["name"].tolist()))
 
 
 def node_outputs(tensor_events: pd.DataFrame) -> dict[tuple[int, int], int]:
     """{(node id, output_nr): storage} for every forward output with a grad_fn."""
     out = tensor_events.dropna(subset=["node"])
-    return {(int(n), int(o)): int(s) for n, o, s in zip(out["node"], out["output_nr"], out["storage"])}
+    return {(int(n), int(o)): int(s) for n, o, s in zip(out["node"].tolist(), out["output_nr"].tolist(), out["storage"].tolist())}
 
 
 def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
@@ -42,10 +44,10 @@ def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
     evidence: list[tuple[int, int, int]] = []   # (seq, grad, target)
     outputs = node_outputs(tables["tensor"])
     nodes = tables["node"]
-    next_of = dict(zip(nodes["node"].astype(int), nodes["next"])) if len(nodes) else {}
-    leaf_of = {int(n): int(l) for n, l in zip(nodes["node"], nodes["leaf"]) if pd.notna(l)}
+    next_of = dict(zip(nodes["node"].astype(int).tolist(), nodes["next"].tolist())) if len(nodes) else {}
+    leaf_of = {int(n): int(l) for n, l in zip(nodes["node"].tolist(), nodes["leaf"].tolist()) if known(l)}
     ends = tables["node_end"]
-    for seq, nid, grads_out in zip(ends["seq"], ends["node"], ends["grads_out"]):
+    for seq, nid, grads_out in zip(ends["seq"].tolist(), ends["node"].tolist(), ends["grads_out"].tolist()):
         for (target_node, nr), grad in zip(next_of.get(int(nid), []), grads_out or []):
             if grad is None or target_node is None:
                 continue
@@ -53,8 +55,8 @@ def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
             if target is not None:
                 evidence.append((int(seq), int(grad), target))
     for frame in (tables["grad"], tables["leaf_grad"], tables["retained"]):
-        for seq, target, grad in zip(frame["seq"], frame["target"], frame["grad"]):
-            if pd.notna(grad) and pd.notna(target):
+        for seq, target, grad in zip(frame["seq"].tolist(), frame["target"].tolist(), frame["grad"].tolist()):
+            if known(grad) and known(target):
                 evidence.append((int(seq), int(grad), int(target)))
     targets: dict[int, int] = {}
     for _, grad, target in sorted(evidence):
@@ -73,7 +75,7 @@ def storage_shapes(tables: dict[str, pd.DataFrame]) -> dict[int, tuple]:
                              ("name", "storage", True)):
         rows = tables[kind].dropna(subset=[key, "shape"]).sort_values("seq")
         rows = rows.drop_duplicates(key, keep="first" if first else "last")
-        shapes.update({int(s): tuple(shape) for s, shape in zip(rows[key], rows["shape"])})
+        shapes.update({int(s): tuple(shape) for s, shape in zip(rows[key], rows["shape"].tolist())})
     return shapes
 
 
@@ -101,7 +103,7 @@ def module_labels(tables: dict, modules: dict[int, str], outputs: set[tuple[int,
     a label used again gets ``#2``, ``#3``, ... (the first keeps it plain)."""
     labels: dict[int, str] = {}
     alloc = tables["alloc"].drop_duplicates("storage")
-    types = dict(zip(tables["module"]["module"], tables["module"]["type"]))
+    types = dict(zip(tables["module"]["module"].tolist(), tables["module"]["type"].tolist()))
     for sid, op, dtype, pre in zip(alloc["storage"].astype(int).tolist(),
                                    *(alloc[c].tolist() for c in ("op", "dtype", "preexisting"))):
         module = modules.get(sid, "")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import joined, pairs
+from .tables import joined, pairs, known
 from .slots import Slots
 
 
@@ -50,9 +50,9 @@ NODE_COLUMNS = [
 def _used_by_node(slots: Slots) -> dict[int, list[int]]:
     """{node: the storages it unpacked, in order}."""
     used: dict[int, list[int]] = {}
-    for node, pack in zip(slots.unpacked["node"], slots.unpacked["pack"]):
+    for node, pack in zip(slots.unpacked["node"].tolist(), slots.unpacked["pack"].tolist()):
         sid = slots.storage_of.get(pack)
-        if pd.notna(node) and sid is not None:
+        if known(node) and sid is not None:
             seen = used.setdefault(int(node), [])
             if sid not in seen:
                 seen.append(int(sid))
@@ -67,7 +67,7 @@ def nodes_table(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots:
     made_at = pairs(tensors["id"], tensors["made_at"])   # the same, in the program's words
     used = _used_by_node(slots)
     ends = tables["node_end"].drop_duplicates("node", keep="last")
-    grads = {int(n): (i, o) for n, i, o in zip(ends["node"], ends["grads_in"], ends["grads_out"])}
+    grads = {int(n): (i, o) for n, i, o in zip(ends["node"].tolist(), ends["grads_in"].tolist(), ends["grads_out"].tolist())}
     label = lambda ids: ";".join(_label(names, i) for i in ids or [] if i is not None)  # noqa: E731
     before = steps["live_bytes"].shift(1).fillna(0).astype("int64")
     duration = steps["t_ns"].shift(-1) - steps["t_ns"]
@@ -83,7 +83,7 @@ def nodes_table(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots:
         out.append((step, nid, op, backward, label(storages), sum(nbytes.get(s, 0) for s in storages),
                     ";".join(str(made_by.get(s, "")) for s in storages), label(grads_in), label(grads_out),
                     allocated, freed, released, live_before, live_bytes, peak_bytes,
-                    duration_ns if pd.notna(duration_ns) else pd.NA,
+                    duration_ns if known(duration_ns) else pd.NA,
                     ";".join(str(made_at.get(s, "")) for s in storages)))
     return pd.DataFrame(out, columns=NODE_COLUMNS)
 

@@ -59,7 +59,7 @@ def anchors(a: Analysis) -> pd.DataFrame:
     f = a.tables
     parts = [
         pd.DataFrame({"seq": f["collective"]["seq"], "step": f["collective"]["step"],
-                      "label": [f"{op} #{int(i) + 1}" for op, i in zip(f["collective"]["op"], f["collective"]["index"])]}),
+                      "label": [f"{op} #{int(i) + 1}" for op, i in zip(f["collective"]["op"].tolist(), f["collective"]["index"].tolist())]}),
         pd.DataFrame({"seq": f["backward_begin"]["seq"], "step": f["backward_begin"]["step"],
                       "label": [f"backward {int(i)} begins" for i in f["backward_begin"]["index"]]}),
         pd.DataFrame({"seq": f["backward_end"]["seq"], "step": f["backward_end"]["step"],
@@ -194,7 +194,7 @@ def _storages(pk: pd.DataFrame, pm: pd.DataFrame, role: str) -> list[dict]:
     """The largest storages of ``role`` at rank k's peak whose bytes differ from the
     same-named storage at the median rank's peak (or that it does not hold)."""
     a, b = pk[pk["role"] == role], pm[pm["role"] == role]
-    other = {n: (int(nb), sh) for n, nb, sh in zip(b["name"], b["nbytes"], b["shape"])}
+    other = {n: (int(nb), sh) for n, nb, sh in zip(b["name"].tolist(), b["nbytes"].tolist(), b["shape"].tolist())}
     rows = []
     for r in a.sort_values(["nbytes", "id"], ascending=[False, True]).itertuples():
         nb, shape = other.get(r.name, (0, None))
@@ -220,7 +220,7 @@ def merge(traces: dict[int, Trace | None], world_size: int, missing: dict[int, s
         an = anchors(a)
         lanes[r] = lane(a)
         labels = list(an["label"]) if len(an) > len(labels) else labels
-        rows.append(rank_row(r, a, dict(zip(a.steps["step"], logical_x(a.steps, an["step"])))))
+        rows.append(rank_row(r, a, dict(zip(a.steps["step"].tolist(), logical_x(a.steps, an["step"])))))
     ranks = pd.DataFrame(rows).reindex(columns=RANK_COLUMNS)
     ranks["headroom_bytes"] = headroom(ranks)
     m = pick_median(ranks)

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from .tables import known
+
 from ..roles import Role
 
 KEEP = {Role.PARAMETER.value, Role.OPTIMIZER_STATE.value, Role.BUFFER.value}
@@ -31,7 +33,7 @@ KEEP = {Role.PARAMETER.value, Role.OPTIMIZER_STATE.value, Role.BUFFER.value}
 def collective_storages(tables: dict) -> dict[int, str]:
     """{storage id: the collectives that touched it, e.g. "allreduce_"}."""
     out: dict[int, list] = {}
-    for op, sids in zip(tables["collective"]["op"], tables["collective"]["storages"]):
+    for op, sids in zip(tables["collective"]["op"].tolist(), tables["collective"]["storages"].tolist()):
         for sid in sids or ():
             ops = out.setdefault(int(sid), [])
             if op not in ops:
@@ -58,8 +60,8 @@ def _copied_into_buckets(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     views = set(names.loc[names["source"] == "grad", "storage"].astype(int))
     if not (t["id"].isin(views) & (t["role"] == Role.COMM_BUFFER.value)).any():
         return t
-    phase = dict(zip(tables["step"]["step"], tables["step"]["phase"]))
-    passing = (t["role"] == Role.PARAM_GRAD.value) & t["free_step"].map(lambda s: pd.notna(s) and phase.get(int(s)) == "backward")
+    phase = dict(zip(tables["step"]["step"].tolist(), tables["step"]["phase"].tolist()))
+    passing = (t["role"] == Role.PARAM_GRAD.value) & t["free_step"].map(lambda s: known(s) and phase.get(int(s)) == "backward")
     t.loc[passing.astype(bool), "role"] = Role.GRADIENT.value
     return t
 
@@ -75,8 +77,8 @@ def _made_then_leaf(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
 
 def _unsharded(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     alloc = tables["alloc"].drop_duplicates("storage")
-    lineage = dict(zip(alloc["storage"].astype(int), alloc["lineage"]))
-    line = t["id"].map(lambda i: lineage.get(i) if pd.notna(lineage.get(i)) else i).astype("int64")
+    lineage = dict(zip(alloc["storage"].astype(int).tolist(), alloc["lineage"].tolist()))
+    line = t["id"].map(lambda i: lineage.get(i) if known(lineage.get(i)) else i).astype("int64")
     free = tables["free"]
     shrunk = set(free.loc[free["resized"] == True, "storage"].astype(int))  # noqa: E712
     resized = set(line[(line != t["id"]) | t["id"].isin(shrunk)])

@@ -34,7 +34,7 @@ class Slots:
         released = self.released.drop_duplicates("pack").set_index("pack")["seq"]
         still = saved[saved["pack"].map(released).fillna(float("inf")) > seq]
         out: dict[int, list[str]] = {}
-        for pack, storage in zip(still["pack"], still["storage"]):
+        for pack, storage in zip(still["pack"].tolist(), still["storage"].tolist()):
             out.setdefault(int(storage), []).append(self.owner.get(pack, unknown))
         return out
 
@@ -43,14 +43,14 @@ class Slots:
         ev = getattr(self, kind)
         ev = ev[ev["storage"].isin(ids)]
         out: dict[int, set] = {}
-        for s, step in zip(ev["storage"].astype(int), ev["step"].astype(int)):
+        for s, step in zip(ev["storage"].astype(int).tolist(), ev["step"].astype(int).tolist()):
             out.setdefault(s, set()).add(step)
         return {s: sorted(v) for s, v in out.items()}
 
 
 def owner_labels(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
     """"Node.field" for each row of a slot or hidden_slot table."""
-    return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"], frame["field"])]
+    return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"].tolist(), frame["field"].tolist())]
 
 
 def _checkpoint_owned(saved: pd.DataFrame) -> dict:

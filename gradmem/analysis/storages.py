@@ -8,7 +8,7 @@ import bisect
 import pandas as pd
 
 from ..roles import Role
-from .tables import joined, text
+from .tables import joined, text, known
 from .sharding import set_rank_roles
 from .naming import storage_shapes
 from .slots import Slots
@@ -31,11 +31,11 @@ def base_table(tables: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "id": alloc["storage"].astype(int).values,
         "device": alloc["device"].values,
         "dtype": alloc["dtype"].values,
-        "shape": [shape_text(s) for s in alloc["shape"]],
+        "shape": [shape_text(s) for s in alloc["shape"].tolist()],
         "nbytes": alloc["nbytes"].astype("int64").values,
-        "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"], alloc["preexisting"])],
-        "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"], alloc["preexisting"])],
-        "alloc_seq": [-1 if p else int(q) for q, p in zip(alloc["seq"], alloc["preexisting"])],
+        "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"].tolist(), alloc["preexisting"].tolist())],
+        "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"].tolist(), alloc["preexisting"].tolist())],
+        "alloc_seq": [-1 if p else int(q) for q, p in zip(alloc["seq"].tolist(), alloc["preexisting"].tolist())],
         "preexisting": alloc["preexisting"].astype(bool).values,
         "factory": alloc["factory"].astype(bool).values,
         "value": alloc["value"].values,
@@ -45,7 +45,7 @@ def base_table(tables: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
     free = tables["free"].drop_duplicates("storage").set_index("storage")
     t["free_step"] = t["id"].map(free["step"]).astype("Int64")
     t["free_seq"] = t["id"].map(free["seq"]).astype("Int64")
-    t["freed_after"] = pd.Series([step_op.get(int(s), "") if pd.notna(s) else "" for s in t["free_step"]],
+    t["freed_after"] = pd.Series([step_op.get(int(s), "") if known(s) else "" for s in t["free_step"].tolist()],
                                  index=t.index, dtype=object)
     t["phase"] = t["alloc_step"].map(step_phase).fillna("setup")
     wrapped = t["id"].isin(wrapped_scalars(tables))
@@ -79,12 +79,12 @@ def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     steps, ends, begins = tables["step"], tables["backward_end"], tables["backward_begin"]
     engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
     node_ends = sorted(tables["node_end"]["seq"].tolist())
-    calls = dict(zip(begins["index"], begins["call"]))
+    calls = dict(zip(begins["index"].tolist(), begins["call"].tolist()))
     made = t["alloc_step"].isin(engine) & t["free_seq"].notna()   # the few the engine made, freed
     if not made.any():
         return t
     free_seq = t.loc[made, "free_seq"].astype("int64")
-    for index, end in zip(ends["index"], ends["seq"]):
+    for index, end in zip(ends["index"].tolist(), ends["seq"].tolist()):
         ended = bisect.bisect_left(node_ends, end)   # node ends before this call's end
         after = node_ends[ended - 1] if ended else -1
         hit = free_seq.index[(free_seq > after) & (free_seq < end)]
@@ -94,13 +94,13 @@ def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
 
 def add_saved(t: pd.DataFrame, slots: Slots, node_name: dict[int, str]) -> pd.DataFrame:
     saved = slots.saved
-    owners = [slots.owner.get(p, OUTSIDE_GRAPH) for p in saved["pack"]]
+    owners = [slots.owner.get(p, OUTSIDE_GRAPH) for p in saved["pack"].tolist()]
     by = joined(list(saved["storage"]) + list(slots.hidden["storage"]), owners + list(slots.hidden["owner"]))
-    t["saved_by"] = [by.get(i, "") for i in t["id"]]
+    t["saved_by"] = [by.get(i, "") for i in t["id"].tolist()]
     unp = slots.unpacked
-    users = [node_name.get(int(n), "") if pd.notna(n) else "(outside backward)" for n in unp["node"]]
+    users = [node_name.get(int(n), "") if known(n) else "(outside backward)" for n in unp["node"].tolist()]
     used = joined(unp["storage"].tolist(), users)
-    t["unpacked_by"] = [used.get(i, "") for i in t["id"]]
+    t["unpacked_by"] = [used.get(i, "") for i in t["id"].tolist()]
     t["released_step"] = t["id"].map(slots.released.groupby("storage")["step"].max()).astype("Int64")
     return t
 
@@ -113,7 +113,7 @@ def add_tensor_facts(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     t["is_leaf"] = ~t["id"].isin(grads - leaves)
     grad_of = {}
     for frame in (tables["leaf_grad"], tables["retained"]):
-        grad_of.update({int(g): int(tg) for tg, g in zip(frame["target"], frame["grad"]) if pd.notna(g)})
+        grad_of.update({int(g): int(tg) for tg, g in zip(frame["target"].tolist(), frame["grad"].tolist()) if known(g)})
     t["grad_of"] = t["id"].map(grad_of).astype("Int64")
     t["_leaf_param"] = t["id"].isin(leaves)
     t["_param_grad"] = t["id"].isin(set(tables["leaf_grad"]["grad"].dropna().astype(int)))
@@ -127,8 +127,8 @@ def _landed_values(t: pd.DataFrame, tables: dict) -> list:
     storages keep their value as created."""
     landed = pd.concat([tables["leaf_grad"], tables["retained"]]).sort_values("seq")
     landed = landed[landed["grad"].notna() & landed["value"].notna()]
-    last = dict(zip(landed["grad"].astype(int), landed["value"]))
-    return [last.get(i, v) for i, v in zip(t["id"], t["value"])]
+    last = dict(zip(landed["grad"].astype(int).tolist(), landed["value"].tolist()))
+    return [last.get(i, v) for i, v in zip(t["id"].tolist(), t["value"].tolist())]
 
 
 def _handed_on(tables: dict) -> set[int]:
@@ -184,7 +184,7 @@ def tensors_table(tables: dict, step_phase: pd.Series, step_op: dict, node_name:
     t = base_table(tables, step_phase, step_op)
     t = mark_call_frees(t, tables)
     known = storage_shapes(tables)
-    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"], t["shape"])]
+    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"].tolist(), t["shape"].tolist())]
     t = add_saved(t, slots, node_name)
     t = add_tensor_facts(t, tables)
     t = set_roles(t, tables)

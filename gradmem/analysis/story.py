@@ -18,8 +18,8 @@ from .storages import OUTSIDE_GRAPH
 class _Labels:
     def __init__(self, tensors: pd.DataFrame, steps: pd.DataFrame, node_name: dict, owner: dict, storage_of: dict):
         self.tensors = tensors.set_index("id")
-        self.step_op = dict(zip(steps["step"], steps["op"]))
-        self.step_phase = dict(zip(steps["step"], steps["phase"]))
+        self.step_op = dict(zip(steps["step"].tolist(), steps["op"].tolist()))
+        self.step_phase = dict(zip(steps["step"].tolist(), steps["phase"].tolist()))
         self.node_name = node_name
         self.owner = owner
         self.storage_of = storage_of

@@ -78,6 +78,12 @@ def text(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), "")
 
 
+def known(value) -> bool:
+    """``pd.notna`` of one value, without its dispatch (a loop over 20,000 rows calls it
+    per row): False for None, NaN, NaT and pd.NA."""
+    return value is not None and value is not pd.NA and value == value
+
+
 def pairs(keys: pd.Series, values: pd.Series) -> dict:
     """{key: value} from two columns. Through plain lists: iterating pandas' string and
     nullable columns element by element is several times slower."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .tables import known
+
 from ..roles import ROLE_ORDER
 
 AFTER_BACKWARD = "(after backward)"   # the step the capture begins when backward() returns
@@ -18,7 +20,7 @@ def steps_frame(tables: dict, node_name: dict[int, str]) -> pd.DataFrame:
     steps = pd.DataFrame({
         "step": s["step"].astype(int).values,
         "phase": s["phase"].values,
-        "op": [node_name.get(int(n), op) if pd.notna(n) else op for n, op in zip(s["node"].tolist(), s["op"].tolist())],
+        "op": [node_name.get(int(n), op) if known(n) else op for n, op in zip(s["node"].tolist(), s["op"].tolist())],
         "node": s["node"].astype("Int64").values,
         "backward": s["backward"].astype("Int64").values,
         "t_ns": s["t_ns"].values,

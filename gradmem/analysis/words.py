@@ -14,10 +14,10 @@ def made_at(tensors: pd.DataFrame, tables: dict) -> list[str]:
     op. The line: the Python engine's, recorded with a torch.tensor(...)'s allocation; else
     (the native engine) the source line behind the op, for those calls too."""
     alloc = tables["alloc"].drop_duplicates("storage")
-    lines = {int(s): ln for s, ln in zip(alloc["storage"], alloc["line"]) if isinstance(ln, (list, tuple))}
+    lines = {int(s): ln for s, ln in zip(alloc["storage"].tolist(), alloc["line"].tolist()) if isinstance(ln, (list, tuple))}
     sources = tensors["source"].tolist() if "source" in tensors else [""] * len(tensors)
     out = []
-    for sid, op, source in zip(tensors["id"].astype(int), tensors["created_by"], sources):
+    for sid, op, source in zip(tensors["id"].astype(int).tolist(), tensors["created_by"].tolist(), sources):
         call = CALLS.get(op, op)
         where = lines.get(sid) or (_place(source) if op in CALLS else None)
         out.append(f"{call} at line {where[1]} of {os.path.basename(where[0])}" if where else call)

@@ -36,7 +36,7 @@ def _column(values: list, integers: bool):
     pandas to infer: a None among integers, a number past int64, an empty column)."""
     if integers and values:
         try:
-            return np.array(values, dtype=np.int64)
+            return np.fromiter(values, dtype=np.int64, count=len(values))   # half np.array's time on a list of ints
         except (TypeError, ValueError, OverflowError):
             pass
     return values

@@ -86,16 +86,33 @@ def awkward():
     return Trace(Meta(scenario="s"), tuple(events))
 
 
-def test_trace_lines_are_json_dumps_of_each_event(tmp_path):
-    trace = awkward()
+def int_lists():
+    """Columns of lists for the ``str`` fast path (gradmem.event_rows._int_lists): ints
+    and None, lists of those, empty lists, an int past 64 bits; and the columns that must
+    not take it (a bool or a str inside, a tuple among the lists)."""
+    columns = {
+        "grads": lambda i: [i, None, -i, 2 ** 70][: i % 5],
+        "next": lambda i: [[i, 0], None, [None, i % 3]] if i % 2 else [],
+        "flags": lambda i: [i, True],
+        "names": lambda i: [None, f"s{i}, None"],
+        "mixed": lambda i: [i] if i % 3 else (i,),
+    }
+    events = [Event(i, 10 + i, "node_end", 1, {name: make(i) for name, make in columns.items()}) for i in range(12)]
+    return Trace(Meta(scenario="s"), tuple(events))
+
+
+@pytest.mark.parametrize("make", [awkward, int_lists])
+def test_trace_lines_are_json_dumps_of_each_event(tmp_path, make):
+    trace = make()
     lines = write_trace(trace, tmp_path / "t.jsonl").read_text(encoding="utf-8").splitlines()
     expected = [json.dumps({"seq": e.seq, "t": e.t_ns, "kind": str(e.kind), "step": e.step, **e.data})
                 for e in trace.events]
     assert lines[1:-1] == expected and len(lines) == len(expected) + 2
 
 
-def test_events_csv_is_csv_writer_of_each_event():
-    trace = awkward()
+@pytest.mark.parametrize("make", [awkward, int_lists])
+def test_events_csv_is_csv_writer_of_each_event(make):
+    trace = make()
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["seq", "t_ns", "kind", "step", "storage", "node", "pack", "detail"])

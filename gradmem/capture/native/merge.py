@@ -51,8 +51,9 @@ class Shapes:
         groups = [(shape, list(zip(*rows))) for shape, rows in self.rows.items() if rows]
         if not groups:
             return {}
-        t = np.concatenate([np.array(columns[0], dtype=np.int64) for _, columns in groups])
-        n = np.concatenate([np.array(columns[1], dtype=np.int64) for _, columns in groups])
+        total = sum(len(columns[0]) for _, columns in groups)
+        t = np.fromiter(itertools.chain.from_iterable(c[0] for _, c in groups), dtype=np.int64, count=total)
+        n = np.fromiter(itertools.chain.from_iterable(c[1] for _, c in groups), dtype=np.int64, count=total)
         rank = np.empty(len(t), dtype=np.int64)
         rank[np.lexsort((n, t))] = np.arange(len(t))
         out, at = {}, 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .tables import known
+from .tables import each_row, known
 
 from .consumers import Consumer
 from .slots import Slots
@@ -48,7 +48,7 @@ class GradientAtPeak:
 
 def gradients_at(live: pd.DataFrame, consumers: dict, peak: Peak) -> dict[int, GradientAtPeak]:
     out = {}
-    for sid, fa, fs in zip(live["id"].tolist(), live["freed_after"].tolist(), live["free_step"].tolist()):
+    for sid, fa, fs in each_row(live, "id", "freed_after", "free_step"):
         c = consumers.get(int(sid))
         if c is None:
             continue
@@ -88,16 +88,17 @@ class AnswerFacts:
 def holders(name_events: pd.DataFrame) -> dict[int, tuple[str, str]]:
     """{storage: (source, name)} for storages the program's own names pointed at."""
     names = name_events[name_events["source"].isin(list(HOLDER_SOURCES))].drop_duplicates("storage")
-    return {int(s): (src, n) for s, n, src in zip(names["storage"].tolist(), names["name"].tolist(), names["source"].tolist())}
+    return {int(s): (src, n) for s, n, src in each_row(names, "storage", "name", "source")}
 
 
 def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slots, consumers: dict,
             peak: Peak) -> AtPeak:
     live = live_at(tensors, peak.seq)
     by_step = steps.set_index("step")["live_bytes"]
-    names = dict(zip(tensors["id"].tolist(), tensors["name"].tolist()))
+    names = dict(each_row(tensors, "id", "name"))
     ordered = live.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
-    ordered = ordered.assign(grad_of_name=[names.get(int(g), "?") if known(g) else "?" for g in ordered["grad_of"].tolist()])
+    grad_of = ordered["grad_of"].tolist()
+    ordered = ordered.assign(grad_of_name=[names.get(int(g), "?") if known(g) else "?" for g in grad_of])
     return AtPeak(
         live=ordered,
         before_bytes=int(by_step.shift(1).fillna(0).get(peak.step, 0)),
@@ -112,7 +113,7 @@ def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slo
 def _freed_promptly(grads: pd.DataFrame, consumers: dict[int, Consumer]) -> list[bool]:
     """Freed in the very step of the node that consumed it."""
     return [bool(known(f) and i in consumers and consumers[i].step == f)
-            for i, f in zip(grads["id"].tolist(), grads["free_step"].tolist())]
+            for i, f in each_row(grads, "id", "free_step")]
 
 
 def _by_call(tensors: pd.DataFrame) -> pd.Series:

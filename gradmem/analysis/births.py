@@ -17,6 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .storages import PYTHON_NUMBER, wrapped_scalars
+from .tables import each_row
 
 
 def late_births(tables: dict) -> dict:
@@ -30,11 +31,11 @@ def late_births(tables: dict) -> dict:
     born = _blocks_before(pre, ev)
     if not len(born):
         return tables
-    op_of = dict(zip(tables["step"]["step"].tolist(), tables["step"]["op"].tolist()))
+    op_of = dict(each_row(tables["step"], "step", "op"))
     seq_at = _seq_at(tables)
     alloc = alloc.copy()
     numbers = wrapped_scalars(tables)   # born between ops (the argument parser), inside none
-    for sid, step, t in zip(born["storage"].tolist(), born["block_step"].tolist(), born["block_t"].tolist()):
+    for sid, step, t in each_row(born, "storage", "block_step", "block_t"):
         rows = alloc.index[alloc["storage"] == sid]
         op = PYTHON_NUMBER if int(sid) in numbers else f"(inside {op_of.get(int(step), '?')})"
         alloc.loc[rows, ["preexisting", "step", "seq", "op"]] = [

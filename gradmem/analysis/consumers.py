@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+from .tables import each_row
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Consumer:
 def gradient_consumers(node_end: pd.DataFrame, node_name: dict[int, str]) -> dict[int, Consumer]:
     """{gradient storage: the first backward node, in event order, that took it as input}."""
     out: dict[int, Consumer] = {}
-    for node, grads, step, seq in zip(node_end["node"].tolist(), node_end["grads_in"].tolist(), node_end["step"].tolist(), node_end["seq"].tolist()):
+    for node, grads, step, seq in each_row(node_end, "node", "grads_in", "step", "seq"):
         for g in grads or []:
             if g is not None and int(g) not in out:
                 out[int(g)] = Consumer(int(node), node_name.get(int(node), str(node)), int(step), int(seq))

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .tables import each_row
+
 MiB = 1 << 20
 MIN_BLOCK = 512            # kMinBlockSize
 SMALL_SIZE = 1 * MiB       # kSmallSize: largest request served by the small pool
@@ -113,9 +115,9 @@ def _merge_free(segment: list[Block]) -> None:
 def _cuda_events(tensors: pd.DataFrame) -> list[tuple[int, int, int]]:
     """(seq, storage id, nbytes; -1 for a free) for every CUDA storage, in event order."""
     cuda = tensors[tensors["device"].astype(str).str.startswith("cuda")]
-    events = [(int(s), int(i), int(n)) for s, i, n in zip(cuda["alloc_seq"].tolist(), cuda["id"].tolist(), cuda["nbytes"].tolist())]
+    events = [(int(s), int(i), int(n)) for s, i, n in each_row(cuda, "alloc_seq", "id", "nbytes")]
     freed = cuda[cuda["free_seq"].notna()]
-    events += [(int(s), int(i), -1) for s, i in zip(freed["free_seq"].tolist(), freed["id"].tolist())]
+    events += [(int(s), int(i), -1) for s, i in each_row(freed, "free_seq", "id")]
     return sorted(events)
 
 

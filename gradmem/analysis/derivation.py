@@ -18,6 +18,7 @@ import pandas as pd
 from . import rule_math as m
 from .expr import C, Expr, Fn, Grad, Op, S, evaluate, fold, steps, text
 from .rules import ACCUMULATE, rule_for
+from .tables import each_row
 
 _WORDS = {"nan": "NaN", "inf": "Infinity", "True": "true", "False": "false"}
 
@@ -296,11 +297,6 @@ def _transposed(shape, stride) -> bool:
     return tuple(stride) == (1, shape[0]) and tuple(stride) != (shape[1], 1)
 
 
-def _cols(frame: pd.DataFrame, *names):
-    """Rows of a few columns as plain Python values: iterating pandas columns is slow."""
-    return zip(*(frame[n].tolist() for n in names))
-
-
 def _known(v) -> bool:
     return v is not None and v == v   # not None, not NaN
 
@@ -308,11 +304,11 @@ def _known(v) -> bool:
 def graph_of(tables: dict, storage_names: dict) -> Graph:
     nodes = tables["node"].drop_duplicates("node", keep="last")
     slots: dict = {}
-    for pack, nid, f in _cols(tables["slot"], "pack", "node", "field"):
+    for pack, nid, f in each_row(tables["slot"], "pack", "node", "field"):
         slots.setdefault(int(nid), {})[f] = pack
     saved = {p: (int(sid) if _known(sid) else None, sh, st, v)
-             for p, sid, sh, st, v in _cols(tables["saved"], "pack", "storage", "shape", "stride", "value")}
-    for nid, f, hook, sid, v in _cols(tables["hidden_slot"], "node", "field", "hook", "storage", "value"):
+             for p, sid, sh, st, v in each_row(tables["saved"], "pack", "storage", "shape", "stride", "value")}
+    for nid, f, hook, sid, v in each_row(tables["hidden_slot"], "node", "field", "hook", "storage", "value"):
         key = ("hidden", int(nid), f)
         if hook is None and _known(sid):   # saved without hooks: a number torch wrapped as a tensor
             slots.setdefault(int(nid), {})[f] = key
@@ -320,17 +316,18 @@ def graph_of(tables: dict, storage_names: dict) -> Graph:
         elif hook is not None:   # packed by other hooks (checkpoint's): saved, its value unseen
             slots.setdefault(int(nid), {})[f] = key
             saved[key] = (None, None, None, None)
-    rows = list(_cols(nodes, "node", "name", "next", "leaf", "attrs"))
+    rows = list(each_row(nodes, "node", "name", "next", "leaf", "attrs"))
     return Graph(
         name={int(n): name for n, name, *_ in rows},
         next={int(n): tuple(tuple(x) if x is not None and x[0] is not None else None for x in (nx or ()))
               for n, _, nx, *_ in rows},
         leaf={int(n): int(lf) for n, _, _, lf, _ in rows if _known(lf)},
         attrs={int(n): ({k: m.signed(v) for k, v in a.items()} if isinstance(a, dict) else {}) for n, *_, a in rows},
-        outputs={(int(n), int(o)): int(sid) for n, o, sid in _cols(tables["tensor"], "node", "output_nr", "storage")
+        outputs={(int(n), int(o)): int(sid) for n, o, sid in each_row(tables["tensor"], "node", "output_nr", "storage")
                  if _known(n)},
         slots=slots, saved=saved, storage_names=storage_names,
-        ends={int(n): (vi or (), vo or ()) for n, vi, vo in _cols(tables["node_end"], "node", "values_in", "values_out")},
+        ends={int(n): (vi or (), vo or ())
+              for n, vi, vo in each_row(tables["node_end"], "node", "values_in", "values_out")},
     )
 
 

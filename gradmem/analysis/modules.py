@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import known
+from .tables import each_row, known
 
 from .timeline import live_at
 from .training_steps import Described, most_at_once
@@ -71,7 +71,7 @@ def running_module(tables: dict) -> Timeline:
 
 def running_source(tables: dict) -> Timeline:
     src = tables["source"]
-    values = [f"{f}:{int(ln)}" if isinstance(f, str) and known(ln) else "" for f, ln in zip(src["file"].tolist(), src["line"].tolist())]
+    values = [f"{f}:{int(ln)}" if isinstance(f, str) and known(ln) else "" for f, ln in each_row(src, "file", "line")]
     return Timeline(src["seq"].tolist(), values)
 
 
@@ -79,7 +79,7 @@ def spans(tables: dict) -> list[dict]:
     """Each module call as {module, depth, t0_ns, t1_ns} (t1 None: still running at the end)."""
     out, stack = [], []
     ev = module_events(tables)
-    for t, enter, path in zip(ev["t_ns"].tolist(), ev["enter"].tolist(), ev["module"].tolist()):
+    for t, enter, path in each_row(ev, "t_ns", "enter", "module"):
         if enter:
             stack.append({"module": path, "depth": len(stack), "t0_ns": int(t), "t1_ns": None})
             out.append(stack[-1])
@@ -136,13 +136,13 @@ def held_by(tables: dict) -> dict[int, str]:
     """{storage: owner module} for parameters and buffers named after their module."""
     names = tables["name"]
     names = names[names["source"].isin(list(HELD))].drop_duplicates("storage")
-    return {int(s): owner(n) for s, n in zip(names["storage"].tolist(), names["name"].tolist())}
+    return {int(s): owner(n) for s, n in each_row(names, "storage", "name")}
 
 
 def module_outputs(tables: dict) -> set[tuple[int, str]]:
     """{(storage, module)}: storages a module's forward returned."""
     ex = tables["module_exit"]
-    return {(int(s), m) for m, outs in zip(ex["module"].tolist(), ex["outputs"].tolist()) for s in (outs or ())}
+    return {(int(s), m) for m, outs in each_row(ex, "module", "outputs") for s in (outs or ())}
 
 
 # -- one row per module -----------------------------------------------------------------------
@@ -239,9 +239,8 @@ def activations_by_module(tensors: pd.DataFrame, table: pd.DataFrame, described:
 def _module_groups(act: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     """Each module's activations, biggest first: one sort of plain rows (a pandas sort per
     module cost a tenth of a second on a 100-layer MLP)."""
-    types = dict(zip(table["module"].tolist(), table["type"].tolist()))
-    rows = sorted(zip(act["nbytes"].tolist(), act["alloc_seq"].tolist(), act["module"].tolist(),
-                      act["name"].tolist(), act["source"].tolist()), key=lambda r: (-r[0], r[1]))
+    types = dict(each_row(table, "module", "type"))
+    rows = sorted(each_row(act, "nbytes", "alloc_seq", "module", "name", "source"), key=lambda r: (-r[0], r[1]))
     by_module: dict = {}
     for nbytes, _seq, module, name, source in rows:
         by_module.setdefault(module, []).append((name, nbytes, source))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import known
+from .tables import each_row, known
 
 
 def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None) -> dict[int, str]:
@@ -17,7 +17,7 @@ def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None)
     names: dict[int, str] = {}
     counts = nodes["name"].value_counts()
     seen: dict[str, int] = {}
-    for nid, name, leaf in zip(nodes["node"].tolist(), nodes["name"].tolist(), nodes["leaf"].tolist()):
+    for nid, name, leaf in each_row(nodes, "node", "name", "leaf"):
         if name == "AccumulateGrad" and storage_names is not None and known(leaf):
             names[int(nid)] = f"AccumulateGrad({storage_names.get(int(leaf), f'S{int(leaf)}')})"
             continue
@@ -35,7 +35,7 @@ def variable_names(name_events: pd.DataFrame) -> dict[int, str]:
 def node_outputs(tensor_events: pd.DataFrame) -> dict[tuple[int, int], int]:
     """{(node id, output_nr): storage} for every forward output with a grad_fn."""
     out = tensor_events.dropna(subset=["node"])
-    return {(int(n), int(o)): int(s) for n, o, s in zip(out["node"].tolist(), out["output_nr"].tolist(), out["storage"].tolist())}
+    return {(int(n), int(o)): int(s) for n, o, s in each_row(out, "node", "output_nr", "storage")}
 
 
 def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
@@ -45,9 +45,9 @@ def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
     outputs = node_outputs(tables["tensor"])
     nodes = tables["node"]
     next_of = dict(zip(nodes["node"].astype(int).tolist(), nodes["next"].tolist())) if len(nodes) else {}
-    leaf_of = {int(n): int(l) for n, l in zip(nodes["node"].tolist(), nodes["leaf"].tolist()) if known(l)}
+    leaf_of = {int(n): int(l) for n, l in each_row(nodes, "node", "leaf") if known(l)}
     ends = tables["node_end"]
-    for seq, nid, grads_out in zip(ends["seq"].tolist(), ends["node"].tolist(), ends["grads_out"].tolist()):
+    for seq, nid, grads_out in each_row(ends, "seq", "node", "grads_out"):
         for (target_node, nr), grad in zip(next_of.get(int(nid), []), grads_out or []):
             if grad is None or target_node is None:
                 continue
@@ -55,7 +55,7 @@ def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
             if target is not None:
                 evidence.append((int(seq), int(grad), target))
     for frame in (tables["grad"], tables["leaf_grad"], tables["retained"]):
-        for seq, target, grad in zip(frame["seq"].tolist(), frame["target"].tolist(), frame["grad"].tolist()):
+        for seq, target, grad in each_row(frame, "seq", "target", "grad"):
             if known(grad) and known(target):
                 evidence.append((int(seq), int(grad), int(target)))
     targets: dict[int, int] = {}
@@ -103,7 +103,7 @@ def module_labels(tables: dict, modules: dict[int, str], outputs: set[tuple[int,
     a label used again gets ``#2``, ``#3``, ... (the first keeps it plain)."""
     labels: dict[int, str] = {}
     alloc = tables["alloc"].drop_duplicates("storage")
-    types = dict(zip(tables["module"]["module"].tolist(), tables["module"]["type"].tolist()))
+    types = dict(each_row(tables["module"], "module", "type"))
     for sid, op, dtype, pre in zip(alloc["storage"].astype(int).tolist(),
                                    *(alloc[c].tolist() for c in ("op", "dtype", "preexisting"))):
         module = modules.get(sid, "")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import joined, pairs, known
+from .tables import each_row, joined, pairs, known
 from .slots import Slots
 
 
@@ -50,7 +50,7 @@ NODE_COLUMNS = [
 def _used_by_node(slots: Slots) -> dict[int, list[int]]:
     """{node: the storages it unpacked, in order}."""
     used: dict[int, list[int]] = {}
-    for node, pack in zip(slots.unpacked["node"].tolist(), slots.unpacked["pack"].tolist()):
+    for node, pack in each_row(slots.unpacked, "node", "pack"):
         sid = slots.storage_of.get(pack)
         if known(node) and sid is not None:
             seen = used.setdefault(int(node), [])
@@ -67,7 +67,7 @@ def nodes_table(steps: pd.DataFrame, tables: dict, tensors: pd.DataFrame, slots:
     made_at = pairs(tensors["id"], tensors["made_at"])   # the same, in the program's words
     used = _used_by_node(slots)
     ends = tables["node_end"].drop_duplicates("node", keep="last")
-    grads = {int(n): (i, o) for n, i, o in zip(ends["node"].tolist(), ends["grads_in"].tolist(), ends["grads_out"].tolist())}
+    grads = {int(n): (i, o) for n, i, o in each_row(ends, "node", "grads_in", "grads_out")}
     label = lambda ids: ";".join(_label(names, i) for i in ids or [] if i is not None)  # noqa: E731
     before = steps["live_bytes"].shift(1).fillna(0).astype("int64")
     duration = steps["t_ns"].shift(-1) - steps["t_ns"]

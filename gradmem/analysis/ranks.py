@@ -24,6 +24,7 @@ from ..roles import ROLE_ORDER
 from ..trace import Trace
 from . import Analysis, analyze
 from .timeline import live_at
+from .tables import each_row
 
 ROLES = [r for r in ROLE_ORDER if r != "unattributed"]
 MAX_LANE_POINTS = 2000
@@ -59,7 +60,7 @@ def anchors(a: Analysis) -> pd.DataFrame:
     f = a.tables
     parts = [
         pd.DataFrame({"seq": f["collective"]["seq"], "step": f["collective"]["step"],
-                      "label": [f"{op} #{int(i) + 1}" for op, i in zip(f["collective"]["op"].tolist(), f["collective"]["index"].tolist())]}),
+                      "label": [f"{op} #{int(i) + 1}" for op, i in each_row(f["collective"], "op", "index")]}),
         pd.DataFrame({"seq": f["backward_begin"]["seq"], "step": f["backward_begin"]["step"],
                       "label": [f"backward {int(i)} begins" for i in f["backward_begin"]["index"]]}),
         pd.DataFrame({"seq": f["backward_end"]["seq"], "step": f["backward_end"]["step"],
@@ -194,7 +195,7 @@ def _storages(pk: pd.DataFrame, pm: pd.DataFrame, role: str) -> list[dict]:
     """The largest storages of ``role`` at rank k's peak whose bytes differ from the
     same-named storage at the median rank's peak (or that it does not hold)."""
     a, b = pk[pk["role"] == role], pm[pm["role"] == role]
-    other = {n: (int(nb), sh) for n, nb, sh in zip(b["name"].tolist(), b["nbytes"].tolist(), b["shape"].tolist())}
+    other = {n: (int(nb), sh) for n, nb, sh in each_row(b, "name", "nbytes", "shape")}
     rows = []
     for r in a.sort_values(["nbytes", "id"], ascending=[False, True]).itertuples():
         nb, shape = other.get(r.name, (0, None))

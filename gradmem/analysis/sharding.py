@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import known
+from .tables import each_row, known
 
 from ..roles import Role
 
@@ -33,7 +33,7 @@ KEEP = {Role.PARAMETER.value, Role.OPTIMIZER_STATE.value, Role.BUFFER.value}
 def collective_storages(tables: dict) -> dict[int, str]:
     """{storage id: the collectives that touched it, e.g. "allreduce_"}."""
     out: dict[int, list] = {}
-    for op, sids in zip(tables["collective"]["op"].tolist(), tables["collective"]["storages"].tolist()):
+    for op, sids in each_row(tables["collective"], "op", "storages"):
         for sid in sids or ():
             ops = out.setdefault(int(sid), [])
             if op not in ops:
@@ -60,8 +60,9 @@ def _copied_into_buckets(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     views = set(names.loc[names["source"] == "grad", "storage"].astype(int))
     if not (t["id"].isin(views) & (t["role"] == Role.COMM_BUFFER.value)).any():
         return t
-    phase = dict(zip(tables["step"]["step"].tolist(), tables["step"]["phase"].tolist()))
-    passing = (t["role"] == Role.PARAM_GRAD.value) & t["free_step"].map(lambda s: known(s) and phase.get(int(s)) == "backward")
+    phase = dict(each_row(tables["step"], "step", "phase"))
+    in_backward = t["free_step"].map(lambda s: known(s) and phase.get(int(s)) == "backward")
+    passing = (t["role"] == Role.PARAM_GRAD.value) & in_backward
     t.loc[passing.astype(bool), "role"] = Role.GRADIENT.value
     return t
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .tables import pairs
+from .tables import each_row, pairs
 
 CHECKPOINT_KEPT = "torch.utils.checkpoint (an input it keeps to run the forward again in backward)"
 
@@ -34,7 +34,7 @@ class Slots:
         released = self.released.drop_duplicates("pack").set_index("pack")["seq"]
         still = saved[saved["pack"].map(released).fillna(float("inf")) > seq]
         out: dict[int, list[str]] = {}
-        for pack, storage in zip(still["pack"].tolist(), still["storage"].tolist()):
+        for pack, storage in each_row(still, "pack", "storage"):
             out.setdefault(int(storage), []).append(self.owner.get(pack, unknown))
         return out
 
@@ -50,7 +50,7 @@ class Slots:
 
 def owner_labels(frame: pd.DataFrame, node_name: dict[int, str]) -> list[str]:
     """"Node.field" for each row of a slot or hidden_slot table."""
-    return [f"{node_name.get(int(n), n)}.{f}" for n, f in zip(frame["node"].tolist(), frame["field"].tolist())]
+    return [f"{node_name.get(int(n), n)}.{f}" for n, f in each_row(frame, "node", "field")]
 
 
 def _checkpoint_owned(saved: pd.DataFrame) -> dict:

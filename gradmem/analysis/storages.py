@@ -8,7 +8,7 @@ import bisect
 import pandas as pd
 
 from ..roles import Role
-from .tables import joined, text, known
+from .tables import each_row, joined, text, known
 from .sharding import set_rank_roles
 from .naming import storage_shapes
 from .slots import Slots
@@ -33,9 +33,9 @@ def base_table(tables: dict[str, pd.DataFrame], step_phase: pd.Series, step_op: 
         "dtype": alloc["dtype"].values,
         "shape": [shape_text(s) for s in alloc["shape"].tolist()],
         "nbytes": alloc["nbytes"].astype("int64").values,
-        "created_by": ["(before capture)" if p else op for op, p in zip(alloc["op"].tolist(), alloc["preexisting"].tolist())],
-        "alloc_step": [0 if p else int(s) for s, p in zip(alloc["step"].tolist(), alloc["preexisting"].tolist())],
-        "alloc_seq": [-1 if p else int(q) for q, p in zip(alloc["seq"].tolist(), alloc["preexisting"].tolist())],
+        "created_by": ["(before capture)" if p else op for op, p in each_row(alloc, "op", "preexisting")],
+        "alloc_step": [0 if p else int(s) for s, p in each_row(alloc, "step", "preexisting")],
+        "alloc_seq": [-1 if p else int(q) for q, p in each_row(alloc, "seq", "preexisting")],
         "preexisting": alloc["preexisting"].astype(bool).values,
         "factory": alloc["factory"].astype(bool).values,
         "value": alloc["value"].values,
@@ -79,12 +79,12 @@ def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     steps, ends, begins = tables["step"], tables["backward_end"], tables["backward_begin"]
     engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
     node_ends = sorted(tables["node_end"]["seq"].tolist())
-    calls = dict(zip(begins["index"].tolist(), begins["call"].tolist()))
+    calls = dict(each_row(begins, "index", "call"))
     made = t["alloc_step"].isin(engine) & t["free_seq"].notna()   # the few the engine made, freed
     if not made.any():
         return t
     free_seq = t.loc[made, "free_seq"].astype("int64")
-    for index, end in zip(ends["index"].tolist(), ends["seq"].tolist()):
+    for index, end in each_row(ends, "index", "seq"):
         ended = bisect.bisect_left(node_ends, end)   # node ends before this call's end
         after = node_ends[ended - 1] if ended else -1
         hit = free_seq.index[(free_seq > after) & (free_seq < end)]
@@ -113,7 +113,7 @@ def add_tensor_facts(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     t["is_leaf"] = ~t["id"].isin(grads - leaves)
     grad_of = {}
     for frame in (tables["leaf_grad"], tables["retained"]):
-        grad_of.update({int(g): int(tg) for tg, g in zip(frame["target"].tolist(), frame["grad"].tolist()) if known(g)})
+        grad_of.update({int(g): int(tg) for tg, g in each_row(frame, "target", "grad") if known(g)})
     t["grad_of"] = t["id"].map(grad_of).astype("Int64")
     t["_leaf_param"] = t["id"].isin(leaves)
     t["_param_grad"] = t["id"].isin(set(tables["leaf_grad"]["grad"].dropna().astype(int)))
@@ -128,7 +128,7 @@ def _landed_values(t: pd.DataFrame, tables: dict) -> list:
     landed = pd.concat([tables["leaf_grad"], tables["retained"]]).sort_values("seq")
     landed = landed[landed["grad"].notna() & landed["value"].notna()]
     last = dict(zip(landed["grad"].astype(int).tolist(), landed["value"].tolist()))
-    return [last.get(i, v) for i, v in zip(t["id"].tolist(), t["value"].tolist())]
+    return [last.get(i, v) for i, v in each_row(t, "id", "value")]
 
 
 def _handed_on(tables: dict) -> set[int]:
@@ -184,7 +184,7 @@ def tensors_table(tables: dict, step_phase: pd.Series, step_op: dict, node_name:
     t = base_table(tables, step_phase, step_op)
     t = mark_call_frees(t, tables)
     known = storage_shapes(tables)
-    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in zip(t["id"].tolist(), t["shape"].tolist())]
+    t["shape"] = [shape_text(known[i]) if i in known else s for i, s in each_row(t, "id", "shape")]
     t = add_saved(t, slots, node_name)
     t = add_tensor_facts(t, tables)
     t = set_roles(t, tables)

@@ -78,6 +78,12 @@ def text(series: pd.Series) -> pd.Series:
     return series.astype(object).where(series.notna(), "")
 
 
+def each_row(frame: pd.DataFrame, *names: str):
+    """The rows of a few columns as plain Python values (``.tolist()``: iterating a pandas
+    string or nullable column yields the same values, element by element, far slower)."""
+    return zip(*(frame[name].tolist() for name in names))
+
+
 def known(value) -> bool:
     """``pd.notna`` of one value, without its dispatch (a loop over 20,000 rows calls it
     per row): False for None, NaN, NaT and pd.NA."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import known
+from .tables import each_row, known
 
 from ..roles import ROLE_ORDER
 
@@ -20,7 +20,7 @@ def steps_frame(tables: dict, node_name: dict[int, str]) -> pd.DataFrame:
     steps = pd.DataFrame({
         "step": s["step"].astype(int).values,
         "phase": s["phase"].values,
-        "op": [node_name.get(int(n), op) if known(n) else op for n, op in zip(s["node"].tolist(), s["op"].tolist())],
+        "op": [node_name.get(int(n), op) if known(n) else op for n, op in each_row(s, "node", "op")],
         "node": s["node"].astype("Int64").values,
         "backward": s["backward"].astype("Int64").values,
         "t_ns": s["t_ns"].values,

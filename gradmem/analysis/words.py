@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pandas as pd
+from .tables import each_row
 
 CALLS = {"lift_fresh": "torch.tensor(...)", "lift_fresh_copy": "torch.tensor(...)", "lift": "torch.tensor(...)"}
 
@@ -14,7 +15,7 @@ def made_at(tensors: pd.DataFrame, tables: dict) -> list[str]:
     op. The line: the Python engine's, recorded with a torch.tensor(...)'s allocation; else
     (the native engine) the source line behind the op, for those calls too."""
     alloc = tables["alloc"].drop_duplicates("storage")
-    lines = {int(s): ln for s, ln in zip(alloc["storage"].tolist(), alloc["line"].tolist()) if isinstance(ln, (list, tuple))}
+    lines = {int(s): ln for s, ln in each_row(alloc, "storage", "line") if isinstance(ln, (list, tuple))}
     sources = tensors["source"].tolist() if "source" in tensors else [""] * len(tensors)
     out = []
     for sid, op, source in zip(tensors["id"].astype(int).tolist(), tensors["created_by"].tolist(), sources):

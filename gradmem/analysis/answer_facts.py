@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .tables import each_row, known
+from .tables import each_row, known, pairs
 
 from .consumers import Consumer
 from .slots import Slots
@@ -95,7 +95,7 @@ def at_peak(tensors: pd.DataFrame, steps: pd.DataFrame, tables: dict, slots: Slo
             peak: Peak) -> AtPeak:
     live = live_at(tensors, peak.seq)
     by_step = steps.set_index("step")["live_bytes"]
-    names = dict(each_row(tensors, "id", "name"))
+    names = pairs(tensors["id"], tensors["name"])
     ordered = live.sort_values(["nbytes", "alloc_seq"], ascending=[False, True])
     grad_of = ordered["grad_of"].tolist()
     ordered = ordered.assign(grad_of_name=[names.get(int(g), "?") if known(g) else "?" for g in grad_of])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .storages import PYTHON_NUMBER, wrapped_scalars
-from .tables import each_row
+from .tables import each_row, pairs
 
 
 def late_births(tables: dict) -> dict:
@@ -31,7 +31,7 @@ def late_births(tables: dict) -> dict:
     born = _blocks_before(pre, ev)
     if not len(born):
         return tables
-    op_of = dict(each_row(tables["step"], "step", "op"))
+    op_of = pairs(tables["step"]["step"], tables["step"]["op"])
     seq_at = _seq_at(tables)
     alloc = alloc.copy()
     numbers = wrapped_scalars(tables)   # born between ops (the argument parser), inside none

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ..roles import ROLE_ORDER
 from .timeline import live_at
-from .tables import each_row
+from .tables import each_row, pairs
 
 KEYS = (["name", "created_by", "shape", "dtype"], ["created_by", "shape", "dtype", "role"])
 EXTRA_COLUMNS = ["only_in", "id", "name", "role", "shape", "dtype", "nbytes", "created_by", "alloc_step",
@@ -90,7 +90,7 @@ def only_in(analysis, matched: set, label: str) -> pd.DataFrame:
     t = t[~t["id"].isin(matched)]
     last = int(analysis.steps["step"].max()) if len(analysis.steps) else 0
     end = int(end_of_backward(analysis.steps)["step"]) if len(analysis.steps) else 0
-    names = dict(each_row(analysis.tensors, "id", "name"))
+    names = pairs(analysis.tensors["id"], analysis.tensors["name"])
     out = pd.DataFrame({
         "only_in": label, "id": t["id"].astype(int), "name": t["name"], "role": t["role"],
         "shape": t["shape"], "dtype": t["dtype"], "nbytes": t["nbytes"].astype("int64"),

@@ -18,7 +18,7 @@ import pandas as pd
 from . import rule_math as m
 from .expr import C, Expr, Fn, Grad, Op, S, evaluate, fold, steps, text
 from .rules import ACCUMULATE, rule_for
-from .tables import each_row
+from .tables import each_row, known
 
 _WORDS = {"nan": "NaN", "inf": "Infinity", "True": "true", "False": "false"}
 
@@ -297,20 +297,16 @@ def _transposed(shape, stride) -> bool:
     return tuple(stride) == (1, shape[0]) and tuple(stride) != (shape[1], 1)
 
 
-def _known(v) -> bool:
-    return v is not None and v == v   # not None, not NaN
-
-
 def graph_of(tables: dict, storage_names: dict) -> Graph:
     nodes = tables["node"].drop_duplicates("node", keep="last")
     slots: dict = {}
     for pack, nid, f in each_row(tables["slot"], "pack", "node", "field"):
         slots.setdefault(int(nid), {})[f] = pack
-    saved = {p: (int(sid) if _known(sid) else None, sh, st, v)
+    saved = {p: (int(sid) if known(sid) else None, sh, st, v)
              for p, sid, sh, st, v in each_row(tables["saved"], "pack", "storage", "shape", "stride", "value")}
     for nid, f, hook, sid, v in each_row(tables["hidden_slot"], "node", "field", "hook", "storage", "value"):
         key = ("hidden", int(nid), f)
-        if hook is None and _known(sid):   # saved without hooks: a number torch wrapped as a tensor
+        if hook is None and known(sid):   # saved without hooks: a number torch wrapped as a tensor
             slots.setdefault(int(nid), {})[f] = key
             saved[key] = (int(sid), None, None, v)
         elif hook is not None:   # packed by other hooks (checkpoint's): saved, its value unseen
@@ -321,10 +317,10 @@ def graph_of(tables: dict, storage_names: dict) -> Graph:
         name={int(n): name for n, name, *_ in rows},
         next={int(n): tuple(tuple(x) if x is not None and x[0] is not None else None for x in (nx or ()))
               for n, _, nx, *_ in rows},
-        leaf={int(n): int(lf) for n, _, _, lf, _ in rows if _known(lf)},
+        leaf={int(n): int(lf) for n, _, _, lf, _ in rows if known(lf)},
         attrs={int(n): ({k: m.signed(v) for k, v in a.items()} if isinstance(a, dict) else {}) for n, *_, a in rows},
         outputs={(int(n), int(o)): int(sid) for n, o, sid in each_row(tables["tensor"], "node", "output_nr", "storage")
-                 if _known(n)},
+                 if known(n)},
         slots=slots, saved=saved, storage_names=storage_names,
         ends={int(n): (vi or (), vo or ())
               for n, vi, vo in each_row(tables["node_end"], "node", "values_in", "values_out")},

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import each_row, text
+from .tables import text, pairs
 from .headline import unattributed_by_node
 
 TOP_BLOCKS = 10
@@ -74,7 +74,7 @@ def match_blocks(blocks: pd.DataFrame, alloc: pd.DataFrame, slack_ns: int) -> pd
                       left_on="t", right_on="alloc_t", by="ptr", direction="backward")
     ok = (m["nbytes"] == m["size"]) & (m["free_t"].isna() | (m["free_t"] >= m["t"] - 2 * slack_ns))
     m = m[ok.fillna(False)].drop_duplicates("block")
-    living = dict(zip(m["block"].astype(int).tolist(), m["storage"].tolist()))
+    living = pairs(m["block"].astype(int), m["storage"])
     return blocks.index.to_series().map(living).astype("Int64")
 
 
@@ -124,7 +124,7 @@ def _cpu(out: pd.DataFrame, ev: pd.DataFrame, tables: dict, tensors: pd.DataFram
     summary = _allocator_summary(out, "cpu allocator (torch profiler, profile_memory)", err)
     summary["unattributed_at_peak"] = _loose_at_peak(counted, loose, summary["peak_step"])
     summary["unattributed_blocks"] = _top_blocks(loose, out)
-    summary["unattributed_by_node"] = unattributed_by_node(loose, dict(each_row(out, "step", "op")))
+    summary["unattributed_by_node"] = unattributed_by_node(loose, pairs(out["step"], out["op"]))
     summary["blocks"] = int(len(blocks))
     summary["blocks_matched"] = int(blocks["storage"].notna().sum())
     summary["peak_with_unattributed"] = _peak_with_unattributed(tables, tensors, blocks)
@@ -166,7 +166,7 @@ def _peak_with_unattributed(tables: dict, tensors: pd.DataFrame, blocks: pd.Data
     at the allocator's times (a matched block is its storage's memory, taken early in the
     op and returned late), storages no block explains at the hooks' times."""
     alloc, free = tables["alloc"].drop_duplicates("storage"), tables["free"].drop_duplicates("storage")
-    size = dict(each_row(tensors, "id", "nbytes"))
+    size = pairs(tensors["id"], tensors["nbytes"])
     matched = set(blocks["storage"].dropna().astype("int64"))
     pre = set(tensors.loc[tensors["alloc_seq"] < 0, "id"])
     new = alloc[~alloc["storage"].isin(matched | pre)]
@@ -193,7 +193,7 @@ def _loose_at_peak(counted: pd.DataFrame, loose: pd.DataFrame, step: int) -> int
 
 
 def _top_blocks(loose: pd.DataFrame, steps: pd.DataFrame) -> list[dict]:
-    op = dict(each_row(steps, "step", "op"))
+    op = pairs(steps["step"], steps["op"])
     top = loose.sort_values(["nbytes", "alloc_t"], ascending=[False, True]).head(TOP_BLOCKS)
     return [{"nbytes": int(r.nbytes), "step": int(r.alloc_step), "op": op.get(int(r.alloc_step), ""),
              "free_step": None if pd.isna(r.free_step) else int(r.free_step),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .tables import each_row, known
+from .tables import each_row, known, pairs
 
 from .timeline import live_at
 from .training_steps import Described, most_at_once
@@ -239,7 +239,7 @@ def activations_by_module(tensors: pd.DataFrame, table: pd.DataFrame, described:
 def _module_groups(act: pd.DataFrame, table: pd.DataFrame) -> list[dict]:
     """Each module's activations, biggest first: one sort of plain rows (a pandas sort per
     module cost a tenth of a second on a 100-layer MLP)."""
-    types = dict(each_row(table, "module", "type"))
+    types = pairs(table["module"], table["type"])
     rows = sorted(each_row(act, "nbytes", "alloc_seq", "module", "name", "source"), key=lambda r: (-r[0], r[1]))
     by_module: dict = {}
     for nbytes, _seq, module, name, source in rows:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import each_row, known
+from .tables import each_row, known, pairs
 
 
 def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None) -> dict[int, str]:
@@ -29,7 +29,7 @@ def node_names(nodes: pd.DataFrame, storage_names: dict[int, str] | None = None)
 def variable_names(name_events: pd.DataFrame) -> dict[int, str]:
     """The first name each storage was given by the program."""
     first = name_events.sort_values("seq").drop_duplicates("storage")
-    return dict(zip(first["storage"].astype(int).tolist(), first["name"].tolist()))
+    return pairs(first["storage"].astype(int), first["name"])
 
 
 def node_outputs(tensor_events: pd.DataFrame) -> dict[tuple[int, int], int]:
@@ -44,7 +44,7 @@ def gradient_targets(tables: dict[str, pd.DataFrame]) -> dict[int, int]:
     evidence: list[tuple[int, int, int]] = []   # (seq, grad, target)
     outputs = node_outputs(tables["tensor"])
     nodes = tables["node"]
-    next_of = dict(zip(nodes["node"].astype(int).tolist(), nodes["next"].tolist())) if len(nodes) else {}
+    next_of = pairs(nodes["node"].astype(int), nodes["next"]) if len(nodes) else {}
     leaf_of = {int(n): int(l) for n, l in each_row(nodes, "node", "leaf") if known(l)}
     ends = tables["node_end"]
     for seq, nid, grads_out in each_row(ends, "seq", "node", "grads_out"):
@@ -103,7 +103,7 @@ def module_labels(tables: dict, modules: dict[int, str], outputs: set[tuple[int,
     a label used again gets ``#2``, ``#3``, ... (the first keeps it plain)."""
     labels: dict[int, str] = {}
     alloc = tables["alloc"].drop_duplicates("storage")
-    types = dict(each_row(tables["module"], "module", "type"))
+    types = pairs(tables["module"]["module"], tables["module"]["type"])
     for sid, op, dtype, pre in zip(alloc["storage"].astype(int).tolist(),
                                    *(alloc[c].tolist() for c in ("op", "dtype", "preexisting"))):
         module = modules.get(sid, "")

@@ -7,12 +7,8 @@ from .tables import each_row, joined, pairs, known
 from .slots import Slots
 
 
-def _missing(v) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
-
-
 def _label(names: dict[int, str], sid) -> str:
-    if _missing(sid):
+    if not known(sid):
         return ""
     return names.get(int(sid), f"S{int(sid)}")
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .tables import each_row, known
+from .tables import each_row, known, pairs
 
 from ..roles import Role
 
@@ -60,7 +60,7 @@ def _copied_into_buckets(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     views = set(names.loc[names["source"] == "grad", "storage"].astype(int))
     if not (t["id"].isin(views) & (t["role"] == Role.COMM_BUFFER.value)).any():
         return t
-    phase = dict(each_row(tables["step"], "step", "phase"))
+    phase = pairs(tables["step"]["step"], tables["step"]["phase"])
     in_backward = t["free_step"].map(lambda s: known(s) and phase.get(int(s)) == "backward")
     passing = (t["role"] == Role.PARAM_GRAD.value) & in_backward
     t.loc[passing.astype(bool), "role"] = Role.GRADIENT.value
@@ -78,7 +78,7 @@ def _made_then_leaf(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
 
 def _unsharded(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     alloc = tables["alloc"].drop_duplicates("storage")
-    lineage = dict(zip(alloc["storage"].astype(int).tolist(), alloc["lineage"].tolist()))
+    lineage = pairs(alloc["storage"].astype(int), alloc["lineage"])
     line = t["id"].map(lambda i: lineage.get(i) if known(lineage.get(i)) else i).astype("int64")
     free = tables["free"]
     shrunk = set(free.loc[free["resized"] == True, "storage"].astype(int))  # noqa: E712

@@ -8,7 +8,7 @@ import bisect
 import pandas as pd
 
 from ..roles import Role
-from .tables import each_row, joined, text, known
+from .tables import each_row, joined, text, known, pairs
 from .sharding import set_rank_roles
 from .naming import storage_shapes
 from .slots import Slots
@@ -79,7 +79,7 @@ def mark_call_frees(t: pd.DataFrame, tables: dict) -> pd.DataFrame:
     steps, ends, begins = tables["step"], tables["backward_end"], tables["backward_begin"]
     engine = set(steps.loc[(steps["phase"] == "backward") & steps["node"].isna(), "step"].astype(int))
     node_ends = sorted(tables["node_end"]["seq"].tolist())
-    calls = dict(each_row(begins, "index", "call"))
+    calls = pairs(begins["index"], begins["call"])
     made = t["alloc_step"].isin(engine) & t["free_seq"].notna()   # the few the engine made, freed
     if not made.any():
         return t
@@ -127,7 +127,7 @@ def _landed_values(t: pd.DataFrame, tables: dict) -> list:
     storages keep their value as created."""
     landed = pd.concat([tables["leaf_grad"], tables["retained"]]).sort_values("seq")
     landed = landed[landed["grad"].notna() & landed["value"].notna()]
-    last = dict(zip(landed["grad"].astype(int).tolist(), landed["value"].tolist()))
+    last = pairs(landed["grad"].astype(int), landed["value"])
     return [last.get(i, v) for i, v in each_row(t, "id", "value")]
 
 

@@ -13,14 +13,14 @@ import pandas as pd
 from ..trace import Trace
 from .slots import Slots
 from .storages import OUTSIDE_GRAPH
-from .tables import each_row
+from .tables import pairs
 
 
 class _Labels:
     def __init__(self, tensors: pd.DataFrame, steps: pd.DataFrame, node_name: dict, owner: dict, storage_of: dict):
         self.tensors = tensors.set_index("id")
-        self.step_op = dict(each_row(steps, "step", "op"))
-        self.step_phase = dict(each_row(steps, "step", "phase"))
+        self.step_op = pairs(steps["step"], steps["op"])
+        self.step_phase = pairs(steps["step"], steps["phase"])
         self.node_name = node_name
         self.owner = owner
         self.storage_of = storage_of

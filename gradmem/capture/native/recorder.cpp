@@ -1988,6 +1988,16 @@ bool hook_failed(ModuleCall* mc) {
   return true;
 }
 
+// a call of the watcher's own (its _pre, _post, the recorder's enter and exit); false: an
+// error to propagate (hook_failed)
+bool call_ignoring(ModuleCall* mc, PyObject* fn, PyObject* a, PyObject* b) {
+  PyObject* args[2] = {a, b};
+  PyObject* r = PyObject_Vectorcall(fn, args, b == nullptr ? 1 : 2, nullptr);
+  if (r == nullptr) return hook_failed(mc);
+  Py_DECREF(r);
+  return true;
+}
+
 // the span's end: the stack unwound to this module, then exit(path, output); false: an
 // error to propagate (hook_failed)
 bool end_span(ModuleCall* mc, PyObject* path, PyObject* output) {
@@ -2005,20 +2015,7 @@ bool end_span(ModuleCall* mc, PyObject* path, PyObject* output) {
     Py_DECREF(top);
     if (same != 0) break;
   }
-  PyObject* args[2] = {path, output};
-  PyObject* r = PyObject_Vectorcall(mc->exit, args, 2, nullptr);
-  if (r == nullptr) return hook_failed(mc);
-  Py_DECREF(r);
-  return true;
-}
-
-// a call of the watcher's own (its _pre, _post, the recorder's enter); false as end_span
-bool call_ignoring(ModuleCall* mc, PyObject* fn, PyObject* a, PyObject* b) {
-  PyObject* args[2] = {a, b};
-  PyObject* r = PyObject_Vectorcall(fn, args, b == nullptr ? 1 : 2, nullptr);
-  if (r == nullptr) return hook_failed(mc);
-  Py_DECREF(r);
-  return true;
+  return call_ignoring(mc, mc->exit, path, output);
 }
 
 PyObject* module_call(PyObject* self, PyObject* const* args, size_t nargsf, PyObject* kwnames) {
